@@ -1,0 +1,2 @@
+//! hostgate's gateway library (being built).
+pub mod import;
