@@ -1,17 +1,245 @@
-use crate::error::InvalidHost;
+//! Host normalisation: one pass that lowercases, validates and copies a name into a fixed buffer.
+//!
+//! This module owns the question "is this a host name we can match, and what is its canonical
+//! form?". It does not know about patterns; [`crate::Pattern`] uses the same byte class and IDNA
+//! conversion so that rules and hosts are normalised alike.
 
-/// A normalised, validated host name: lowercase ASCII (punycode A-labels), no trailing dot.
+use std::fmt;
+
+use crate::error::{InvalidHost, InvalidHostKind};
+
+/// The longest name we accept, in bytes, without the trailing dot (RFC 1035's 255 octets on the wire).
+pub(crate) const MAX_NAME: usize = 253;
+/// The longest label we accept, in bytes.
+pub(crate) const MAX_LABEL: usize = 63;
+
+/// Maps every byte to its lowercase form if it may appear in a host name, `.` to itself, and every
+/// other byte to 0.
+static HOST_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => c,
+            b'A'..=b'Z' => c + 32,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// A normalised, validated host name: lowercase ASCII (punycode A-labels for IDNs), no trailing
+/// dot, no empty label, labels of at most 63 bytes, at most 253 bytes, bytes in `[a-z0-9-_.]`.
+///
+/// It lives on the stack (no allocation for ASCII input), so normalising a name per connection
+/// costs one pass over its bytes.
+///
+/// ```
+/// use hostgate_matcher::Host;
+/// assert_eq!(Host::new("LOGIN.Live.COM.").unwrap().as_str(), "login.live.com");
+/// assert_eq!(Host::new("bücher.example").unwrap().as_str(), "xn--bcher-kva.example");
+/// assert!(Host::new("a..b").is_err());
+/// ```
 #[derive(Clone)]
 pub struct Host {
-    buf: [u8; 253],
+    buf: [u8; MAX_NAME],
     len: u8,
 }
 
 impl Host {
-    /// Normalises `name`.
-    pub fn new(name: &str) -> Result<Host, InvalidHost> { let _ = name; unimplemented!() }
-    /// Normalises raw bytes (e.g. an SNI `host_name`); non-UTF-8 is invalid.
-    pub fn from_bytes(name: &[u8]) -> Result<Host, InvalidHost> { let _ = name; unimplemented!() }
+    /// Normalises `name` (ASCII, or Unicode converted with IDNA UTS 46).
+    pub fn new(name: &str) -> Result<Host, InvalidHost> {
+        Host::from_bytes(name.as_bytes())
+    }
+
+    /// Normalises raw bytes, e.g. a TLS SNI `host_name` or an HTTP `Host` header. Non-ASCII bytes
+    /// must be UTF-8 and are converted with IDNA (UTS 46).
+    pub fn from_bytes(name: &[u8]) -> Result<Host, InvalidHost> {
+        if name.is_ascii() {
+            return Host::from_ascii(name);
+        }
+        let text =
+            std::str::from_utf8(name).map_err(|_| InvalidHost::new(InvalidHostKind::Idna))?;
+        let ascii = to_ascii(text).ok_or_else(|| InvalidHost::new(InvalidHostKind::Idna))?;
+        Host::from_ascii(ascii.as_bytes())
+    }
+
+    fn from_ascii(name: &[u8]) -> Result<Host, InvalidHost> {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.is_empty() {
+            return Err(InvalidHost::new(InvalidHostKind::Empty));
+        }
+        if name.len() > MAX_NAME {
+            return Err(InvalidHost::new(InvalidHostKind::NameTooLong));
+        }
+        let mut buf = [0u8; MAX_NAME];
+        let mut label = 0usize;
+        for (i, (&b, out)) in name.iter().zip(buf.iter_mut()).enumerate() {
+            let c = HOST_BYTE[usize::from(b)];
+            if c == 0 {
+                return Err(InvalidHost::new(InvalidHostKind::InvalidByte {
+                    byte: b,
+                    offset: i,
+                }));
+            }
+            if c == b'.' {
+                if label == 0 {
+                    return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
+                }
+                label = 0;
+            } else {
+                label += 1;
+                if label > MAX_LABEL {
+                    return Err(InvalidHost::new(InvalidHostKind::LabelTooLong));
+                }
+            }
+            *out = c;
+        }
+        if label == 0 {
+            return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
+        }
+        Ok(Host {
+            buf,
+            // name.len() <= MAX_NAME (253) was checked above.
+            len: name.len() as u8,
+        })
+    }
+
     /// The normalised name.
-    pub fn as_str(&self) -> &str { let _ = (&self.buf, self.len); unimplemented!() }
+    pub fn as_str(&self) -> &str {
+        // Only bytes from HOST_BYTE (ASCII) are ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The normalised name as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    /// The number of labels.
+    pub fn label_count(&self) -> usize {
+        1 + self.as_bytes().iter().filter(|&&b| b == b'.').count()
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Host").field(&self.as_str()).finish()
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Host {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Host {}
+
+impl std::str::FromStr for Host {
+    type Err = InvalidHost;
+    fn from_str(s: &str) -> Result<Host, InvalidHost> {
+        Host::new(s)
+    }
+}
+
+/// UTS 46 ToASCII with the URL Standard's deny list (which lets `*` through, so patterns can use
+/// it too). Returns `None` when the conversion reports an error.
+pub(crate) fn to_ascii(text: &str) -> Option<String> {
+    idna::domain_to_ascii(text).ok()
+}
+
+/// Whether `b` may appear in a normalised name (lowercase only; `.` excluded).
+pub(crate) fn is_name_byte(b: u8) -> bool {
+    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(s: &str) -> InvalidHostKind {
+        Host::new(s).unwrap_err().kind().clone()
+    }
+
+    #[test]
+    fn normalises_case_and_one_trailing_dot() {
+        assert_eq!(
+            Host::new("LOGIN.Live.COM.").unwrap().as_str(),
+            "login.live.com"
+        );
+        assert_eq!(Host::new("a_b-1.x").unwrap().as_str(), "a_b-1.x");
+        assert_eq!(kind("a.b.."), InvalidHostKind::EmptyLabel);
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert_eq!(kind(""), InvalidHostKind::Empty);
+        assert_eq!(kind("."), InvalidHostKind::Empty);
+        assert_eq!(kind(".a"), InvalidHostKind::EmptyLabel);
+        assert_eq!(kind("a..b"), InvalidHostKind::EmptyLabel);
+        assert_eq!(
+            kind(&format!("{}.com", "a".repeat(64))),
+            InvalidHostKind::LabelTooLong
+        );
+        assert!(Host::new(&format!("{}.com", "a".repeat(63))).is_ok());
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(long.len(), 253);
+        assert!(Host::new(&long).is_ok());
+        assert!(Host::new(&format!("{long}.")).is_ok());
+        assert_eq!(kind(&format!("{long}x")), InvalidHostKind::NameTooLong);
+        assert_eq!(
+            kind("a b.com"),
+            InvalidHostKind::InvalidByte {
+                byte: b' ',
+                offset: 1
+            }
+        );
+        assert_eq!(
+            kind("a*.com"),
+            InvalidHostKind::InvalidByte {
+                byte: b'*',
+                offset: 1
+            }
+        );
+        assert_eq!(
+            kind("a\0.com"),
+            InvalidHostKind::InvalidByte { byte: 0, offset: 1 }
+        );
+        assert_eq!(
+            Host::from_bytes(b"\xff.com").unwrap_err().kind(),
+            &InvalidHostKind::Idna
+        );
+    }
+
+    #[test]
+    fn converts_unicode_to_punycode() {
+        assert_eq!(
+            Host::new("Bücher.Example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            Host::new("xn--bcher-kva.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        // Fullwidth dot is a label separator under UTS 46.
+        assert_eq!(
+            Host::new("bücher\u{ff0e}example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(Host::new("münchen.de").unwrap().label_count(), 2);
+    }
 }

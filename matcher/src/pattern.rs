@@ -1,12 +1,31 @@
-use crate::error::BuildError;
+//! Pattern parsing: the grammar of rules, normalised exactly like hosts.
+//!
+//! This module owns the text of a pattern and its classification into the shapes the matcher
+//! compiles separately (exact names, `*.suffix`, and the rare glob shapes). It does not index
+//! anything.
 
-/// A parsed, normalised pattern.
+use std::fmt;
+
+use crate::error::{BuildError, BuildErrorKind};
+use crate::host::{is_name_byte, to_ascii, MAX_LABEL, MAX_NAME};
+
+/// A parsed, normalised pattern: lowercase ASCII (punycode for IDNs), one trailing dot removed,
+/// a leading dot kept.
+///
+/// ```
+/// use hostgate_matcher::Pattern;
+/// assert_eq!(Pattern::new("*.LYNC.com.").unwrap().as_str(), "*.lync.com");
+/// assert!(Pattern::new("mail.*").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Pattern {
     text: String,
 }
 
-/// How specific a pattern is: exact beats wildcard, then more literal bytes win.
+/// How specific a match is. Exact patterns beat every wildcard pattern; otherwise the pattern with
+/// more literal (non-`*`) bytes, dots included, wins. Equal values are a tie.
+///
+/// `Ord` sorts the most specific last: `a > b` means `a` wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Specificity {
     exact: bool,
@@ -14,17 +33,312 @@ pub struct Specificity {
 }
 
 impl Specificity {
-    /// True for a pattern without any `*`.
-    pub fn is_exact(self) -> bool { self.exact }
-    /// The number of non-`*` bytes of the pattern.
-    pub fn literal_len(self) -> usize { usize::from(self.literal) }
+    pub(crate) const fn new(exact: bool, literal: usize) -> Specificity {
+        // Patterns are at most 253 bytes (+2 for an expanded leading dot).
+        Specificity {
+            exact,
+            literal: literal as u16,
+        }
+    }
+
+    /// True when the pattern (or the expansion of a `.d` pattern that matched) has no `*`.
+    pub fn is_exact(self) -> bool {
+        self.exact
+    }
+
+    /// The number of non-`*` bytes of the pattern, dots included.
+    pub fn literal_len(self) -> usize {
+        usize::from(self.literal)
+    }
+}
+
+impl fmt::Display for Specificity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.exact {
+            write!(f, "exact/{}", self.literal)
+        } else {
+            write!(f, "wildcard/{}", self.literal)
+        }
+    }
+}
+
+/// The forms a pattern compiles to. A `.d` pattern yields the forms of `d` and of `*.d`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Form<'a> {
+    /// No wildcard: the whole host must equal this.
+    Exact(&'a str),
+    /// `*.suffix` with a literal suffix: a proper label suffix of the host must equal this.
+    Suffix(&'a str),
+    /// Anything else. `tail` is the longest all-literal label suffix (never empty, since the top
+    /// label is literal), `head` the labels before it (never empty, contains a `*`).
+    Glob { head: &'a str, tail: &'a str },
+}
+
+impl<'a> Form<'a> {
+    fn of(body: &'a str) -> Form<'a> {
+        if !body.contains('*') {
+            return Form::Exact(body);
+        }
+        if let Some(rest) = body.strip_prefix("*.") {
+            if !rest.contains('*') {
+                return Form::Suffix(rest);
+            }
+        }
+        // The last '*' is in a label before the tail; the tail starts after the next dot.
+        let star = body.rfind('*').unwrap_or(0);
+        let dot = body[star..].find('.').map_or(body.len(), |d| star + d);
+        Form::Glob {
+            head: &body[..dot],
+            tail: &body[(dot + 1).min(body.len())..],
+        }
+    }
+
+    /// The specificity of a match by this form.
+    pub(crate) fn specificity(&self) -> Specificity {
+        match *self {
+            Form::Exact(s) => Specificity::new(true, s.len()),
+            Form::Suffix(s) => Specificity::new(false, s.len() + 1),
+            Form::Glob { head, tail } => Specificity::new(
+                false,
+                head.bytes().filter(|&b| b != b'*').count() + 1 + tail.len(),
+            ),
+        }
+    }
 }
 
 impl Pattern {
-    /// Parses and normalises a pattern.
-    pub fn new(pattern: &str) -> Result<Pattern, BuildError> { let _ = pattern; unimplemented!() }
+    /// Parses and normalises a pattern. See the crate documentation for the grammar.
+    ///
+    /// # Errors
+    /// A [`BuildError`] quoting `pattern` when it is not a valid pattern.
+    pub fn new(pattern: &str) -> Result<Pattern, BuildError> {
+        Pattern::parse(pattern).map_err(|kind| BuildError {
+            pattern: pattern.to_string(),
+            index: None,
+            kind,
+        })
+    }
+
+    fn parse(input: &str) -> Result<Pattern, BuildErrorKind> {
+        let (leading_dot, rest) = match input.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        let mut body = if rest.is_ascii() {
+            rest.to_ascii_lowercase()
+        } else {
+            for label in rest.split(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']) {
+                if !label.is_ascii() && label.contains('*') {
+                    return Err(BuildErrorKind::WildcardInIdnLabel);
+                }
+            }
+            to_ascii(rest).ok_or(BuildErrorKind::Idna)?
+        };
+        if body.ends_with('.') {
+            body.pop();
+        }
+        if body.is_empty() {
+            return Err(BuildErrorKind::Empty);
+        }
+        if body == "*" {
+            return Err(BuildErrorKind::LoneWildcard);
+        }
+        let labels = body.split('.').count();
+        for (i, label) in body.split('.').enumerate() {
+            if label.is_empty() {
+                return Err(BuildErrorKind::EmptyLabel);
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|&c| c != '*' && !(c.is_ascii() && is_name_byte(c as u8)))
+            {
+                return Err(BuildErrorKind::InvalidCharacter(c));
+            }
+            if label.len() > MAX_LABEL {
+                return Err(BuildErrorKind::LabelTooLong);
+            }
+            if label.contains("**") {
+                return Err(BuildErrorKind::DoubleWildcard);
+            }
+            if i + 1 == labels && label.contains('*') {
+                return Err(BuildErrorKind::WildcardInTopLabel);
+            }
+        }
+        if body.len() > MAX_NAME {
+            return Err(BuildErrorKind::NameTooLong);
+        }
+        if leading_dot {
+            body.insert(0, '.');
+        }
+        Ok(Pattern { text: body })
+    }
+
     /// The normalised text (lowercase, punycode, no trailing dot; a leading dot is kept).
-    pub fn as_str(&self) -> &str { &self.text }
-    /// This pattern's specificity.
-    pub fn specificity(&self) -> Specificity { unimplemented!() }
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// True when the pattern has no `*` and no leading dot.
+    pub fn is_exact(&self) -> bool {
+        !self.text.contains('*') && !self.text.starts_with('.')
+    }
+
+    /// The specificity of a match by this pattern. For a `.d` pattern this is the specificity of
+    /// its `*.d` expansion; a match of the bare `d` expansion has the specificity of the exact
+    /// pattern `d`.
+    pub fn specificity(&self) -> Specificity {
+        match self.text.strip_prefix('.') {
+            Some(body) => Specificity::new(false, body.bytes().filter(|&b| b != b'*').count() + 1),
+            None => Specificity::new(
+                !self.text.contains('*'),
+                self.text.bytes().filter(|&b| b != b'*').count(),
+            ),
+        }
+    }
+
+    /// The forms this pattern compiles to: one, or two for a leading-dot pattern. The second
+    /// string of a leading-dot pattern is built into `scratch`.
+    pub(crate) fn forms<'s>(&'s self, scratch: &'s mut String) -> (Form<'s>, Option<Form<'s>>) {
+        match self.text.strip_prefix('.') {
+            None => (Form::of(&self.text), None),
+            Some(body) => {
+                scratch.clear();
+                scratch.push_str("*.");
+                scratch.push_str(body);
+                (Form::of(body), Some(Form::of(scratch)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = BuildError;
+    fn from_str(s: &str) -> Result<Pattern, BuildError> {
+        Pattern::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(p: &str) -> BuildErrorKind {
+        Pattern::new(p).unwrap_err().kind().clone()
+    }
+
+    #[test]
+    fn normalises() {
+        assert_eq!(Pattern::new("*.LYNC.com.").unwrap().as_str(), "*.lync.com");
+        assert_eq!(Pattern::new(".Lync.com").unwrap().as_str(), ".lync.com");
+        assert_eq!(
+            Pattern::new("*.Bücher.example").unwrap().as_str(),
+            "*.xn--bcher-kva.example"
+        );
+        assert_eq!(
+            Pattern::new("Fe*.example.com").unwrap().as_str(),
+            "fe*.example.com"
+        );
+    }
+
+    #[test]
+    fn rejects() {
+        assert_eq!(err(""), BuildErrorKind::Empty);
+        assert_eq!(err("."), BuildErrorKind::Empty);
+        assert_eq!(err("*"), BuildErrorKind::LoneWildcard);
+        assert_eq!(err(".*"), BuildErrorKind::LoneWildcard);
+        assert_eq!(err("**.com"), BuildErrorKind::DoubleWildcard);
+        assert_eq!(err("a**b.com"), BuildErrorKind::DoubleWildcard);
+        assert_eq!(err("mail.*"), BuildErrorKind::WildcardInTopLabel);
+        assert_eq!(err("a.c*m"), BuildErrorKind::WildcardInTopLabel);
+        assert_eq!(err("*.*"), BuildErrorKind::WildcardInTopLabel);
+        assert_eq!(err("a..b"), BuildErrorKind::EmptyLabel);
+        assert_eq!(err("..a"), BuildErrorKind::EmptyLabel);
+        assert_eq!(err("a.b.."), BuildErrorKind::EmptyLabel);
+        assert_eq!(
+            err(&format!("{}.com", "a".repeat(64))),
+            BuildErrorKind::LabelTooLong
+        );
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        assert_eq!(err(&long), BuildErrorKind::NameTooLong);
+        assert_eq!(err("a b.com"), BuildErrorKind::InvalidCharacter(' '));
+        assert_eq!(err("\\*.com"), BuildErrorKind::InvalidCharacter('\\'));
+        assert_eq!(err("https://a.com"), BuildErrorKind::InvalidCharacter(':'));
+        assert_eq!(err("<tenant>.x.com"), BuildErrorKind::InvalidCharacter('<'));
+        assert_eq!(err("*ü.example"), BuildErrorKind::WildcardInIdnLabel);
+        let e = Pattern::new("mail.*").unwrap_err();
+        assert_eq!(e.pattern(), "mail.*");
+        assert_eq!(
+            e.to_string(),
+            "invalid pattern \"mail.*\": the top-level (rightmost) label cannot contain `*`"
+        );
+    }
+
+    #[test]
+    fn forms_and_specificity() {
+        let mut s = String::new();
+        let p = Pattern::new("login.live.com").unwrap();
+        assert_eq!(p.forms(&mut s), (Form::Exact("login.live.com"), None));
+        let p = Pattern::new("*.lync.com").unwrap();
+        assert_eq!(p.forms(&mut s).0, Form::Suffix("lync.com"));
+        assert_eq!(p.specificity(), Specificity::new(false, 9));
+        let p = Pattern::new("*cdn.onenote.net").unwrap();
+        assert_eq!(
+            p.forms(&mut s).0,
+            Form::Glob {
+                head: "*cdn",
+                tail: "onenote.net"
+            }
+        );
+        assert_eq!(p.forms(&mut s).0.specificity(), Specificity::new(false, 15));
+        let p = Pattern::new("api.*.example.com").unwrap();
+        assert_eq!(
+            p.forms(&mut s).0,
+            Form::Glob {
+                head: "api.*",
+                tail: "example.com"
+            }
+        );
+        let p = Pattern::new("*.*.onedrive.live.com").unwrap();
+        assert_eq!(
+            p.forms(&mut s).0,
+            Form::Glob {
+                head: "*.*",
+                tail: "onedrive.live.com"
+            }
+        );
+        let p = Pattern::new(".lync.com").unwrap();
+        assert_eq!(p.specificity(), Specificity::new(false, 9));
+        let mut s2 = String::new();
+        let (a, b) = p.forms(&mut s2);
+        assert_eq!(
+            (a, b),
+            (Form::Exact("lync.com"), Some(Form::Suffix("lync.com")))
+        );
+        let p = Pattern::new(".*.x.com").unwrap();
+        let (a, b) = p.forms(&mut s);
+        assert_eq!(
+            (a, b),
+            (
+                Form::Suffix("x.com"),
+                Some(Form::Glob {
+                    head: "*.*",
+                    tail: "x.com"
+                })
+            )
+        );
+        assert!(Specificity::new(true, 3) > Specificity::new(false, 200));
+        assert!(Specificity::new(false, 10) > Specificity::new(false, 9));
+    }
 }
