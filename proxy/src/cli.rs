@@ -1,0 +1,294 @@
+//! The command line: `hostgate check`, `hostgate explain`, `hostgate import`.
+//!
+//! This module owns argument parsing and what the tools print. The work is done by
+//! [`crate::config`], [`crate::policy`] and [`crate::import`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hostgate_matcher::Host;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
+
+/// hostgate: an egress gateway that decides every outbound connection by the name it asks for.
+#[derive(Debug, Parser)]
+#[command(name = "hostgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and compile the configuration and every rule file; print counts and the lint.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/hostgate.toml")]
+        config: PathBuf,
+    },
+    /// Print, for each host, the decision, the rule that made it and the rules it beat.
+    Explain {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/hostgate.toml")]
+        config: PathBuf,
+        /// How the client connects: `https` (TLS) or `http` (plain).
+        #[arg(long, value_enum, default_value_t = SchemeArg::Https)]
+        scheme: SchemeArg,
+        /// The destination port (default: 443 for https, 80 for http).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The request path (and query), as seen in plain HTTP or inspected TLS.
+        #[arg(long)]
+        path: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// The names to explain.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SchemeArg {
+    Http,
+    Https,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Check { config } => check(&config, &mut out),
+        Command::Explain {
+            config,
+            scheme,
+            port,
+            path,
+            json,
+            hosts,
+        } => {
+            let scheme = match scheme {
+                SchemeArg::Http => Scheme::Http,
+                SchemeArg::Https => Scheme::Https,
+            };
+            let port = port.unwrap_or(if scheme == Scheme::Http { 80 } else { 443 });
+            explain(
+                &config,
+                scheme,
+                port,
+                path.as_deref(),
+                json,
+                &hosts,
+                &mut out,
+            )
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("hostgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: &std::path::Path) -> Result<(Config, Policy), String> {
+    let c = Config::load(config).map_err(|e| e.to_string())?;
+    let p = Policy::load(&c).map_err(|e| e.to_string())?;
+    Ok((c, p))
+}
+
+fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, String> {
+    let (c, p) = load(config)?;
+    let w = |e: std::io::Error| e.to_string();
+    writeln!(
+        out,
+        "config {}: {} listener(s), default action {}",
+        c.path.display(),
+        c.listeners.len(),
+        p.default_action()
+    )
+    .map_err(w)?;
+    let mut totals = [0usize; 3];
+    let mut inactive = 0;
+    for s in p.sources() {
+        writeln!(
+            out,
+            "  {}: {} rules (bypass {}, allow {}, deny {}){}",
+            s.file,
+            s.active(),
+            s.by_action[Action::Bypass as usize],
+            s.by_action[Action::Allow as usize],
+            s.by_action[Action::Deny as usize],
+            if s.inactive > 0 {
+                format!(", {} inactive", s.inactive)
+            } else {
+                String::new()
+            }
+        )
+        .map_err(w)?;
+        for (t, n) in totals.iter_mut().zip(s.by_action) {
+            *t += n;
+        }
+        inactive += s.inactive;
+    }
+    let m = p.matcher();
+    let counts = m.counts();
+    writeln!(
+        out,
+        "total: {} rules (bypass {}, allow {}, deny {}), {} inactive",
+        totals.iter().sum::<usize>(),
+        totals[Action::Bypass as usize],
+        totals[Action::Allow as usize],
+        totals[Action::Deny as usize],
+        inactive
+    )
+    .map_err(w)?;
+    writeln!(
+        out,
+        "compiled in {:.1} ms; matcher {} heap bytes ({} exact, {} suffix, {} glob forms)",
+        p.compile_time().as_secs_f64() * 1e3,
+        m.heap_bytes(),
+        counts.exact,
+        counts.suffix,
+        counts.glob
+    )
+    .map_err(w)?;
+    let lints = p.lint();
+    let mut by_kind: Vec<(LintKind, usize)> = Vec::new();
+    for l in &lints {
+        match by_kind.last_mut() {
+            Some((k, n)) if *k == l.kind => *n += 1,
+            _ => by_kind.push((l.kind, 1)),
+        }
+    }
+    for l in &lints {
+        writeln!(out, "{l}").map_err(w)?;
+    }
+    let summary: Vec<String> = by_kind
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.as_str()))
+        .collect();
+    if lints.is_empty() {
+        writeln!(out, "lint: no warnings").map_err(w)?;
+    } else {
+        writeln!(
+            out,
+            "lint: {} warnings ({})",
+            lints.len(),
+            summary.join(", ")
+        )
+        .map_err(w)?;
+    }
+    writeln!(out, "ok: the configuration is usable").map_err(w)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(
+    config: &std::path::Path,
+    scheme: Scheme,
+    port: u16,
+    path: Option<&str>,
+    as_json: bool,
+    hosts: &[String],
+    out: &mut impl Write,
+) -> Result<ExitCode, String> {
+    let (_, p) = load(config)?;
+    let w = |e: std::io::Error| e.to_string();
+    for name in hosts {
+        let host = match Host::new(name) {
+            Ok(h) => h,
+            Err(e) => {
+                if as_json {
+                    let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
+                    writeln!(out, "{v}").map_err(w)?;
+                } else {
+                    writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
+                }
+                continue;
+            }
+        };
+        let (d, candidates) = p.explain(&Query {
+            host: &host,
+            scheme,
+            port,
+            path,
+        });
+        let winner = d.rule.map(|r| p.rule(r));
+        if as_json {
+            let others: Vec<_> = candidates
+                .iter()
+                .filter(|c| c.verdict != Verdict::Winner)
+                .map(|c| {
+                    let r = p.rule(c.rule);
+                    json!({
+                        "rule": r.target, "action": r.action, "source": r.origin.to_string(),
+                        "verdict": c.verdict.as_str(), "exact": c.specificity.is_exact(), "literal": c.specificity.literal_len(),
+                    })
+                })
+                .collect();
+            let v = json!({
+                "host": host.as_str(),
+                "scheme": scheme,
+                "port": port,
+                "path": path,
+                "action": d.action,
+                "rule": winner.map(|r| r.target.as_str()),
+                "pattern": winner.and_then(|r| r.pattern.as_ref()).map(|p| p.as_str()),
+                "source": winner.map(|r| r.origin.to_string()),
+                "default": d.rule.is_none(),
+                "path_unenforced": d.path_unenforced,
+                "tie": d.tie,
+                "others": others,
+            });
+            writeln!(out, "{v}").map_err(w)?;
+            continue;
+        }
+        let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
+        writeln!(
+            out,
+            "{} ({scheme}, port {port}{path_note}): {}",
+            host, d.action
+        )
+        .map_err(w)?;
+        match winner {
+            Some(r) => {
+                writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?
+            }
+            None => {
+                writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?
+            }
+        }
+        if d.path_unenforced {
+            writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone").map_err(w)?;
+        }
+        if d.tie {
+            writeln!(
+                out,
+                "  note    equally specific rules disagree: the strictest action won"
+            )
+            .map_err(w)?;
+        }
+        for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
+            let r = p.rule(c.rule);
+            writeln!(
+                out,
+                "  {:<7} {} {}  at {} ({})",
+                "beat",
+                r.action,
+                r.target,
+                r.origin,
+                c.verdict.as_str()
+            )
+            .map_err(w)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,440 @@
+//! The configuration file (`config/hostgate.toml`): parsed with serde (unknown keys are errors),
+//! then validated into typed values before anything uses it.
+//!
+//! This module owns the file format and its error messages (file, line, column, field). It does
+//! not read rule files (see [`crate::policy`]) nor bind sockets.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::{placeholder_key, Action};
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Policy sources and default.
+    pub policy: PolicyConfig,
+    /// Placeholder values, keyed by [`placeholder_key`].
+    pub vars: BTreeMap<String, String>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// A listening socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// What kind of traffic arrives there.
+    pub kind: ListenerKind,
+    /// Where to listen.
+    pub address: SocketAddr,
+}
+
+/// The kinds of listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// An explicit HTTP proxy: `CONNECT host:port` and absolute-form `http://` requests.
+    Connect,
+    /// Connections redirected by iptables/nftables `REDIRECT`; the original destination comes
+    /// from `SO_ORIGINAL_DST`.
+    Transparent,
+}
+
+/// Where the rules come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// The action when no rule matches.
+    pub default: Action,
+    /// Rule files, in order.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One rule file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// The path, resolved against the configuration file's directory.
+    pub path: PathBuf,
+    /// The action of bare lines until the file says `default ACTION`.
+    pub default: Option<Action>,
+    /// The line of the configuration file that names this source.
+    pub line: usize,
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or any `tracing_subscriber` filter directive.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration error: where (file, line, column) and what.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a position.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                line,
+                col,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
+    policy: RawPolicy,
+    #[serde(default)]
+    vars: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    kind: ListenerKind,
+    address: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "deny")]
+    default: Action,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+}
+
+fn deny() -> Action {
+    Action::Deny
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: Spanned<String>,
+    #[serde(default)]
+    default: Option<Action>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    level: Option<Spanned<String>>,
+    #[serde(default)]
+    format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, and the line and column where there is one.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text that was read from `path` (used for messages and
+    /// to resolve relative rule-file paths).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, line and column.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |span: Option<Range<usize>>, message: String| ConfigError {
+            file: path.to_path_buf(),
+            position: span.map(|s| line_col(text, s.start)),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let field = e.span().and_then(|s| field_at(text, s.start));
+            let message = e.message().trim_end();
+            err(
+                e.span(),
+                field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+
+        let mut listeners = Vec::with_capacity(raw.listeners.len());
+        for l in raw.listeners {
+            let address = l.address.get_ref().parse::<SocketAddr>().map_err(|_| {
+                err(
+                    Some(l.address.span()),
+                    format!("listener.address: `{}` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)", l.address.get_ref()),
+                )
+            })?;
+            if listeners.iter().any(|x: &Listener| x.address == address) {
+                return Err(err(
+                    Some(l.address.span()),
+                    format!("listener.address: {address} is used by another listener"),
+                ));
+            }
+            listeners.push(Listener {
+                kind: l.kind,
+                address,
+            });
+        }
+
+        let mut sources = Vec::with_capacity(raw.policy.sources.len());
+        for s in raw.policy.sources {
+            if s.path.get_ref().trim().is_empty() {
+                return Err(err(
+                    Some(s.path.span()),
+                    "policy.source.path: empty path".to_string(),
+                ));
+            }
+            sources.push(SourceConfig {
+                path: base.join(s.path.get_ref()),
+                default: s.default,
+                line: line_col(text, s.path.span().start).0,
+            });
+        }
+
+        let mut vars = BTreeMap::new();
+        for (name, value) in raw.vars {
+            let key = placeholder_key(&name);
+            let v = value
+                .get_ref()
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            let valid = !v.is_empty()
+                && v.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                return Err(err(
+                    Some(value.span()),
+                    format!("vars.{name}: `{}` is not a host name or label (letters, digits, `-`, `_`, dots between labels)", value.get_ref()),
+                ));
+            }
+            if key.is_empty() || vars.insert(key.clone(), v).is_some() {
+                return Err(err(
+                    Some(value.span()),
+                    format!("vars.{name}: the placeholder name `{key}` is empty or given twice"),
+                ));
+            }
+        }
+
+        let level = match raw.log.level {
+            None => "info".to_string(),
+            Some(l) => {
+                let v = l.get_ref().trim().to_string();
+                if v.is_empty() || v.chars().any(|c| c.is_whitespace()) {
+                    return Err(err(
+                        Some(l.span()),
+                        format!(
+                            "log.level: `{}` is not a level (error, warn, info, debug, trace)",
+                            l.get_ref()
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            listeners,
+            policy: PolicyConfig {
+                default: raw.policy.default,
+                sources,
+            },
+            vars,
+            log: LogConfig {
+                level,
+                format: raw.log.format,
+            },
+        })
+    }
+}
+
+/// The dotted name of the key at a byte offset (`policy.default`), from the table header above
+/// it and the key on its line; `None` when the offset is not on a `key = value` line.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim_start();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("conf/hostgate.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+[[listener]]
+kind = "connect"
+address = "127.0.0.1:3128"
+
+[policy]
+default = "deny"
+
+[[policy.source]]
+path = "policies/a.rules"
+default = "bypass"
+
+[vars]
+Tenant = "Contoso"
+"#;
+
+    #[test]
+    fn good() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            c.listeners,
+            [Listener {
+                kind: ListenerKind::Connect,
+                address: "127.0.0.1:3128".parse().unwrap()
+            }]
+        );
+        assert_eq!(c.policy.default, Action::Deny);
+        assert_eq!(c.policy.sources[0].path, Path::new("conf/policies/a.rules"));
+        assert_eq!(c.policy.sources[0].default, Some(Action::Bypass));
+        assert_eq!(c.policy.sources[0].line, 10);
+        assert_eq!(c.vars.get("tenant").map(String::as_str), Some("contoso"));
+        assert_eq!(c.log, LogConfig::default());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse(&GOOD.replace("default = \"deny\"", "defualt = \"deny\"")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "conf/hostgate.toml:7:1: policy.defualt: unknown field `defualt`, expected"
+            ),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("default = \"bypass\"", "default = \"pass\"")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:11:11: policy.source.default: unknown action `pass` (allow, bypass or deny)");
+        let e = parse(&GOOD.replace("127.0.0.1:3128", "localhost:3128")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:4:11: listener.address: `localhost:3128` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)");
+        let e = parse(&GOOD.replace("\"connect\"", "\"socks\"")).unwrap_err();
+        assert!(
+            e.starts_with("conf/hostgate.toml:3:8: listener.kind: unknown variant `socks`"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("\"Contoso\"", "\"con toso\"")).unwrap_err();
+        assert!(
+            e.starts_with("conf/hostgate.toml:14:10: vars.Tenant: `con toso` is not a host name"),
+            "{e}"
+        );
+        let e = parse("[policy]\ndefault = 3\n").unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:2:11: policy.default: invalid type: integer `3`, expected a string"), "{e}");
+        let e = parse("[log]\nlevel = \"info\"\n").unwrap_err();
+        assert!(e.contains("missing field `policy`"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}\n[[listener]]\nkind = \"transparent\"\naddress = \"127.0.0.1:3128\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("127.0.0.1:3128 is used by another listener"),
+            "{e}"
+        );
+        let e = parse("[policy]\n[policy]\n").unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:2:"), "{e}");
+        let e = Config::load(Path::new("/nonexistent/hostgate.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/nonexistent/hostgate.toml: cannot read the configuration:"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! The lint of `hostgate check`: rules that are legal but probably not what the operator meant.
+//!
+//! Each check works on the compiled policy, mostly by asking the matcher about a representative
+//! host of a rule (the rule's pattern with each `*` filled in), so that it sees exactly what the
+//! data path would see.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use hostgate_matcher::{Host, Matches};
+
+use super::{path_matches, Action, Origin, Policy, Rule, RuleId, Scheme};
+
+/// A warning about one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lint {
+    /// Which check.
+    pub kind: LintKind,
+    /// The rule it is about.
+    pub origin: Origin,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for Lint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: warning[{}]: {}",
+            self.origin,
+            self.kind.as_str(),
+            self.message
+        )
+    }
+}
+
+/// The checks, most serious first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LintKind {
+    /// The same target with different actions.
+    Conflict,
+    /// Different, equally specific patterns with different actions match the same name.
+    Tie,
+    /// A bypass rule covers a whole CDN or cloud hosting namespace: anyone can host content there.
+    SharedNamespace,
+    /// A wildcard directly over a public suffix (`*.com`, `*.co.uk`).
+    PublicSuffix,
+    /// A path constraint that TLS hides unless the connection is inspected.
+    PathUnenforceable,
+    /// A placeholder without a value in `[vars]`.
+    UnresolvedPlaceholder,
+    /// A rule made redundant by a more general rule with the same action.
+    Shadowed,
+    /// The same target and action again.
+    Duplicate,
+}
+
+impl LintKind {
+    /// A short name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LintKind::Conflict => "conflict",
+            LintKind::Tie => "tie",
+            LintKind::SharedNamespace => "shared-namespace",
+            LintKind::PublicSuffix => "public-suffix",
+            LintKind::PathUnenforceable => "path-unenforceable",
+            LintKind::UnresolvedPlaceholder => "unresolved-placeholder",
+            LintKind::Shadowed => "shadowed",
+            LintKind::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Namespaces where anyone can publish content under a name of their choosing.
+const SHARED_NAMESPACES: &[&str] = &[
+    "akamai.net",
+    "akamaiedge.net",
+    "akamaihd.net",
+    "akamaized.net",
+    "amazonaws.com",
+    "appspot.com",
+    "azure-api.net",
+    "azureedge.net",
+    "azurefd.net",
+    "azurewebsites.net",
+    "blob.core.windows.net",
+    "cloudapp.azure.com",
+    "cloudapp.net",
+    "cloudfront.net",
+    "edgekey.net",
+    "edgesuite.net",
+    "fastly.net",
+    "firebaseapp.com",
+    "github.io",
+    "githubusercontent.com",
+    "googleusercontent.com",
+    "herokuapp.com",
+    "msecnd.net",
+    "netlify.app",
+    "pages.dev",
+    "servicebus.windows.net",
+    "trafficmanager.net",
+    "vercel.app",
+    "web.core.windows.net",
+    "workers.dev",
+];
+
+/// Public suffixes of more than one label that a rule set is likely to meet. Every single label
+/// is treated as a public suffix too. (A full Public Suffix List is not shipped.)
+const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
+    "ac.uk", "co.in", "co.jp", "co.kr", "co.nz", "co.uk", "co.za", "com.au", "com.br", "com.cn",
+    "com.hk", "com.mx", "com.sg", "com.tr", "com.tw", "gov.uk", "ne.jp", "net.au", "or.jp",
+    "org.au", "org.uk",
+];
+
+/// A rule's normalised target: pattern, scheme, port, path.
+type TargetKey<'a> = (&'a str, Option<Scheme>, Option<u16>, Option<&'a str>);
+
+pub(super) fn run(p: &Policy) -> Vec<Lint> {
+    let mut out = Vec::new();
+    let rules = p.rules();
+    let mut scratch = Matches::new();
+    let mut first_by_target: HashMap<TargetKey<'_>, usize> = HashMap::new();
+    let mut ties_seen = std::collections::HashSet::new();
+
+    for (i, r) in rules.iter().enumerate() {
+        let lint = |kind, message: String| Lint {
+            kind,
+            origin: r.origin.clone(),
+            message,
+        };
+        if !r.unresolved.is_empty() {
+            let names = r
+                .unresolved
+                .iter()
+                .map(|n| format!("<{n}>"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(match &r.pattern {
+                Some(pat) => lint(
+                    LintKind::UnresolvedPlaceholder,
+                    format!("{names} has no value in [vars]: widened to `*` (pattern `{pat}`)"),
+                ),
+                None => lint(
+                    LintKind::UnresolvedPlaceholder,
+                    format!("{names} has no value in [vars] and is the whole name: the rule is inactive until it is set"),
+                ),
+            });
+        }
+        if let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) {
+            out.push(lint(
+                LintKind::PathUnenforceable,
+                format!("path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"),
+            ));
+        }
+        let Some(pattern) = &r.pattern else { continue };
+        let text = pattern.as_str();
+
+        if let Some(tail) = wildcard_tail(text) {
+            if r.action == Action::Bypass {
+                if let Some(ns) = SHARED_NAMESPACES.iter().find(|ns| covers_suffix(tail, ns)) {
+                    out.push(lint(
+                        LintKind::SharedNamespace,
+                        format!("bypass `{text}` covers all of `{ns}`, where anyone can host content: consider `allow` (inspected) or narrower names"),
+                    ));
+                }
+            }
+            if r.action != Action::Deny
+                && (!tail.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&tail))
+            {
+                out.push(lint(
+                    LintKind::PublicSuffix,
+                    format!("`{text}` is a wildcard directly over the public suffix `{tail}`"),
+                ));
+            }
+        }
+
+        let key = (text, r.scheme, r.port, r.path.as_deref());
+        match first_by_target.get(&key) {
+            Some(&j) if rules[j].action != r.action => out.push(lint(
+                LintKind::Conflict,
+                format!(
+                    "`{}` is also `{}` at {}; this rule says `{}`: the strictest (`{}`) wins",
+                    r.target,
+                    rules[j].action,
+                    rules[j].origin,
+                    r.action,
+                    r.action.max(rules[j].action)
+                ),
+            )),
+            Some(&j) => out.push(lint(
+                LintKind::Duplicate,
+                format!("`{}` repeats {}", r.target, rules[j].origin),
+            )),
+            None => {
+                first_by_target.insert(key, i);
+            }
+        }
+
+        let Some(host) = representative(text) else {
+            continue;
+        };
+        p.matcher().find_all_host(&host, &mut scratch);
+        let me = RuleId(i as u32);
+        let Some(pos) = scratch
+            .iter()
+            .position(|h| *p.matcher().value(h.id()) == me)
+        else {
+            continue;
+        };
+        let my_spec = scratch.as_slice()[pos].specificity();
+
+        // Ties: equally specific, different pattern, overlapping constraints, different action.
+        for h in scratch.iter().filter(|h| h.specificity() == my_spec) {
+            let other = *p.matcher().value(h.id());
+            let o = p.rule(other);
+            let same_pattern = o.pattern.as_ref().is_some_and(|op| op.as_str() == text);
+            if other != me
+                && !same_pattern
+                && o.action != r.action
+                && overlaps(o, r)
+                && ties_seen.insert((me.min(other), me.max(other)))
+            {
+                out.push(lint(
+                    LintKind::Tie,
+                    format!(
+                        "`{}` ({}) and `{}` ({}, {}) are equally specific for names like `{}`: the strictest (`{}`) wins",
+                        r.target,
+                        r.action,
+                        o.target,
+                        o.action,
+                        o.origin,
+                        host,
+                        r.action.max(o.action)
+                    ),
+                ));
+            }
+        }
+
+        // Shadowed: the next less specific rule that applies wherever this one does covers it
+        // with the same action, and nothing in between disagrees.
+        let next = scratch.as_slice()[pos + 1..]
+            .iter()
+            .filter(|h| h.specificity() < my_spec)
+            .map(|h| p.rule(*p.matcher().value(h.id())))
+            .find(|g| constraints_cover(g, r));
+        if let Some(g) = next {
+            let covered = g
+                .pattern
+                .as_ref()
+                .is_some_and(|gp| pattern_covers(gp.as_str(), text));
+            if covered && g.action == r.action {
+                out.push(lint(
+                    LintKind::Shadowed,
+                    format!(
+                        "`{}` is redundant: `{}` at {} already says `{}` for every name it matches",
+                        r.target, g.target, g.origin, g.action
+                    ),
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        a.kind
+            .cmp(&b.kind)
+            .then_with(|| a.origin.file.cmp(&b.origin.file))
+            .then(a.origin.line.cmp(&b.origin.line))
+    });
+    out
+}
+
+/// For a wildcard pattern, the literal suffix below its last wildcard label (`*.a.b` -> `a.b`,
+/// `.a.b` -> `a.b`, `x*.a.b` -> `a.b`); `None` for an exact pattern.
+fn wildcard_tail(text: &str) -> Option<&str> {
+    if let Some(rest) = text.strip_prefix('.') {
+        return Some(wildcard_tail(rest).unwrap_or(rest));
+    }
+    let star = text.rfind('*')?;
+    let dot = text[star..].find('.')? + star;
+    Some(&text[dot + 1..])
+}
+
+/// Whether names under `tail` include all of `ns` (`tail` is `ns` or a parent of it).
+fn covers_suffix(tail: &str, ns: &str) -> bool {
+    ns == tail
+        || ns
+            .strip_suffix(tail)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// A host the pattern matches: each `*` label becomes `x`, each `*` inside a label nothing.
+fn representative(text: &str) -> Option<Host> {
+    let body = text
+        .strip_prefix('.')
+        .map_or(text.to_string(), |b| format!("x.{b}"));
+    let host: Vec<String> = body
+        .split('.')
+        .map(|l| {
+            if l == "*" {
+                "x".to_string()
+            } else {
+                l.replace('*', "")
+            }
+        })
+        .collect();
+    Host::new(&host.join(".")).ok()
+}
+
+/// Whether the general pattern `g` matches every name the pattern `r` matches (decided for the
+/// common shapes: `g` is `*.s` or `.s`, or the same pattern).
+fn pattern_covers(g: &str, r: &str) -> bool {
+    if g == r {
+        return true;
+    }
+    let r_body = r.strip_prefix('.').unwrap_or(r);
+    let (suffix, apex_too) = match (g.strip_prefix("*."), g.strip_prefix('.')) {
+        (Some(s), _) => (s, false),
+        (None, Some(s)) => (s, true),
+        _ => return false,
+    };
+    if suffix.contains('*') {
+        return false;
+    }
+    let below = r_body
+        .strip_suffix(suffix)
+        .is_some_and(|rest| rest.ends_with('.'));
+    // A `.r` rule also matches its apex `r`, which `*.s` covers only when r is below s.
+    below || (apex_too && r_body == suffix && !r.starts_with("*"))
+}
+
+/// Whether `g`'s constraints let it apply wherever `r` applies.
+fn constraints_cover(g: &Rule, r: &Rule) -> bool {
+    let scheme = g.scheme.is_none() || g.scheme == r.scheme;
+    let port = g.port.is_none() || g.port == r.port;
+    let path = match (&g.path, &r.path) {
+        (None, _) => true,
+        (Some(gp), Some(rp)) => path_matches(gp, rp),
+        (Some(_), None) => false,
+    };
+    scheme && port && path
+}
+
+/// Whether two rules' constraints can both fit one request.
+fn overlaps(a: &Rule, b: &Rule) -> bool {
+    let scheme = a.scheme.is_none() || b.scheme.is_none() || a.scheme == b.scheme;
+    let port = a.port.is_none() || b.port.is_none() || a.port == b.port;
+    let path = match (&a.path, &b.path) {
+        (Some(x), Some(y)) => path_matches(x, y) || path_matches(y, x),
+        _ => true,
+    };
+    scheme && port && path
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::super::{parse_rules, Policy};
+    use super::*;
+
+    fn lints(text: &str) -> Vec<String> {
+        let rules = parse_rules("t.rules", text, None, &BTreeMap::new()).unwrap();
+        let p = Policy::compile(rules, Action::Deny, &[Arc::from("t.rules")]).unwrap();
+        p.lint().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn each_check() {
+        let l = lints(
+            "bypass *.microsoft.com\n\
+             bypass a.microsoft.com\n\
+             allow *.microsoft.com\n\
+             bypass *.azureedge.net\n\
+             allow *.com\n\
+             bypass https://ekop.intel.com/ekcertservice\n\
+             bypass <tenant>.sharepoint.com\n\
+             allow <fqdn>\n\
+             bypass x.y.org\n\
+             bypass x.y.org\n\
+             deny *.y.org\n\
+             allow y*.y.org\n",
+        );
+        let expect = [
+            "t.rules:3: warning[conflict]: `*.microsoft.com` is also `bypass` at t.rules:1; this rule says `allow`: the strictest (`allow`) wins",
+            "t.rules:4: warning[shared-namespace]: bypass `*.azureedge.net` covers all of `azureedge.net`, where anyone can host content: consider `allow` (inspected) or narrower names",
+            "t.rules:5: warning[public-suffix]: `*.com` is a wildcard directly over the public suffix `com`",
+            "t.rules:6: warning[path-unenforceable]: path `/ekcertservice` is not enforceable without TLS inspection: over TLS this rule decides by host alone",
+            "t.rules:7: warning[unresolved-placeholder]: <tenant> has no value in [vars]: widened to `*` (pattern `*.sharepoint.com`)",
+            "t.rules:8: warning[unresolved-placeholder]: <fqdn> has no value in [vars] and is the whole name: the rule is inactive until it is set",
+            "t.rules:10: warning[duplicate]: `x.y.org` repeats t.rules:9",
+        ];
+        for e in expect {
+            assert!(l.iter().any(|x| x == e), "missing {e}\n got {l:#?}");
+        }
+        // a.microsoft.com (bypass) under *.microsoft.com: the next less specific level holds both
+        // bypass and allow; the first fitting is line 1 (bypass), so it is reported as shadowed.
+        assert!(
+            l.iter().any(|x| x.starts_with("t.rules:2: warning[shared")
+                || x.starts_with("t.rules:2: warning[shadowed]")),
+            "{l:#?}"
+        );
+        // A tie between `*.y.org`-like patterns of equal literal length: `y*.y.org` has 7 literal
+        // bytes, `*.y.org` has 6: no tie. x.y.org (exact) is not shadowed by deny *.y.org.
+        assert!(
+            !l.iter()
+                .any(|x| x.starts_with("t.rules:9: warning[shadowed]")),
+            "{l:#?}"
+        );
+    }
+
+    #[test]
+    fn ties_between_different_patterns() {
+        let l = lints("bypass a*.x.com\ndeny *a.x.com\n");
+        assert!(
+            l.iter()
+                .any(|x| x.contains("warning[tie]") && x.contains("the strictest (`deny`) wins")),
+            "{l:#?}"
+        );
+    }
+
+    #[test]
+    fn shadowed_only_without_a_disagreeing_rule_between() {
+        let l = lints("bypass *.a.com\nbypass x.a.com\n");
+        assert!(
+            l.iter().any(|x| x.starts_with(
+                "t.rules:2: warning[shadowed]: `x.a.com` is redundant: `*.a.com` at t.rules:1"
+            )),
+            "{l:#?}"
+        );
+        let l = lints("bypass *.a.com\nallow *.b.a.com\nbypass x.b.a.com\n");
+        assert!(!l.iter().any(|x| x.contains("shadowed")), "{l:#?}");
+        // A narrower constraint is not covered by a rule limited to another scheme.
+        let l = lints("bypass http://*.a.com\nbypass x.a.com\n");
+        assert!(!l.iter().any(|x| x.contains("shadowed")), "{l:#?}");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(wildcard_tail("*.a.b"), Some("a.b"));
+        assert_eq!(wildcard_tail(".a.b"), Some("a.b"));
+        assert_eq!(wildcard_tail("x*.a.b"), Some("a.b"));
+        assert_eq!(wildcard_tail("a.b"), None);
+        assert!(covers_suffix("windows.net", "blob.core.windows.net"));
+        assert!(!covers_suffix("ndows.net", "blob.core.windows.net"));
+        assert!(pattern_covers("*.a.com", "x.a.com"));
+        assert!(pattern_covers("*.a.com", "*.x.a.com"));
+        assert!(!pattern_covers("*.a.com", "a.com"));
+        assert!(pattern_covers(".a.com", "a.com"));
+        assert!(!pattern_covers("*.a.com", ".x.com"));
+        assert_eq!(
+            representative("*.*.onedrive.live.com").unwrap().as_str(),
+            "x.x.onedrive.live.com"
+        );
+        assert_eq!(
+            representative("*cdn.onenote.net").unwrap().as_str(),
+            "cdn.onenote.net"
+        );
+        assert_eq!(representative(".lync.com").unwrap().as_str(), "x.lync.com");
+    }
+}

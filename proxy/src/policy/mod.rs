@@ -1,0 +1,740 @@
+//! The policy: rules from the configured files compiled into one matcher, and the decision for a
+//! connection or request.
+//!
+//! This module owns "what happens to this name": it reads rule files, compiles them, and decides.
+//! It knows nothing about sockets; the data path hands it a [`Query`] and acts on the
+//! [`Decision`].
+//!
+//! The decision, for a host, scheme, port and (when visible) path: among the rules whose pattern
+//! matches and whose constraints fit, the most specific pattern wins (the matcher's
+//! [`Specificity`]); a tie resolves to the strictest action (deny > allow > bypass). A path
+//! constraint is enforced where the path is visible (plain HTTP, inspected TLS); where it is not
+//! (TLS without inspection) the rule decides at host level and the decision says so. Nothing
+//! matches: the configured default.
+
+mod lint;
+mod rule;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
+
+pub use lint::{Lint, LintKind};
+pub use rule::{placeholder_key, Action, Origin, Rule, Scheme};
+
+use crate::config::{Config, SourceConfig};
+
+/// Identifies a rule of a [`Policy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub u32);
+
+/// What is known of a connection or request when deciding.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The name the client asked for (SNI or Host).
+    pub host: &'a Host,
+    /// Plain HTTP or TLS.
+    pub scheme: Scheme,
+    /// The destination port.
+    pub port: u16,
+    /// The request path and query, when visible (plain HTTP, inspected TLS).
+    pub path: Option<&'a str>,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do.
+    pub action: Action,
+    /// The rule that decided; `None` for the default action.
+    pub rule: Option<RuleId>,
+    /// The winning rule has a path constraint that could not be checked (no path visible).
+    pub path_unenforced: bool,
+    /// Equally specific rules with different actions matched; the strictest won.
+    pub tie: bool,
+}
+
+/// Per-source counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStats {
+    /// The rule file.
+    pub file: Arc<str>,
+    /// Active rules by action: bypass, allow, deny.
+    pub by_action: [usize; 3],
+    /// Rules that cannot be compiled until a placeholder gets a value.
+    pub inactive: usize,
+}
+
+impl SourceStats {
+    /// All active rules of this source.
+    pub fn active(&self) -> usize {
+        self.by_action.iter().sum()
+    }
+}
+
+/// An error while loading a policy: every problem found, each naming its file and line.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The configuration itself.
+    Config(crate::config::ConfigError),
+    /// A rule file could not be read.
+    Read {
+        /// The file.
+        file: String,
+        /// The configuration line that names it.
+        config: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Rule syntax or pattern errors (all of them, in file order).
+    Rules(Vec<RuleError>),
+}
+
+/// One bad rule line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// Where.
+    pub origin: Origin,
+    /// What.
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Config(e) => e.fmt(f),
+            LoadError::Read {
+                file,
+                config,
+                error,
+            } => write!(
+                f,
+                "{file}: cannot read rule file ({error}), named at {config}"
+            ),
+            LoadError::Rules(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    e.fmt(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<crate::config::ConfigError> for LoadError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        LoadError::Config(e)
+    }
+}
+
+/// A compiled policy. Immutable; the data path shares it behind an `Arc` and a reload replaces it
+/// whole.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    matcher: Matcher<RuleId>,
+    default: Action,
+    sources: Vec<SourceStats>,
+    compile_time: Duration,
+}
+
+/// Why a matching rule did or did not decide, for [`Policy::explain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It decided.
+    Winner,
+    /// As specific as the winner, but a stricter (or earlier, equally strict) rule won the tie.
+    TieLost,
+    /// A more specific rule decided.
+    LessSpecific,
+    /// Its scheme constraint does not fit.
+    SchemeMismatch,
+    /// Its port constraint does not fit.
+    PortMismatch,
+    /// Its path constraint does not fit the visible path.
+    PathMismatch,
+}
+
+impl Verdict {
+    /// A short name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Winner => "winner",
+            Verdict::TieLost => "tie-lost",
+            Verdict::LessSpecific => "less-specific",
+            Verdict::SchemeMismatch => "scheme-mismatch",
+            Verdict::PortMismatch => "port-mismatch",
+            Verdict::PathMismatch => "path-mismatch",
+        }
+    }
+}
+
+/// A matching rule and what became of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The rule.
+    pub rule: RuleId,
+    /// How specific its match is.
+    pub specificity: Specificity,
+    /// What became of it.
+    pub verdict: Verdict,
+}
+
+enum Fit {
+    Yes { path_unenforced: bool },
+    No(Verdict),
+}
+
+impl Policy {
+    /// Reads every rule file the configuration names and compiles them.
+    ///
+    /// # Errors
+    /// A file that cannot be read, or every bad rule line with its file and line.
+    pub fn load(config: &Config) -> Result<Policy, LoadError> {
+        let started = Instant::now();
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        let mut files = Vec::with_capacity(config.policy.sources.len());
+        for source in &config.policy.sources {
+            let text = std::fs::read_to_string(&source.path).map_err(|error| LoadError::Read {
+                file: source.path.display().to_string(),
+                config: format!("{}:{}", config.path.display(), source.line),
+                error,
+            })?;
+            let file: Arc<str> = Arc::from(source.path.display().to_string());
+            files.push(file.clone());
+            parse_file(&file, &text, source, &config.vars, &mut rules, &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(LoadError::Rules(errors));
+        }
+        let mut p = Policy::compile(rules, config.policy.default, &files)?;
+        p.compile_time = started.elapsed();
+        Ok(p)
+    }
+
+    /// Compiles rules (already parsed) into a policy. `files` lists the sources for statistics.
+    ///
+    /// # Errors
+    /// [`LoadError::Rules`] if the matcher rejects a pattern (not expected: patterns are checked
+    /// when rules are parsed).
+    pub fn compile(
+        rules: Vec<Rule>,
+        default: Action,
+        files: &[Arc<str>],
+    ) -> Result<Policy, LoadError> {
+        let started = Instant::now();
+        let mut b = MatcherBuilder::new();
+        let mut sources: Vec<SourceStats> = files
+            .iter()
+            .map(|f| SourceStats {
+                file: f.clone(),
+                by_action: [0; 3],
+                inactive: 0,
+            })
+            .collect();
+        for (i, r) in rules.iter().enumerate() {
+            let stats = match sources.iter_mut().find(|s| s.file == r.origin.file) {
+                Some(s) => s,
+                None => {
+                    sources.push(SourceStats {
+                        file: r.origin.file.clone(),
+                        by_action: [0; 3],
+                        inactive: 0,
+                    });
+                    sources.last_mut().expect("just pushed")
+                }
+            };
+            match &r.pattern {
+                Some(p) => {
+                    stats.by_action[r.action as usize] += 1;
+                    b.add_pattern(p.clone(), RuleId(i as u32));
+                }
+                None => stats.inactive += 1,
+            }
+        }
+        let matcher = b.build().map_err(|e| {
+            let origin = e
+                .index()
+                .and_then(|_| {
+                    rules.iter().find(|r| {
+                        r.pattern
+                            .as_ref()
+                            .is_some_and(|p| p.as_str() == e.pattern())
+                    })
+                })
+                .map(|r| r.origin.clone())
+                .unwrap_or(Origin {
+                    file: Arc::from("<policy>"),
+                    line: 0,
+                });
+            LoadError::Rules(vec![RuleError {
+                origin,
+                message: e.to_string(),
+            }])
+        })?;
+        Ok(Policy {
+            rules,
+            matcher,
+            default,
+            sources,
+            compile_time: started.elapsed(),
+        })
+    }
+
+    /// Decides a connection or request. `scratch` is a reusable buffer (keep one per task).
+    pub fn decide(&self, q: &Query<'_>, scratch: &mut Matches) -> Decision {
+        self.matcher.find_all_host(q.host, scratch);
+        let hits = scratch.as_slice();
+        let mut i = 0;
+        while i < hits.len() {
+            let level = hits[i].specificity();
+            let mut best: Option<(Action, RuleId, bool)> = None;
+            let mut actions = 0u8;
+            while i < hits.len() && hits[i].specificity() == level {
+                let id = *self.matcher.value(hits[i].id());
+                if let Fit::Yes { path_unenforced } = fits(&self.rules[id.0 as usize], q) {
+                    let action = self.rules[id.0 as usize].action;
+                    actions |= 1 << action as u8;
+                    if best.is_none_or(|(a, _, _)| action > a) {
+                        best = Some((action, id, path_unenforced));
+                    }
+                }
+                i += 1;
+            }
+            if let Some((action, rule, path_unenforced)) = best {
+                return Decision {
+                    action,
+                    rule: Some(rule),
+                    path_unenforced,
+                    tie: actions.count_ones() > 1,
+                };
+            }
+        }
+        Decision {
+            action: self.default,
+            rule: None,
+            path_unenforced: false,
+            tie: false,
+        }
+    }
+
+    /// Decides, and says what became of every matching rule.
+    pub fn explain(&self, q: &Query<'_>) -> (Decision, Vec<Candidate>) {
+        let mut scratch = Matches::new();
+        let decision = self.decide(q, &mut scratch);
+        let winner_spec = decision
+            .rule
+            .and_then(|w| scratch.iter().find(|h| *self.matcher.value(h.id()) == w))
+            .map(|h| h.specificity());
+        let candidates = scratch
+            .iter()
+            .map(|h| {
+                let rule = *self.matcher.value(h.id());
+                let verdict = match fits(&self.rules[rule.0 as usize], q) {
+                    Fit::No(v) => v,
+                    Fit::Yes { .. } if Some(rule) == decision.rule => Verdict::Winner,
+                    Fit::Yes { .. } if Some(h.specificity()) == winner_spec => Verdict::TieLost,
+                    Fit::Yes { .. } => Verdict::LessSpecific,
+                };
+                Candidate {
+                    rule,
+                    specificity: h.specificity(),
+                    verdict,
+                }
+            })
+            .collect();
+        (decision, candidates)
+    }
+
+    /// A rule by id.
+    ///
+    /// # Panics
+    /// When `id` does not come from this policy.
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id.0 as usize]
+    }
+
+    /// Every rule, active or not, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The action when no rule matches.
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// Per-source counts, in configuration order.
+    pub fn sources(&self) -> &[SourceStats] {
+        &self.sources
+    }
+
+    /// How long loading and compiling took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// The compiled matcher (for statistics and the lint).
+    pub fn matcher(&self) -> &Matcher<RuleId> {
+        &self.matcher
+    }
+
+    /// The lint: warnings about rules that are legal but probably not what the operator meant.
+    pub fn lint(&self) -> Vec<Lint> {
+        lint::run(self)
+    }
+}
+
+fn fits(r: &Rule, q: &Query<'_>) -> Fit {
+    if r.scheme.is_some_and(|s| s != q.scheme) {
+        return Fit::No(Verdict::SchemeMismatch);
+    }
+    if r.port.is_some_and(|p| p != q.port) {
+        return Fit::No(Verdict::PortMismatch);
+    }
+    match (&r.path, q.path) {
+        (None, _) => Fit::Yes {
+            path_unenforced: false,
+        },
+        (Some(_), None) => Fit::Yes {
+            path_unenforced: true,
+        },
+        (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes {
+            path_unenforced: false,
+        },
+        (Some(_), Some(_)) => Fit::No(Verdict::PathMismatch),
+    }
+}
+
+/// Whether a request path (with its query) fits a rule's path prefix. Without a query in the
+/// rule, the prefix must end at a segment boundary: `/ekcertservice` fits `/ekcertservice`,
+/// `/ekcertservice/x` and `/ekcertservice?x`, not `/ekcertservicex`. With a query, the request's
+/// path and query must start with the rule's.
+pub fn path_matches(rule: &str, request: &str) -> bool {
+    if rule.contains('?') {
+        return request.starts_with(rule);
+    }
+    let path = request.split_once('?').map_or(request, |(p, _)| p);
+    match path.strip_prefix(rule) {
+        Some(rest) => rest.is_empty() || rule.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn parse_file(
+    file: &Arc<str>,
+    text: &str,
+    source: &SourceConfig,
+    vars: &BTreeMap<String, String>,
+    rules: &mut Vec<Rule>,
+    errors: &mut Vec<RuleError>,
+) {
+    let mut default = source.default;
+    for (n, line) in text.lines().enumerate() {
+        let origin = Origin {
+            file: file.clone(),
+            line: n as u32 + 1,
+        };
+        let parsed = rule::parse_line(line).and_then(|l| match l {
+            rule::Line::Empty => Ok(None),
+            rule::Line::Default(a) => {
+                default = Some(a);
+                Ok(None)
+            }
+            rule::Line::Rule { action, target } => {
+                let action = action.or(default).ok_or_else(|| {
+                    format!("`{target}` has no action: write `ACTION {target}`, add `default ACTION` above it, or set `default` for this source in the configuration")
+                })?;
+                rule::build_rule(action, &target, vars, origin.clone()).map(Some)
+            }
+        });
+        match parsed {
+            Ok(Some(r)) => rules.push(r),
+            Ok(None) => {}
+            Err(message) => errors.push(RuleError { origin, message }),
+        }
+    }
+}
+
+/// Parses one rule file's text on its own (for tests and tools).
+///
+/// # Errors
+/// Every bad line.
+pub fn parse_rules(
+    file: &str,
+    text: &str,
+    default: Option<Action>,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<Rule>, Vec<RuleError>> {
+    let source = SourceConfig {
+        path: Path::new(file).to_path_buf(),
+        default,
+        line: 0,
+    };
+    let (mut rules, mut errors) = (Vec::new(), Vec::new());
+    parse_file(
+        &Arc::from(file),
+        text,
+        &source,
+        vars,
+        &mut rules,
+        &mut errors,
+    );
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Policy {
+        let rules = parse_rules("t.rules", text, None, &BTreeMap::new()).unwrap();
+        Policy::compile(rules, Action::Deny, &[Arc::from("t.rules")]).unwrap()
+    }
+
+    fn decide(
+        p: &Policy,
+        host: &str,
+        scheme: Scheme,
+        port: u16,
+        path: Option<&str>,
+    ) -> (Action, Option<u32>) {
+        let host = Host::new(host).unwrap();
+        let d = p.decide(
+            &Query {
+                host: &host,
+                scheme,
+                port,
+                path,
+            },
+            &mut Matches::new(),
+        );
+        (d.action, d.rule.map(|r| p.rule(r).origin.line))
+    }
+
+    #[test]
+    fn specificity_then_strictness_then_default() {
+        let p = policy(
+            "bypass *.microsoft.com\nallow *.blob.microsoft.com\ndeny evil.blob.microsoft.com\nbypass x.y.com\nallow x.y.com\n",
+        );
+        assert_eq!(
+            decide(&p, "a.microsoft.com", Scheme::Https, 443, None),
+            (Action::Bypass, Some(1))
+        );
+        assert_eq!(
+            decide(&p, "a.blob.microsoft.com", Scheme::Https, 443, None),
+            (Action::Allow, Some(2))
+        );
+        assert_eq!(
+            decide(&p, "evil.blob.microsoft.com", Scheme::Https, 443, None),
+            (Action::Deny, Some(3))
+        );
+        assert_eq!(
+            decide(&p, "x.y.com", Scheme::Https, 443, None),
+            (Action::Allow, Some(5)),
+            "tie -> strictest"
+        );
+        assert_eq!(
+            decide(&p, "microsoft.com", Scheme::Https, 443, None),
+            (Action::Deny, None)
+        );
+        let host = Host::new("x.y.com").unwrap();
+        let d = p.decide(
+            &Query {
+                host: &host,
+                scheme: Scheme::Https,
+                port: 443,
+                path: None,
+            },
+            &mut Matches::new(),
+        );
+        assert!(d.tie);
+    }
+
+    #[test]
+    fn constraints() {
+        let p = policy(
+            "default bypass\nhttp://*.msftncsi.com/ncsi.txt\nhttps://ekop.intel.com/ekcertservice\nhttps://*.logic.azure.com:443\nallow a.com/p?x=1\n",
+        );
+        assert_eq!(
+            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")),
+            (Action::Bypass, Some(2))
+        );
+        assert_eq!(
+            decide(
+                &p,
+                "www.msftncsi.com",
+                Scheme::Http,
+                80,
+                Some("/ncsi.txt?a")
+            ),
+            (Action::Bypass, Some(2))
+        );
+        assert_eq!(
+            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/other")),
+            (Action::Deny, None)
+        );
+        assert_eq!(
+            decide(&p, "www.msftncsi.com", Scheme::Https, 443, None),
+            (Action::Deny, None),
+            "scheme"
+        );
+        // TLS without inspection: the path is not visible, the rule decides at host level.
+        let host = Host::new("ekop.intel.com").unwrap();
+        let d = p.decide(
+            &Query {
+                host: &host,
+                scheme: Scheme::Https,
+                port: 443,
+                path: None,
+            },
+            &mut Matches::new(),
+        );
+        assert_eq!((d.action, d.path_unenforced), (Action::Bypass, true));
+        assert_eq!(
+            decide(
+                &p,
+                "ekop.intel.com",
+                Scheme::Https,
+                443,
+                Some("/ekcertservice/v1")
+            ),
+            (Action::Bypass, Some(3))
+        );
+        assert_eq!(
+            decide(
+                &p,
+                "ekop.intel.com",
+                Scheme::Https,
+                443,
+                Some("/ekcertservicex")
+            ),
+            (Action::Deny, None)
+        );
+        assert_eq!(
+            decide(
+                &p,
+                "prod1.westus2.logic.azure.com",
+                Scheme::Https,
+                443,
+                None
+            ),
+            (Action::Bypass, Some(4))
+        );
+        assert_eq!(
+            decide(
+                &p,
+                "prod1.westus2.logic.azure.com",
+                Scheme::Https,
+                8443,
+                None
+            ),
+            (Action::Deny, None),
+            "port"
+        );
+        assert_eq!(
+            decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=1&y")),
+            (Action::Allow, Some(5))
+        );
+        assert_eq!(
+            decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=2")),
+            (Action::Deny, None)
+        );
+    }
+
+    #[test]
+    fn a_constrained_rule_that_does_not_fit_falls_through_to_a_less_specific_one() {
+        let p = policy(
+            "allow http://www.msftncsi.com/ncsi.txt\ndeny *.msftncsi.com\nbypass .msftncsi.com\n",
+        );
+        assert_eq!(
+            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")),
+            (Action::Allow, Some(1))
+        );
+        // `*.msftncsi.com` and `.msftncsi.com` tie below the apex: deny is stricter.
+        assert_eq!(
+            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/x")),
+            (Action::Deny, Some(2))
+        );
+        assert_eq!(
+            decide(&p, "msftncsi.com", Scheme::Http, 80, Some("/x")),
+            (Action::Bypass, Some(3))
+        );
+    }
+
+    #[test]
+    fn explain_lists_every_candidate() {
+        let p = policy("bypass *.microsoft.com\nallow *.microsoft.com\nallow http://a.microsoft.com\ndeny a.microsoft.com:8443\n");
+        let host = Host::new("a.microsoft.com").unwrap();
+        let (d, c) = p.explain(&Query {
+            host: &host,
+            scheme: Scheme::Https,
+            port: 443,
+            path: None,
+        });
+        assert_eq!(d.action, Action::Allow);
+        let v: Vec<(u32, Verdict)> = c
+            .iter()
+            .map(|c| (p.rule(c.rule).origin.line, c.verdict))
+            .collect();
+        assert_eq!(
+            v,
+            [
+                (3, Verdict::SchemeMismatch),
+                (4, Verdict::PortMismatch),
+                (1, Verdict::TieLost),
+                (2, Verdict::Winner)
+            ]
+        );
+    }
+
+    #[test]
+    fn rule_file_errors_name_file_and_line() {
+        let errs = parse_rules(
+            "t.rules",
+            "allow a.com\n*.b.com\nallow mail.*\npermit c.com\n",
+            None,
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            msgs,
+            [
+                "t.rules:2: `*.b.com` has no action: write `ACTION *.b.com`, add `default ACTION` above it, or set `default` for this source in the configuration",
+                "t.rules:3: bad pattern `mail.*`: the top-level (rightmost) label cannot contain `*`",
+                "t.rules:4: unknown action `permit` (allow, bypass or deny)",
+            ]
+        );
+    }
+
+    #[test]
+    fn paths() {
+        assert!(path_matches("/ncsi.txt", "/ncsi.txt"));
+        assert!(path_matches("/a/", "/a/b"));
+        assert!(path_matches("/a", "/a/b"));
+        assert!(!path_matches("/a", "/ab"));
+        assert!(path_matches("/a", "/a?x"));
+        assert!(!path_matches("/a", "/A"));
+    }
+}

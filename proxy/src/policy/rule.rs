@@ -1,0 +1,485 @@
+//! One rule: an action, a pattern, and the optional scheme / port / path constraints; and the
+//! parser of one line of a rule file.
+//!
+//! This module owns the rule syntax. It does not read files (see [`super::load`]) and does not
+//! decide anything (see [`super::Policy`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use hostgate_matcher::Pattern;
+use serde::{Deserialize, Serialize};
+
+/// What the gateway does with a connection or request.
+///
+/// `Ord` is strictness: `Bypass < Allow < Deny`; a tie between equally specific rules resolves to
+/// the strictest action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Action {
+    /// Forward as an opaque tunnel: never inspected, never asked for proxy authentication.
+    Bypass,
+    /// Forward; TLS is inspected when inspection is enabled.
+    Allow,
+    /// Refuse.
+    Deny,
+}
+
+impl Action {
+    /// The lowercase name, as written in rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Bypass => "bypass",
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Action {
+    type Error = String;
+    fn try_from(s: String) -> Result<Action, String> {
+        s.parse()
+            .map_err(|()| format!("unknown action `{s}` (allow, bypass or deny)"))
+    }
+}
+
+impl FromStr for Action {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Action, ()> {
+        match s {
+            "bypass" => Ok(Action::Bypass),
+            "allow" => Ok(Action::Allow),
+            "deny" => Ok(Action::Deny),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How the client speaks to the named host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP (`http://` in a rule).
+    Http,
+    /// TLS (`https://` in a rule), whatever runs inside it.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a rule was written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The rule file, as named in the configuration.
+    pub file: Arc<str>,
+    /// The 1-based line number.
+    pub line: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A parsed rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// What to do.
+    pub action: Action,
+    /// Only for this scheme, when set.
+    pub scheme: Option<Scheme>,
+    /// Only for this destination port, when set.
+    pub port: Option<u16>,
+    /// Only for requests whose path (and query, when this has one) starts with this, when set.
+    pub path: Option<String>,
+    /// The pattern after placeholder substitution, as the matcher normalised it. `None` when an
+    /// unresolved placeholder stands for the whole name: the rule is then inactive.
+    pub pattern: Option<Pattern>,
+    /// The target as written in the file (scheme, pattern with placeholders, port, path).
+    pub target: String,
+    /// Placeholders that had no value in `[vars]` and were widened to `*`.
+    pub unresolved: Vec<String>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+impl Rule {
+    /// Whether the rule's pattern can be compiled (false when a placeholder has no value and was
+    /// the whole name).
+    pub fn is_active(&self) -> bool {
+        self.pattern.is_some()
+    }
+}
+
+/// A line of a rule file.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// Blank or comment.
+    Empty,
+    /// `default ACTION`.
+    Default(Action),
+    /// A rule; `None` action for a bare line.
+    Rule {
+        action: Option<Action>,
+        target: String,
+    },
+}
+
+/// Splits a line into its meaning. Errors are messages; the caller adds file and line.
+pub(crate) fn parse_line(line: &str) -> Result<Line, String> {
+    let code = strip_comment(line);
+    let mut words = code.split_whitespace();
+    let Some(first) = words.next() else {
+        return Ok(Line::Empty);
+    };
+    let second = words.next();
+    if let Some(extra) = words.next() {
+        return Err(format!(
+            "unexpected `{}` after the rule (one rule per line: `ACTION TARGET`)",
+            extra
+        ));
+    }
+    match (first, second) {
+        ("default", Some(a)) => match a.parse() {
+            Ok(action) => Ok(Line::Default(action)),
+            Err(()) => Err(format!(
+                "unknown action `{a}` after `default` (allow, bypass or deny)"
+            )),
+        },
+        (a, Some(target)) => match a.parse() {
+            Ok(action) => Ok(Line::Rule {
+                action: Some(action),
+                target: target.to_string(),
+            }),
+            Err(()) => Err(format!("unknown action `{a}` (allow, bypass or deny)")),
+        },
+        ("default", None) => Err("`default` needs an action (allow, bypass or deny)".to_string()),
+        (a, None) if a.parse::<Action>().is_ok() => {
+            Err(format!("`{a}` needs a target (e.g. `{a} *.example.com`)"))
+        }
+        (target, None) => Ok(Line::Rule {
+            action: None,
+            target: target.to_string(),
+        }),
+    }
+}
+
+/// A `#` at the start of the line or after white space starts a comment.
+fn strip_comment(line: &str) -> &str {
+    let b = line.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'#' && (i == 0 || b[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+/// The parts of a target, before placeholder substitution.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Target<'a> {
+    pub(crate) scheme: Option<Scheme>,
+    pub(crate) host: &'a str,
+    pub(crate) port: Option<u16>,
+    pub(crate) path: Option<&'a str>,
+}
+
+/// Splits `[scheme://]pattern[:port][/path[?query]]`.
+pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
+    let (scheme, rest) = match target.split_once("://") {
+        Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
+            "http" => (Some(Scheme::Http), rest),
+            "https" => (Some(Scheme::Https), rest),
+            other => return Err(format!("unsupported scheme `{other}://` (http or https)")),
+        },
+        None => (None, target),
+    };
+    let (hostport, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let path = match path {
+        // A bare `/` is the whole site: no constraint.
+        Some("/") | None => None,
+        Some(p) if p.starts_with('?') => return Err(format!("a query needs a path: write `/{p}`")),
+        Some(p) => {
+            if let Some(c) = p.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
+                return Err(format!("path `{p}` contains {c:?}"));
+            }
+            Some(p)
+        }
+    };
+    if hostport.starts_with('[') {
+        return Err("IP literals are not patterns; write a host name".to_string());
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(n)),
+            _ => return Err(format!("bad port `{p}` (1-65535)")),
+        },
+        None => (hostport, None),
+    };
+    if host.is_empty() {
+        return Err("missing host pattern".to_string());
+    }
+    Ok(Target {
+        scheme,
+        host,
+        port,
+        path,
+    })
+}
+
+/// The name a placeholder is looked up by: lowercase, every run of other characters as one `-`.
+pub fn placeholder_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            key.push(c.to_ascii_lowercase());
+        } else if !key.ends_with('-') {
+            key.push('-');
+        }
+    }
+    key.trim_matches('-').to_string()
+}
+
+/// Replaces each `<name>` by its value in `vars`, or by `*` when it has none (listed in the
+/// second result). Errors on an unclosed `<`.
+pub(crate) fn substitute(
+    host: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<(String, Vec<String>), String> {
+    let mut out = String::with_capacity(host.len());
+    let mut unresolved = Vec::new();
+    let mut rest = host;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('>') else {
+            return Err(format!("unclosed placeholder in `{host}`"));
+        };
+        let key = placeholder_key(&rest[open + 1..open + close]);
+        if key.is_empty() {
+            return Err(format!("empty placeholder in `{host}`"));
+        }
+        match vars.get(&key) {
+            Some(v) => out.push_str(v),
+            None => {
+                out.push('*');
+                if !unresolved.contains(&key) {
+                    unresolved.push(key);
+                }
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    if out.contains('>') {
+        return Err(format!("stray `>` in `{host}`"));
+    }
+    Ok((out, unresolved))
+}
+
+/// Builds a rule from a parsed line.
+pub(crate) fn build_rule(
+    action: Action,
+    target: &str,
+    vars: &BTreeMap<String, String>,
+    origin: Origin,
+) -> Result<Rule, String> {
+    let t = parse_target(target)?;
+    let (host, unresolved) = substitute(t.host, vars)?;
+    let pattern = match Pattern::new(&host) {
+        Ok(p) => Some(p),
+        // A placeholder that was the whole name (or left only `*` labels): inactive, linted.
+        Err(_) if !unresolved.is_empty() && host.split('.').all(|l| l == "*") => None,
+        Err(e) => return Err(format!("bad pattern `{}`: {}", t.host, e.kind())),
+    };
+    Ok(Rule {
+        action,
+        scheme: t.scheme,
+        port: t.port,
+        path: t.path.map(str::to_string),
+        pattern,
+        target: target.to_string(),
+        unresolved,
+        origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn origin() -> Origin {
+        Origin {
+            file: Arc::from("t.rules"),
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(parse_line("  # just a comment").unwrap(), Line::Empty);
+        assert_eq!(parse_line("").unwrap(), Line::Empty);
+        assert_eq!(
+            parse_line("default bypass # x").unwrap(),
+            Line::Default(Action::Bypass)
+        );
+        assert_eq!(
+            parse_line("allow https://*.blob.core.windows.net  # inspected").unwrap(),
+            Line::Rule {
+                action: Some(Action::Allow),
+                target: "https://*.blob.core.windows.net".into()
+            }
+        );
+        assert_eq!(
+            parse_line("*.lync.com").unwrap(),
+            Line::Rule {
+                action: None,
+                target: "*.lync.com".into()
+            }
+        );
+        assert_eq!(
+            parse_line("permit x.com").unwrap_err(),
+            "unknown action `permit` (allow, bypass or deny)"
+        );
+        assert_eq!(
+            parse_line("default maybe").unwrap_err(),
+            "unknown action `maybe` after `default` (allow, bypass or deny)"
+        );
+        assert_eq!(
+            parse_line("default").unwrap_err(),
+            "`default` needs an action (allow, bypass or deny)"
+        );
+        assert_eq!(
+            parse_line("deny").unwrap_err(),
+            "`deny` needs a target (e.g. `deny *.example.com`)"
+        );
+        assert!(parse_line("allow a.com b.com")
+            .unwrap_err()
+            .contains("unexpected `b.com`"));
+    }
+
+    #[test]
+    fn targets() {
+        let t = parse_target("https://*.<RegionName>.logic.azure.com:443").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                scheme: Some(Scheme::Https),
+                host: "*.<RegionName>.logic.azure.com",
+                port: Some(443),
+                path: None
+            }
+        );
+        let t = parse_target("http://*.msftncsi.com/ncsi.txt").unwrap();
+        assert_eq!(
+            (t.scheme, t.host, t.path),
+            (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt"))
+        );
+        let t = parse_target("token.cp.microsoft.com/").unwrap();
+        assert_eq!((t.host, t.path), ("token.cp.microsoft.com", None));
+        let t = parse_target("a.com/p?q=1").unwrap();
+        assert_eq!(t.path, Some("/p?q=1"));
+        assert_eq!(
+            parse_target("ftp://a.com").unwrap_err(),
+            "unsupported scheme `ftp://` (http or https)"
+        );
+        assert_eq!(
+            parse_target("a.com:0").unwrap_err(),
+            "bad port `0` (1-65535)"
+        );
+        assert_eq!(
+            parse_target("a.com:99999").unwrap_err(),
+            "bad port `99999` (1-65535)"
+        );
+        assert_eq!(
+            parse_target("a.com:+80").unwrap_err(),
+            "bad port `+80` (1-65535)"
+        );
+        assert_eq!(
+            parse_target("https://:443").unwrap_err(),
+            "missing host pattern"
+        );
+        assert_eq!(
+            parse_target("a.com?x").unwrap_err(),
+            "a query needs a path: write `/?x`"
+        );
+    }
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            placeholder_key("FQDN for software update point"),
+            "fqdn-for-software-update-point"
+        );
+        assert_eq!(placeholder_key("RegionName"), "regionname");
+        let v = vars(&[("tenant", "contoso")]);
+        assert_eq!(
+            substitute("<tenant>-my.sharepoint.com", &v).unwrap(),
+            ("contoso-my.sharepoint.com".into(), vec![])
+        );
+        assert_eq!(
+            substitute("*.<RegionName>.logic.azure.com", &v).unwrap(),
+            ("*.*.logic.azure.com".into(), vec!["regionname".into()])
+        );
+        assert!(substitute("<tenant.x.com", &v)
+            .unwrap_err()
+            .contains("unclosed"));
+
+        let r = build_rule(
+            Action::Bypass,
+            "<tenant>.sharepoint.com",
+            &vars(&[]),
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(r.pattern.unwrap().as_str(), "*.sharepoint.com");
+        assert_eq!(r.unresolved, ["tenant"]);
+        let r = build_rule(Action::Allow, "http://<FQDN for SUP>", &vars(&[]), origin()).unwrap();
+        assert!(!r.is_active());
+        let r = build_rule(
+            Action::Allow,
+            "http://<FQDN for SUP>",
+            &vars(&[("fqdn-for-sup", "sup.corp.example")]),
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(r.pattern.unwrap().as_str(), "sup.corp.example");
+        assert_eq!(
+            build_rule(Action::Allow, "mail.*", &vars(&[]), origin()).unwrap_err(),
+            "bad pattern `mail.*`: the top-level (rightmost) label cannot contain `*`"
+        );
+    }
+}
