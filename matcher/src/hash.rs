@@ -16,21 +16,41 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (p as u64) ^ ((p >> 64) as u64)
 }
 
-/// Hash of one label (1..=63 bytes, no dot).
+/// Hash of one label (1..=63 bytes, no dot), from its bytes zero-padded to whole 8-byte words.
 #[inline(always)]
 pub(crate) fn label(l: &[u8]) -> u64 {
     let mut h = fold_mul(l.len() as u64 ^ K2, K0);
-    let mut chunks = l.chunks_exact(8);
-    for c in &mut chunks {
+    for c in l.chunks(8) {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
+        for (d, s) in w.iter_mut().zip(c) {
+            *d = *s;
+        }
         h = fold_mul(h ^ u64::from_le_bytes(w), K1);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = fold_mul(h ^ u64::from_le_bytes(w), K1);
+    h
+}
+
+/// The same hash as [`label`] for the label `buf[start..start + len]`, where `buf` is zero-padded
+/// so that every 8-byte load from `start` stays in bounds: whole-word loads, bytes past the label
+/// masked off.
+#[inline(always)]
+pub(crate) fn label_in(buf: &[u8; crate::host::BUF], start: usize, len: usize) -> u64 {
+    let mut h = fold_mul(len as u64 ^ K2, K0);
+    let mut i = 0;
+    while i < len {
+        let at = start + i;
+        let word = match buf.get(at..at + 8) {
+            Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+            None => 0,
+        };
+        let left = len - i;
+        let w = if left >= 8 {
+            word
+        } else {
+            word & ((1u64 << (8 * left)) - 1)
+        };
+        h = fold_mul(h ^ w, K1);
+        i += 8;
     }
     h
 }
@@ -64,5 +84,22 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(name(b"a.bc"), name(b"ab.c"));
         assert_ne!(name(b"abcdefgh"), name(b"abcdefgh0"));
+    }
+
+    #[test]
+    fn padded_loads_agree_with_bytes() {
+        let mut buf = [0u8; crate::host::BUF];
+        let text = b"a.bcdefghijklmnopq.r-s_t.uvwxyz0123456789";
+        buf[..text.len()].copy_from_slice(text);
+        let mut start = 0;
+        for l in text.split(|&b| b == b'.') {
+            assert_eq!(
+                label_in(&buf, start, l.len()),
+                label(l),
+                "{}",
+                String::from_utf8_lossy(l)
+            );
+            start += l.len() + 1;
+        }
     }
 }

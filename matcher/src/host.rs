@@ -44,18 +44,24 @@ static HOST_BYTE: [u8; 256] = {
 /// ```
 #[derive(Clone)]
 pub struct Host {
-    buf: [u8; MAX_NAME],
+    /// The name, then zeros: the padding lets the matcher hash a label with whole 8-byte loads.
+    buf: [u8; BUF],
     len: u8,
 }
 
+/// The buffer size: the longest name plus room for an 8-byte load at its last byte.
+pub(crate) const BUF: usize = 264;
+
 impl Host {
     /// Normalises `name` (ASCII, or Unicode converted with IDNA UTS 46).
+    #[inline]
     pub fn new(name: &str) -> Result<Host, InvalidHost> {
         Host::from_bytes(name.as_bytes())
     }
 
     /// Normalises raw bytes, e.g. a TLS SNI `host_name` or an HTTP `Host` header. Non-ASCII bytes
     /// must be UTF-8 and are converted with IDNA (UTS 46).
+    #[inline]
     pub fn from_bytes(name: &[u8]) -> Result<Host, InvalidHost> {
         if name.is_ascii() {
             return Host::from_ascii(name);
@@ -66,6 +72,7 @@ impl Host {
         Host::from_ascii(ascii.as_bytes())
     }
 
+    #[inline]
     fn from_ascii(name: &[u8]) -> Result<Host, InvalidHost> {
         let name = name.strip_suffix(b".").unwrap_or(name);
         if name.is_empty() {
@@ -74,37 +81,43 @@ impl Host {
         if name.len() > MAX_NAME {
             return Err(InvalidHost::new(InvalidHostKind::NameTooLong));
         }
-        let mut buf = [0u8; MAX_NAME];
-        let mut label = 0usize;
-        for (i, (&b, out)) in name.iter().zip(buf.iter_mut()).enumerate() {
+        let mut buf = [0u8; BUF];
+        // One branch-free pass maps and copies; the rare failures are located afterwards.
+        let mut bad = false;
+        for (&b, out) in name.iter().zip(buf.iter_mut()) {
             let c = HOST_BYTE[usize::from(b)];
-            if c == 0 {
-                return Err(InvalidHost::new(InvalidHostKind::InvalidByte {
-                    byte: b,
-                    offset: i,
-                }));
-            }
-            if c == b'.' {
-                if label == 0 {
-                    return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
-                }
-                label = 0;
-            } else {
-                label += 1;
-                if label > MAX_LABEL {
-                    return Err(InvalidHost::new(InvalidHostKind::LabelTooLong));
-                }
-            }
+            bad |= c == 0;
             *out = c;
         }
-        if label == 0 {
-            return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
+        if bad {
+            let offset = buf.iter().position(|&c| c == 0).unwrap_or(0);
+            return Err(InvalidHost::new(InvalidHostKind::InvalidByte {
+                byte: name[offset],
+                offset,
+            }));
         }
+        let mut start = 0;
+        for label in buf[..name.len()].split(|&c| c == b'.') {
+            if label.is_empty() {
+                return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
+            }
+            if label.len() > MAX_LABEL {
+                return Err(InvalidHost::new(InvalidHostKind::LabelTooLong));
+            }
+            start += label.len() + 1;
+        }
+        debug_assert_eq!(start, name.len() + 1);
         Ok(Host {
             buf,
             // name.len() <= MAX_NAME (253) was checked above.
             len: name.len() as u8,
         })
+    }
+
+    /// The buffer, zero-padded after the name.
+    #[inline]
+    pub(crate) fn padded(&self) -> &[u8; BUF] {
+        &self.buf
     }
 
     /// The normalised name.

@@ -307,7 +307,7 @@ impl<V> Matcher<V> {
     /// The most specific match for a normalised host.
     pub fn find_host(&self, host: &Host) -> Option<Match<'_, V>> {
         let mut best: Option<(Specificity, u32)> = None;
-        self.each_hit(host.as_bytes(), |specificity, id| {
+        self.each_hit(host, |specificity, id| {
             let better = match best {
                 None => true,
                 Some((s, i)) => specificity > s || (specificity == s && id < i),
@@ -338,7 +338,7 @@ impl<V> Matcher<V> {
     pub fn find_all_host(&self, host: &Host, out: &mut Matches) {
         let hits = &mut out.hits;
         hits.clear();
-        self.each_hit(host.as_bytes(), |specificity, id| {
+        self.each_hit(host, |specificity, id| {
             hits.push(Hit {
                 id: PatternId(id),
                 specificity,
@@ -352,9 +352,11 @@ impl<V> Matcher<V> {
         }
     }
 
-    /// Calls `hit` for every (form of a) pattern that matches the normalised name `s`.
+    /// Calls `hit` for every (form of a) pattern that matches `host`.
     #[inline(always)]
-    fn each_hit(&self, s: &[u8], mut hit: impl FnMut(Specificity, u32)) {
+    fn each_hit(&self, host: &Host, mut hit: impl FnMut(Specificity, u32)) {
+        let s = host.as_bytes();
+        let buf = host.padded();
         let mut h = hash::EMPTY;
         let mut end = s.len();
         loop {
@@ -362,7 +364,7 @@ impl<V> Matcher<V> {
                 .iter()
                 .rposition(|&b| b == b'.')
                 .map_or(0, |d| d + 1);
-            h = hash::push(h, hash::label(&s[start..end]));
+            h = hash::push(h, hash::label_in(buf, start, end - start));
             let key = &s[start..];
             if start == 0 {
                 self.table.probe(h, key, |kind, id| {

@@ -1,5 +1,5 @@
 //! Differential test: the compiled matcher against a naive reference matcher written straight
-//! from the contract (`/work/notes/semantics.md`, mirrored in the crate docs).
+//! from the matching contract (the semantics table in the crate docs, `src/lib.rs`).
 //!
 //! The reference uses the crate only to *normalise* (`Pattern::new(..).as_str()`,
 //! `Host::new(..).as_str()`); the matching itself is a label-by-label recursion:
@@ -12,7 +12,10 @@
 //!
 //! Results are sorted by specificity descending, then by add order.
 //!
-//! Set `PROPTEST_CASES` to run more (or fewer) random cases than the default 2000.
+//! Each random pattern set is compiled with the default strategy choice and with the glob buckets
+//! forced one way or the other (`MatcherBuilder::dense_threshold`), and all of them must agree.
+//! Cases: 2000 per property (500 for the ones that compile every bucket to a regex);
+//! `PROPTEST_CASES=N cargo test -p hostgate-matcher --test differential` runs N for each.
 
 // Tests may unwrap: a panic is a test failure with a useful message.
 #![allow(clippy::unwrap_used)]
@@ -113,9 +116,17 @@ fn normalise_patterns(patterns: &[String]) -> Vec<String> {
 }
 
 /// Builds a matcher whose value for each pattern is its add position. `via_pattern[i]` picks
-/// `add_pattern` instead of `add` for pattern `i` (cycled).
-fn build(patterns: &[String], via_pattern: &[bool]) -> Result<Matcher<usize>, BuildError> {
+/// `add_pattern` instead of `add` for pattern `i` (cycled); `dense` overrides the number of glob
+/// patterns under one literal tail from which that tail is compiled into one regex.
+fn build_with(
+    patterns: &[String],
+    via_pattern: &[bool],
+    dense: Option<usize>,
+) -> Result<Matcher<usize>, BuildError> {
     let mut builder = MatcherBuilder::new();
+    if let Some(threshold) = dense {
+        builder.dense_threshold(threshold);
+    }
     for (i, p) in patterns.iter().enumerate() {
         let parsed = via_pattern
             .get(i % via_pattern.len().max(1))
@@ -130,6 +141,18 @@ fn build(patterns: &[String], via_pattern: &[bool]) -> Result<Matcher<usize>, Bu
     }
     builder.build()
 }
+
+/// With the default strategy choice.
+fn build(patterns: &[String], via_pattern: &[bool]) -> Result<Matcher<usize>, BuildError> {
+    build_with(patterns, via_pattern, None)
+}
+
+/// Dense thresholds: the default choice, and no glob bucket ever compiled to a regex.
+const DEFAULT_AND_NEVER: &[Option<usize>] = &[None, Some(usize::MAX)];
+/// Every glob bucket compiled to a regex (slow to build in a debug build, so run on fewer cases).
+const ALWAYS: &[Option<usize>] = &[Some(1)];
+/// All three.
+const ALL_CHOICES: &[Option<usize>] = &[None, Some(1), Some(usize::MAX)];
 
 fn hits_of(matches: &Matches) -> Vec<(usize, Spec)> {
     matches
@@ -228,21 +251,25 @@ fn check_host(
     Ok(expected)
 }
 
-/// Runs the whole comparison for one pattern set and host list.
+/// Runs the whole comparison for one pattern set and host list, once per dense threshold.
 fn check_all(
     patterns: &[String],
     via_pattern: &[bool],
     hosts: &[String],
+    dense_choices: &[Option<usize>],
 ) -> Result<(), TestCaseError> {
     let normalised = normalise_patterns(patterns);
-    let matcher = match build(patterns, via_pattern) {
-        Ok(m) => m,
-        Err(e) => return Err(TestCaseError::fail(format!("build failed: {e}"))),
-    };
-    prop_assert_eq!(matcher.len(), patterns.len());
     let mut buf = Matches::new();
-    for host in hosts {
-        check_host(&matcher, &normalised, host, &mut buf)?;
+    for &dense in dense_choices {
+        let matcher = match build_with(patterns, via_pattern, dense) {
+            Ok(m) => m,
+            Err(e) => return Err(TestCaseError::fail(format!("build failed: {e}"))),
+        };
+        prop_assert_eq!(matcher.len(), patterns.len());
+        for host in hosts {
+            check_host(&matcher, &normalised, host, &mut buf)
+                .map_err(|e| TestCaseError::fail(format!("dense threshold {dense:?}: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -401,26 +428,19 @@ fn case(
         })
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000)
-}
+/// Random cases per property. `PROPTEST_CASES=N` in the environment replaces every count in this
+/// file (proptest applies it at run time over the configured one).
+const CASES: u32 = 2000;
+/// For the properties that compile every glob bucket to a regex: slow to build in a debug build.
+const REGEX_CASES: u32 = CASES / 4;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     /// Mixed tails: patterns spread over {com, net, a}.
     #[test]
     fn differential_mixed((patterns, via, hosts) in case(TOP_LABELS, 1..60)) {
-        check_all(&patterns, &via, &hosts)?;
-    }
-
-    /// Dense bucket: 40-90 patterns over one tail, so the large-bucket strategy is used.
-    #[test]
-    fn differential_dense_bucket((patterns, via, hosts) in case(&["com"], 40..90)) {
-        check_all(&patterns, &via, &hosts)?;
+        check_all(&patterns, &via, &hosts, DEFAULT_AND_NEVER)?;
     }
 
     /// A set where some patterns are invalid is rejected with the first invalid one.
@@ -452,6 +472,23 @@ proptest! {
         }
         // The valid prefix builds.
         prop_assert!(build(&all[..first_bad], &[false]).is_ok());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(REGEX_CASES))]
+
+    /// Mixed tails, every glob bucket compiled to a regex.
+    #[test]
+    fn differential_mixed_all_regex((patterns, via, hosts) in case(TOP_LABELS, 1..60)) {
+        check_all(&patterns, &via, &hosts, ALWAYS)?;
+    }
+
+    /// Dense bucket: 40-90 patterns over one `x.com` tail, so that the default choice often
+    /// compiles a bucket to a regex too; every case also runs with both forced choices.
+    #[test]
+    fn differential_dense_bucket((patterns, via, hosts) in case(&["x.com"], 40..90)) {
+        check_all(&patterns, &via, &hosts, ALL_CHOICES)?;
     }
 }
 
@@ -487,7 +524,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// Runs `check_all` and turns a failure into a panic with its message.
 fn run(patterns: &[String], hosts: &[String]) {
-    if let Err(e) = check_all(patterns, &[false, true], hosts) {
+    if let Err(e) = check_all(patterns, &[false, true], hosts, ALL_CHOICES) {
         panic!("{e}");
     }
 }
@@ -735,6 +772,13 @@ fn large_glob_bucket() {
         "y.com",
     ]));
     assert!(patterns.len() >= 80);
+    // With the default threshold, the `x.com` tail is compiled into one regex.
+    let matcher = build(&patterns, &[false]).unwrap();
+    assert!(
+        matcher.counts().dense_buckets >= 1,
+        "{:?}",
+        matcher.counts()
+    );
     run(&patterns, &hosts);
 }
 
