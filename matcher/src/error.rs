@@ -65,9 +65,7 @@ impl fmt::Display for BuildErrorKind {
             Self::Empty => f.write_str("empty pattern"),
             Self::LoneWildcard => f.write_str("a lone `*` would match every name"),
             Self::DoubleWildcard => f.write_str("`**` is not allowed"),
-            Self::WildcardInTopLabel => {
-                f.write_str("the top-level (rightmost) label cannot contain `*`")
-            }
+            Self::WildcardInTopLabel => f.write_str("the top-level (rightmost) label cannot contain `*`"),
             Self::EmptyLabel => f.write_str("empty label (two dots in a row, or a stray dot)"),
             Self::LabelTooLong => f.write_str("a label is longer than 63 bytes"),
             Self::NameTooLong => f.write_str("the name is longer than 253 bytes"),
@@ -75,10 +73,7 @@ impl fmt::Display for BuildErrorKind {
             Self::Idna => f.write_str("IDNA (UTS 46) conversion failed"),
             Self::WildcardInIdnLabel => f.write_str("`*` inside a non-ASCII label"),
             Self::TooManyPatterns => f.write_str("too many patterns (at most 2^32 - 1)"),
-            Self::Regex(e) => write!(
-                f,
-                "the glob patterns under this pattern's suffix do not compile: {e}"
-            ),
+            Self::Regex(e) => write!(f, "the glob patterns under this pattern's suffix do not compile: {e}"),
         }
     }
 }
@@ -129,9 +124,7 @@ impl fmt::Display for InvalidHost {
         match &self.kind {
             InvalidHostKind::Empty => f.write_str("invalid host: empty name"),
             InvalidHostKind::EmptyLabel => f.write_str("invalid host: empty label"),
-            InvalidHostKind::LabelTooLong => {
-                f.write_str("invalid host: label longer than 63 bytes")
-            }
+            InvalidHostKind::LabelTooLong => f.write_str("invalid host: label longer than 63 bytes"),
             InvalidHostKind::NameTooLong => f.write_str("invalid host: name longer than 253 bytes"),
             InvalidHostKind::InvalidByte { byte, offset } => {
                 write!(f, "invalid host: byte 0x{byte:02x} at offset {offset}")

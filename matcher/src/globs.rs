@@ -58,11 +58,7 @@ pub(crate) struct DenseError {
 }
 
 impl Globs {
-    pub(crate) fn build(
-        mut entries: Vec<GlobEntry<'_>>,
-        buckets: usize,
-        dense: usize,
-    ) -> Result<Globs, DenseError> {
+    pub(crate) fn build(mut entries: Vec<GlobEntry<'_>>, buckets: usize, dense: usize) -> Result<Globs, DenseError> {
         entries.sort_by_key(|e| (e.bucket, e.id));
         let mut g = Globs {
             heads: Vec::with_capacity(entries.iter().map(|e| e.head.len()).sum()),
@@ -90,19 +86,12 @@ impl Globs {
                     .configure(meta::Config::new().match_kind(MatchKind::All))
                     .syntax(syntax::Config::new().unicode(false).utf8(false))
                     .build_many(&regexes)
-                    .map_err(|e| DenseError {
-                        id: members[0].id,
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| DenseError { id: members[0].id, message: e.to_string() })?;
                 Some(Box::new(re))
             } else {
                 None
             };
-            g.buckets.push(Bucket {
-                start: start as u32,
-                end: i as u32,
-                dense,
-            });
+            g.buckets.push(Bucket { start: start as u32, end: i as u32, dense });
         }
         Ok(g)
     }
@@ -110,12 +99,7 @@ impl Globs {
     /// Calls `hit` for every pattern of `bucket` whose head matches `head` (the host's labels
     /// before the tail, without the dot that joins them to it).
     #[inline]
-    pub(crate) fn each_match(
-        &self,
-        bucket: u32,
-        head: &[u8],
-        hit: &mut impl FnMut(Specificity, u32),
-    ) {
+    pub(crate) fn each_match(&self, bucket: u32, head: &[u8], hit: &mut impl FnMut(Specificity, u32)) {
         let Some(b) = self.buckets.get(bucket as usize) else {
             return;
         };
@@ -123,8 +107,7 @@ impl Globs {
         match &b.dense {
             None => {
                 for g in globs {
-                    let pat =
-                        &self.heads[g.head as usize..g.head as usize + usize::from(g.head_len)];
+                    let pat = &self.heads[g.head as usize..g.head as usize + usize::from(g.head_len)];
                     if head_matches(pat, head) {
                         hit(g.specificity, g.id);
                     }
@@ -186,10 +169,7 @@ fn label_matches(pat: &[u8], label: &[u8]) -> bool {
     };
     let last_star = pat.iter().rposition(|&b| b == b'*').unwrap_or(first_star);
     let (prefix, suffix) = (&pat[..first_star], &pat[last_star + 1..]);
-    if label.len() < prefix.len() + suffix.len()
-        || !label.starts_with(prefix)
-        || !label.ends_with(suffix)
-    {
+    if label.len() < prefix.len() + suffix.len() || !label.starts_with(prefix) || !label.ends_with(suffix) {
         return false;
     }
     let mut rest = &label[prefix.len()..label.len() - suffix.len()];
@@ -287,11 +267,7 @@ mod tests {
                 .build(&head_regex(p))
                 .unwrap();
             for h in hosts {
-                assert_eq!(
-                    re.is_match(h.as_bytes()),
-                    head_matches(p.as_bytes(), h.as_bytes()),
-                    "{p} {h}"
-                );
+                assert_eq!(re.is_match(h.as_bytes()), head_matches(p.as_bytes(), h.as_bytes()), "{p} {h}");
             }
         }
     }

@@ -44,11 +44,7 @@ pub(crate) fn label_in(buf: &[u8; crate::host::BUF], start: usize, len: usize) -
             None => 0,
         };
         let left = len - i;
-        let w = if left >= 8 {
-            word
-        } else {
-            word & ((1u64 << (8 * left)) - 1)
-        };
+        let w = if left >= 8 { word } else { word & ((1u64 << (8 * left)) - 1) };
         h = fold_mul(h ^ w, K1);
         i += 8;
     }
@@ -66,8 +62,7 @@ pub(crate) fn push(suffix: u64, label_hash: u64) -> u64 {
 
 /// The key of a whole normalised name (no leading or trailing dot).
 pub(crate) fn name(s: &[u8]) -> u64 {
-    s.rsplit(|&b| b == b'.')
-        .fold(EMPTY, |h, l| push(h, label(l)))
+    s.rsplit(|&b| b == b'.').fold(EMPTY, |h, l| push(h, label(l)))
 }
 
 #[cfg(test)]
@@ -77,10 +72,7 @@ mod tests {
     #[test]
     fn chaining_matches_whole_name() {
         let a = name(b"login.live.com");
-        let b = push(
-            push(push(EMPTY, label(b"com")), label(b"live")),
-            label(b"login"),
-        );
+        let b = push(push(push(EMPTY, label(b"com")), label(b"live")), label(b"login"));
         assert_eq!(a, b);
         assert_ne!(name(b"a.bc"), name(b"ab.c"));
         assert_ne!(name(b"abcdefgh"), name(b"abcdefgh0"));
@@ -93,12 +85,7 @@ mod tests {
         buf[..text.len()].copy_from_slice(text);
         let mut start = 0;
         for l in text.split(|&b| b == b'.') {
-            assert_eq!(
-                label_in(&buf, start, l.len()),
-                label(l),
-                "{}",
-                String::from_utf8_lossy(l)
-            );
+            assert_eq!(label_in(&buf, start, l.len()), label(l), "{}", String::from_utf8_lossy(l));
             start += l.len() + 1;
         }
     }

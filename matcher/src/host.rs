@@ -66,8 +66,7 @@ impl Host {
         if name.is_ascii() {
             return Host::from_ascii(name);
         }
-        let text =
-            std::str::from_utf8(name).map_err(|_| InvalidHost::new(InvalidHostKind::Idna))?;
+        let text = std::str::from_utf8(name).map_err(|_| InvalidHost::new(InvalidHostKind::Idna))?;
         let ascii = to_ascii(text).ok_or_else(|| InvalidHost::new(InvalidHostKind::Idna))?;
         Host::from_ascii(ascii.as_bytes())
     }
@@ -91,10 +90,7 @@ impl Host {
         }
         if bad {
             let offset = buf.iter().position(|&c| c == 0).unwrap_or(0);
-            return Err(InvalidHost::new(InvalidHostKind::InvalidByte {
-                byte: name[offset],
-                offset,
-            }));
+            return Err(InvalidHost::new(InvalidHostKind::InvalidByte { byte: name[offset], offset }));
         }
         let mut start = 0;
         for label in buf[..name.len()].split(|&c| c == b'.') {
@@ -184,10 +180,7 @@ mod tests {
 
     #[test]
     fn normalises_case_and_one_trailing_dot() {
-        assert_eq!(
-            Host::new("LOGIN.Live.COM.").unwrap().as_str(),
-            "login.live.com"
-        );
+        assert_eq!(Host::new("LOGIN.Live.COM.").unwrap().as_str(), "login.live.com");
         assert_eq!(Host::new("a_b-1.x").unwrap().as_str(), "a_b-1.x");
         assert_eq!(kind("a.b.."), InvalidHostKind::EmptyLabel);
     }
@@ -198,61 +191,25 @@ mod tests {
         assert_eq!(kind("."), InvalidHostKind::Empty);
         assert_eq!(kind(".a"), InvalidHostKind::EmptyLabel);
         assert_eq!(kind("a..b"), InvalidHostKind::EmptyLabel);
-        assert_eq!(
-            kind(&format!("{}.com", "a".repeat(64))),
-            InvalidHostKind::LabelTooLong
-        );
+        assert_eq!(kind(&format!("{}.com", "a".repeat(64))), InvalidHostKind::LabelTooLong);
         assert!(Host::new(&format!("{}.com", "a".repeat(63))).is_ok());
-        let long = [
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(61),
-        ]
-        .join(".");
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
         assert_eq!(long.len(), 253);
         assert!(Host::new(&long).is_ok());
         assert!(Host::new(&format!("{long}.")).is_ok());
         assert_eq!(kind(&format!("{long}x")), InvalidHostKind::NameTooLong);
-        assert_eq!(
-            kind("a b.com"),
-            InvalidHostKind::InvalidByte {
-                byte: b' ',
-                offset: 1
-            }
-        );
-        assert_eq!(
-            kind("a*.com"),
-            InvalidHostKind::InvalidByte {
-                byte: b'*',
-                offset: 1
-            }
-        );
-        assert_eq!(
-            kind("a\0.com"),
-            InvalidHostKind::InvalidByte { byte: 0, offset: 1 }
-        );
-        assert_eq!(
-            Host::from_bytes(b"\xff.com").unwrap_err().kind(),
-            &InvalidHostKind::Idna
-        );
+        assert_eq!(kind("a b.com"), InvalidHostKind::InvalidByte { byte: b' ', offset: 1 });
+        assert_eq!(kind("a*.com"), InvalidHostKind::InvalidByte { byte: b'*', offset: 1 });
+        assert_eq!(kind("a\0.com"), InvalidHostKind::InvalidByte { byte: 0, offset: 1 });
+        assert_eq!(Host::from_bytes(b"\xff.com").unwrap_err().kind(), &InvalidHostKind::Idna);
     }
 
     #[test]
     fn converts_unicode_to_punycode() {
-        assert_eq!(
-            Host::new("Bücher.Example").unwrap().as_str(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            Host::new("xn--bcher-kva.example").unwrap().as_str(),
-            "xn--bcher-kva.example"
-        );
+        assert_eq!(Host::new("Bücher.Example").unwrap().as_str(), "xn--bcher-kva.example");
+        assert_eq!(Host::new("xn--bcher-kva.example").unwrap().as_str(), "xn--bcher-kva.example");
         // Fullwidth dot is a label separator under UTS 46.
-        assert_eq!(
-            Host::new("bücher\u{ff0e}example").unwrap().as_str(),
-            "xn--bcher-kva.example"
-        );
+        assert_eq!(Host::new("bücher\u{ff0e}example").unwrap().as_str(), "xn--bcher-kva.example");
         assert_eq!(Host::new("münchen.de").unwrap().label_count(), 2);
     }
 }

@@ -55,10 +55,7 @@ impl<V> Default for MatcherBuilder<V> {
 impl<V> MatcherBuilder<V> {
     /// An empty builder.
     pub fn new() -> Self {
-        Self {
-            items: Vec::new(),
-            dense: DENSE,
-        }
+        Self { items: Vec::new(), dense: DENSE }
     }
 
     /// Adds a pattern, parsed when [`build`](Self::build) runs. Its [`PatternId`] is the number of
@@ -98,21 +95,14 @@ impl<V> MatcherBuilder<V> {
     /// The first invalid pattern, as a [`BuildError`] with its index.
     pub fn build(self) -> Result<Matcher<V>, BuildError> {
         if self.items.len() >= u32::MAX as usize {
-            return Err(BuildError {
-                pattern: String::new(),
-                index: None,
-                kind: BuildErrorKind::TooManyPatterns,
-            });
+            return Err(BuildError { pattern: String::new(), index: None, kind: BuildErrorKind::TooManyPatterns });
         }
         let mut patterns = Vec::with_capacity(self.items.len());
         let mut values = Vec::with_capacity(self.items.len());
         for (index, (item, value)) in self.items.into_iter().enumerate() {
             let p = match item {
                 Item::Parsed(p) => p,
-                Item::Raw(s) => Pattern::new(&s).map_err(|e| BuildError {
-                    index: Some(index),
-                    ..e
-                })?,
+                Item::Raw(s) => Pattern::new(&s).map_err(|e| BuildError { index: Some(index), ..e })?,
             };
             patterns.push(p);
             values.push(value);
@@ -130,37 +120,20 @@ impl<V> MatcherBuilder<V> {
                 match form {
                     Form::Exact(key) => {
                         counts.exact += 1;
-                        entries.push(Entry {
-                            kind: Kind::Exact,
-                            key,
-                            id,
-                        });
+                        entries.push(Entry { kind: Kind::Exact, key, id });
                     }
                     Form::Suffix(key) => {
                         counts.suffix += 1;
-                        entries.push(Entry {
-                            kind: Kind::Suffix,
-                            key,
-                            id,
-                        });
+                        entries.push(Entry { kind: Kind::Suffix, key, id });
                     }
                     Form::Glob { head, tail } => {
                         counts.glob += 1;
                         let next = tails.len() as u32;
                         let bucket = *tails.entry(tail).or_insert_with(|| {
-                            entries.push(Entry {
-                                kind: Kind::Tail,
-                                key: tail,
-                                id: next,
-                            });
+                            entries.push(Entry { kind: Kind::Tail, key: tail, id: next });
                             next
                         });
-                        globs.push(GlobEntry {
-                            bucket,
-                            head,
-                            specificity: form.specificity(),
-                            id,
-                        });
+                        globs.push(GlobEntry { bucket, head, specificity: form.specificity(), id });
                     }
                 }
             }
@@ -173,12 +146,7 @@ impl<V> MatcherBuilder<V> {
         })?;
         drop(entries);
         counts.dense_buckets = globs.dense_buckets();
-        Ok(Matcher {
-            table,
-            globs,
-            values,
-            counts,
-        })
+        Ok(Matcher { table, globs, values, counts })
     }
 }
 
@@ -266,11 +234,7 @@ impl Matches {
         let Some(first) = self.hits.first() else {
             return &[];
         };
-        let n = self
-            .hits
-            .iter()
-            .take_while(|h| h.specificity == first.specificity)
-            .count();
+        let n = self.hits.iter().take_while(|h| h.specificity == first.specificity).count();
         &self.hits[..n]
     }
     /// The number of matching patterns.
@@ -316,11 +280,7 @@ impl<V> Matcher<V> {
                 best = Some((specificity, id));
             }
         });
-        best.map(|(specificity, id)| Match {
-            value: &self.values[id as usize],
-            id: PatternId(id),
-            specificity,
-        })
+        best.map(|(specificity, id)| Match { value: &self.values[id as usize], id: PatternId(id), specificity })
     }
 
     /// Every match for `host` into `out` (cleared first): each pattern once, most specific first,
@@ -338,12 +298,7 @@ impl<V> Matcher<V> {
     pub fn find_all_host(&self, host: &Host, out: &mut Matches) {
         let hits = &mut out.hits;
         hits.clear();
-        self.each_hit(host, |specificity, id| {
-            hits.push(Hit {
-                id: PatternId(id),
-                specificity,
-            })
-        });
+        self.each_hit(host, |specificity, id| hits.push(Hit { id: PatternId(id), specificity }));
         if hits.len() > 1 {
             // A `.d` pattern with wildcards can match through both expansions: keep the best.
             hits.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(b.specificity.cmp(&a.specificity)));
@@ -360,10 +315,7 @@ impl<V> Matcher<V> {
         let mut h = hash::EMPTY;
         let mut end = s.len();
         loop {
-            let start = s[..end]
-                .iter()
-                .rposition(|&b| b == b'.')
-                .map_or(0, |d| d + 1);
+            let start = s[..end].iter().rposition(|&b| b == b'.').map_or(0, |d| d + 1);
             h = hash::push(h, hash::label_in(buf, start, end - start));
             let key = &s[start..];
             if start == 0 {
@@ -415,8 +367,6 @@ impl<V> Matcher<V> {
     /// Heap bytes owned by the matcher: tables, key bytes, glob buckets and regexes, and the
     /// values' inline size (not memory the values themselves point to).
     pub fn heap_bytes(&self) -> usize {
-        self.table.heap_bytes()
-            + self.globs.heap_bytes()
-            + self.values.capacity() * std::mem::size_of::<V>()
+        self.table.heap_bytes() + self.globs.heap_bytes() + self.values.capacity() * std::mem::size_of::<V>()
     }
 }

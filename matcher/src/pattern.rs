@@ -35,10 +35,7 @@ pub struct Specificity {
 impl Specificity {
     pub(crate) const fn new(exact: bool, literal: usize) -> Specificity {
         // Patterns are at most 253 bytes (+2 for an expanded leading dot).
-        Specificity {
-            exact,
-            literal: literal as u16,
-        }
+        Specificity { exact, literal: literal as u16 }
     }
 
     /// True when the pattern (or the expansion of a `.d` pattern that matched) has no `*`.
@@ -87,10 +84,7 @@ impl<'a> Form<'a> {
         // The last '*' is in a label before the tail; the tail starts after the next dot.
         let star = body.rfind('*').unwrap_or(0);
         let dot = body[star..].find('.').map_or(body.len(), |d| star + d);
-        Form::Glob {
-            head: &body[..dot],
-            tail: &body[(dot + 1).min(body.len())..],
-        }
+        Form::Glob { head: &body[..dot], tail: &body[(dot + 1).min(body.len())..] }
     }
 
     /// The specificity of a match by this form.
@@ -98,10 +92,9 @@ impl<'a> Form<'a> {
         match *self {
             Form::Exact(s) => Specificity::new(true, s.len()),
             Form::Suffix(s) => Specificity::new(false, s.len() + 1),
-            Form::Glob { head, tail } => Specificity::new(
-                false,
-                head.bytes().filter(|&b| b != b'*').count() + 1 + tail.len(),
-            ),
+            Form::Glob { head, tail } => {
+                Specificity::new(false, head.bytes().filter(|&b| b != b'*').count() + 1 + tail.len())
+            }
         }
     }
 }
@@ -112,11 +105,7 @@ impl Pattern {
     /// # Errors
     /// A [`BuildError`] quoting `pattern` when it is not a valid pattern.
     pub fn new(pattern: &str) -> Result<Pattern, BuildError> {
-        Pattern::parse(pattern).map_err(|kind| BuildError {
-            pattern: pattern.to_string(),
-            index: None,
-            kind,
-        })
+        Pattern::parse(pattern).map_err(|kind| BuildError { pattern: pattern.to_string(), index: None, kind })
     }
 
     fn parse(input: &str) -> Result<Pattern, BuildErrorKind> {
@@ -148,10 +137,7 @@ impl Pattern {
             if label.is_empty() {
                 return Err(BuildErrorKind::EmptyLabel);
             }
-            if let Some(c) = label
-                .chars()
-                .find(|&c| c != '*' && !(c.is_ascii() && is_name_byte(c as u8)))
-            {
+            if let Some(c) = label.chars().find(|&c| c != '*' && !(c.is_ascii() && is_name_byte(c as u8))) {
                 return Err(BuildErrorKind::InvalidCharacter(c));
             }
             if label.len() > MAX_LABEL {
@@ -189,10 +175,7 @@ impl Pattern {
     pub fn specificity(&self) -> Specificity {
         match self.text.strip_prefix('.') {
             Some(body) => Specificity::new(false, body.bytes().filter(|&b| b != b'*').count() + 1),
-            None => Specificity::new(
-                !self.text.contains('*'),
-                self.text.bytes().filter(|&b| b != b'*').count(),
-            ),
+            None => Specificity::new(!self.text.contains('*'), self.text.bytes().filter(|&b| b != b'*').count()),
         }
     }
 
@@ -236,14 +219,8 @@ mod tests {
     fn normalises() {
         assert_eq!(Pattern::new("*.LYNC.com.").unwrap().as_str(), "*.lync.com");
         assert_eq!(Pattern::new(".Lync.com").unwrap().as_str(), ".lync.com");
-        assert_eq!(
-            Pattern::new("*.Bücher.example").unwrap().as_str(),
-            "*.xn--bcher-kva.example"
-        );
-        assert_eq!(
-            Pattern::new("Fe*.example.com").unwrap().as_str(),
-            "fe*.example.com"
-        );
+        assert_eq!(Pattern::new("*.Bücher.example").unwrap().as_str(), "*.xn--bcher-kva.example");
+        assert_eq!(Pattern::new("Fe*.example.com").unwrap().as_str(), "fe*.example.com");
     }
 
     #[test]
@@ -260,17 +237,8 @@ mod tests {
         assert_eq!(err("a..b"), BuildErrorKind::EmptyLabel);
         assert_eq!(err("..a"), BuildErrorKind::EmptyLabel);
         assert_eq!(err("a.b.."), BuildErrorKind::EmptyLabel);
-        assert_eq!(
-            err(&format!("{}.com", "a".repeat(64))),
-            BuildErrorKind::LabelTooLong
-        );
-        let long = [
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(62),
-        ]
-        .join(".");
+        assert_eq!(err(&format!("{}.com", "a".repeat(64))), BuildErrorKind::LabelTooLong);
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
         assert_eq!(err(&long), BuildErrorKind::NameTooLong);
         assert_eq!(err("a b.com"), BuildErrorKind::InvalidCharacter(' '));
         assert_eq!(err("\\*.com"), BuildErrorKind::InvalidCharacter('\\'));
@@ -279,10 +247,7 @@ mod tests {
         assert_eq!(err("*ü.example"), BuildErrorKind::WildcardInIdnLabel);
         let e = Pattern::new("mail.*").unwrap_err();
         assert_eq!(e.pattern(), "mail.*");
-        assert_eq!(
-            e.to_string(),
-            "invalid pattern \"mail.*\": the top-level (rightmost) label cannot contain `*`"
-        );
+        assert_eq!(e.to_string(), "invalid pattern \"mail.*\": the top-level (rightmost) label cannot contain `*`");
     }
 
     #[test]
@@ -294,50 +259,20 @@ mod tests {
         assert_eq!(p.forms(&mut s).0, Form::Suffix("lync.com"));
         assert_eq!(p.specificity(), Specificity::new(false, 9));
         let p = Pattern::new("*cdn.onenote.net").unwrap();
-        assert_eq!(
-            p.forms(&mut s).0,
-            Form::Glob {
-                head: "*cdn",
-                tail: "onenote.net"
-            }
-        );
+        assert_eq!(p.forms(&mut s).0, Form::Glob { head: "*cdn", tail: "onenote.net" });
         assert_eq!(p.forms(&mut s).0.specificity(), Specificity::new(false, 15));
         let p = Pattern::new("api.*.example.com").unwrap();
-        assert_eq!(
-            p.forms(&mut s).0,
-            Form::Glob {
-                head: "api.*",
-                tail: "example.com"
-            }
-        );
+        assert_eq!(p.forms(&mut s).0, Form::Glob { head: "api.*", tail: "example.com" });
         let p = Pattern::new("*.*.onedrive.live.com").unwrap();
-        assert_eq!(
-            p.forms(&mut s).0,
-            Form::Glob {
-                head: "*.*",
-                tail: "onedrive.live.com"
-            }
-        );
+        assert_eq!(p.forms(&mut s).0, Form::Glob { head: "*.*", tail: "onedrive.live.com" });
         let p = Pattern::new(".lync.com").unwrap();
         assert_eq!(p.specificity(), Specificity::new(false, 9));
         let mut s2 = String::new();
         let (a, b) = p.forms(&mut s2);
-        assert_eq!(
-            (a, b),
-            (Form::Exact("lync.com"), Some(Form::Suffix("lync.com")))
-        );
+        assert_eq!((a, b), (Form::Exact("lync.com"), Some(Form::Suffix("lync.com"))));
         let p = Pattern::new(".*.x.com").unwrap();
         let (a, b) = p.forms(&mut s);
-        assert_eq!(
-            (a, b),
-            (
-                Form::Suffix("x.com"),
-                Some(Form::Glob {
-                    head: "*.*",
-                    tail: "x.com"
-                })
-            )
-        );
+        assert_eq!((a, b), (Form::Suffix("x.com"), Some(Form::Glob { head: "*.*", tail: "x.com" })));
         assert!(Specificity::new(true, 3) > Specificity::new(false, 200));
         assert!(Specificity::new(false, 10) > Specificity::new(false, 9));
     }

@@ -132,11 +132,7 @@ impl Table {
                 b = if b + 1 == buckets { 0 } else { b + 1 };
             }
         }
-        Table {
-            slots,
-            buckets: buckets as u64,
-            arena: arena.into_boxed_slice(),
-        }
+        Table { slots, buckets: buckets as u64, arena: arena.into_boxed_slice() }
     }
 
     /// Calls `hit` with the kind and id of every record whose key is `key` (whose hash is `h`).
@@ -158,11 +154,7 @@ impl Table {
             if fps[BUCKET - 1] & OVERFLOW == 0 {
                 return;
             }
-            b = if b + 1 == self.buckets as usize {
-                0
-            } else {
-                b + 1
-            };
+            b = if b + 1 == self.buckets as usize { 0 } else { b + 1 };
         }
     }
 
@@ -197,35 +189,18 @@ mod tests {
             .iter()
             .enumerate()
             .flat_map(|(i, n)| {
-                [
-                    Entry {
-                        kind: Kind::Exact,
-                        key: n,
-                        id: i as u32,
-                    },
-                    Entry {
-                        kind: Kind::Suffix,
-                        key: n,
-                        id: 7,
-                    },
-                ]
+                [Entry { kind: Kind::Exact, key: n, id: i as u32 }, Entry { kind: Kind::Suffix, key: n, id: 7 }]
             })
             .collect();
         let t = Table::build(&entries);
         for (i, n) in names.iter().enumerate() {
             let mut got = Vec::new();
-            t.probe(hash::name(n.as_bytes()), n.as_bytes(), |k, id| {
-                got.push((k, id))
-            });
+            t.probe(hash::name(n.as_bytes()), n.as_bytes(), |k, id| got.push((k, id)));
             got.sort_by_key(|&(k, _)| k as u8);
             assert_eq!(got, vec![(Kind::Exact, i as u32), (Kind::Suffix, 7)], "{n}");
         }
         let mut none = 0;
-        t.probe(
-            hash::name(b"nope.example.com"),
-            b"nope.example.com",
-            |_, _| none += 1,
-        );
+        t.probe(hash::name(b"nope.example.com"), b"nope.example.com", |_, _| none += 1);
         assert_eq!(none, 0);
         let empty = Table::build(&[]);
         empty.probe(hash::name(b"a.b"), b"a.b", |_, _| none += 1);
@@ -244,44 +219,23 @@ mod tests {
         assert_eq!(matches(&[1, 0, 0, 0, 0, 0, 0, 0], 1), 0b11);
         for h in [0u64, 1 << 32, 3 << 32, u64::MAX] {
             let fp = fingerprint(h);
-            assert!(
-                fp & 1 == 1 && fp & OVERFLOW == 0 && fp != 1,
-                "{h:x} -> {fp}"
-            );
+            assert!(fp & 1 == 1 && fp & OVERFLOW == 0 && fp != 1, "{h:x} -> {fp}");
         }
     }
 
     #[test]
     fn overflow_chains_are_short_and_complete() {
-        let names: Vec<String> = (0..20_000)
-            .map(|i| format!("w{}x{}.dom{}.com", i * 7919 % 1000, i, i % 50))
-            .collect();
-        let entries: Vec<Entry<'_>> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| Entry {
-                kind: Kind::Exact,
-                key: n,
-                id: i as u32,
-            })
-            .collect();
+        let names: Vec<String> = (0..20_000).map(|i| format!("w{}x{}.dom{}.com", i * 7919 % 1000, i, i % 50)).collect();
+        let entries: Vec<Entry<'_>> =
+            names.iter().enumerate().map(|(i, n)| Entry { kind: Kind::Exact, key: n, id: i as u32 }).collect();
         let t = Table::build(&entries);
         for (i, n) in names.iter().enumerate() {
             let mut found = None;
-            t.probe(hash::name(n.as_bytes()), n.as_bytes(), |_, id| {
-                found = Some(id)
-            });
+            t.probe(hash::name(n.as_bytes()), n.as_bytes(), |_, id| found = Some(id));
             assert_eq!(found, Some(i as u32));
         }
-        let overflowed = t
-            .slots
-            .chunks(WORDS)
-            .filter(|b| b[BUCKET - 1] & OVERFLOW != 0)
-            .count();
+        let overflowed = t.slots.chunks(WORDS).filter(|b| b[BUCKET - 1] & OVERFLOW != 0).count();
         let buckets = t.slots.len() / WORDS;
-        assert!(
-            overflowed * 3 < buckets,
-            "{overflowed} of {buckets} buckets overflowed"
-        );
+        assert!(overflowed * 3 < buckets, "{overflowed} of {buckets} buckets overflowed");
     }
 }

@@ -54,15 +54,11 @@ mod reference {
         match pattern.split_first() {
             None => host.is_empty(),
             // Leftmost whole `*`: one or more labels.
-            Some((&"*", rest)) if leftmost => {
-                (1..=host.len()).any(|taken| labels_match(rest, &host[taken..], false))
-            }
+            Some((&"*", rest)) if leftmost => (1..=host.len()).any(|taken| labels_match(rest, &host[taken..], false)),
             // Inner whole `*`, glob label or literal label: exactly one label.
             Some((label, rest)) => match host.split_first() {
                 None => false,
-                Some((h, host_rest)) => {
-                    glob(label.as_bytes(), h.as_bytes()) && labels_match(rest, host_rest, false)
-                }
+                Some((h, host_rest)) => glob(label.as_bytes(), h.as_bytes()) && labels_match(rest, host_rest, false),
             },
         }
     }
@@ -92,11 +88,8 @@ mod reference {
 
     /// Every matching pattern id once, most specific first, ties in add order.
     pub(crate) fn find_all(patterns: &[String], host: &str) -> Vec<(usize, Spec)> {
-        let mut hits: Vec<(usize, Spec)> = patterns
-            .iter()
-            .enumerate()
-            .filter_map(|(id, p)| match_pattern(p, host).map(|spec| (id, spec)))
-            .collect();
+        let mut hits: Vec<(usize, Spec)> =
+            patterns.iter().enumerate().filter_map(|(id, p)| match_pattern(p, host).map(|spec| (id, spec))).collect();
         hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         hits
     }
@@ -118,20 +111,13 @@ fn normalise_patterns(patterns: &[String]) -> Vec<String> {
 /// Builds a matcher whose value for each pattern is its add position. `via_pattern[i]` picks
 /// `add_pattern` instead of `add` for pattern `i` (cycled); `dense` overrides the number of glob
 /// patterns under one literal tail from which that tail is compiled into one regex.
-fn build_with(
-    patterns: &[String],
-    via_pattern: &[bool],
-    dense: Option<usize>,
-) -> Result<Matcher<usize>, BuildError> {
+fn build_with(patterns: &[String], via_pattern: &[bool], dense: Option<usize>) -> Result<Matcher<usize>, BuildError> {
     let mut builder = MatcherBuilder::new();
     if let Some(threshold) = dense {
         builder.dense_threshold(threshold);
     }
     for (i, p) in patterns.iter().enumerate() {
-        let parsed = via_pattern
-            .get(i % via_pattern.len().max(1))
-            .copied()
-            .unwrap_or(false);
+        let parsed = via_pattern.get(i % via_pattern.len().max(1)).copied().unwrap_or(false);
         if parsed {
             // Only valid patterns come through here: add_pattern takes a parsed pattern.
             builder.add_pattern(Pattern::new(p)?, i);
@@ -176,21 +162,12 @@ fn check_host(
     let parsed = Host::new(host);
     let parsed = match parsed {
         Ok(h) => h,
-        Err(e) => {
-            return Err(TestCaseError::fail(format!(
-                "host {host:?} should be valid: {e}"
-            )))
-        }
+        Err(e) => return Err(TestCaseError::fail(format!("host {host:?} should be valid: {e}"))),
     };
     let norm = parsed.as_str();
     // Normalisation is idempotent.
     let again = Host::new(norm).map(|h| h.as_str().to_string());
-    prop_assert_eq!(
-        again.as_deref(),
-        Ok(norm),
-        "Host::new not idempotent for {:?}",
-        host
-    );
+    prop_assert_eq!(again.as_deref(), Ok(norm), "Host::new not idempotent for {:?}", host);
 
     let expected = reference::find_all(normalised, norm);
 
@@ -208,11 +185,7 @@ fn check_host(
     // best(): the leading tie group.
     let top = expected.first().map(|h| h.1);
     let best: Vec<usize> = buf.best().iter().map(|h| h.id().as_usize()).collect();
-    let expected_best: Vec<usize> = expected
-        .iter()
-        .take_while(|h| Some(h.1) == top)
-        .map(|h| h.0)
-        .collect();
+    let expected_best: Vec<usize> = expected.iter().take_while(|h| Some(h.1) == top).map(|h| h.0).collect();
     prop_assert_eq!(&best, &expected_best, "best() for host {:?}", host);
     prop_assert_eq!(buf.len(), expected.len());
     prop_assert_eq!(buf.is_empty(), expected.is_empty());
@@ -221,12 +194,7 @@ fn check_host(
     }
 
     matcher.find_all_host(&parsed, buf);
-    prop_assert_eq!(
-        &hits_of(buf),
-        &expected,
-        "find_all_host for host {:?}",
-        host
-    );
+    prop_assert_eq!(&hits_of(buf), &expected, "find_all_host for host {:?}", host);
 
     // find / find_host: the first element.
     let first = expected.first().copied();
@@ -236,13 +204,7 @@ fn check_host(
         Ok((m.id().as_usize(), (s.is_exact(), s.literal_len())))
     });
     let found = found.transpose()?;
-    prop_assert_eq!(
-        found,
-        first,
-        "find disagrees\n  patterns: {:?}\n  host: {:?}",
-        normalised,
-        norm
-    );
+    prop_assert_eq!(found, first, "find disagrees\n  patterns: {:?}\n  host: {:?}", normalised, norm);
     let found_host = matcher.find_host(&parsed).map(|m| {
         let s = m.specificity();
         (m.id().as_usize(), (s.is_exact(), s.literal_len()))
@@ -281,9 +243,8 @@ const LITERAL_LABELS: &[&str] = &["a", "b", "ab", "cdn", "x-1", "_s"];
 const WILDCARD_LABELS: &[&str] = &["*", "*a", "a*", "a*b", "*-b"];
 const TOP_LABELS: &[&str] = &["com", "net", "a"];
 /// Host labels: the literal ones plus strings that the glob labels match (and nearly match).
-const HOST_LABELS: &[&str] = &[
-    "a", "b", "ab", "cdn", "x-1", "_s", "aab", "acb", "a-b", "-b", "ba", "x", "aa", "bb", "cdnb",
-];
+const HOST_LABELS: &[&str] =
+    &["a", "b", "ab", "cdn", "x-1", "_s", "aab", "acb", "a-b", "-b", "ba", "x", "aa", "bb", "cdnb"];
 /// What a glob `*` is replaced with when deriving a host from a pattern.
 const FILLERS: &[&str] = &["", "a", "b", "-", "x1", "ab", "_"];
 
@@ -411,13 +372,7 @@ fn case(
         prop::collection::vec(pattern_with_tail(tails), count),
         prop::collection::vec(any::<bool>(), 1..8),
         prop::collection::vec(random_host(), 0..12),
-        prop::collection::vec(
-            (
-                any::<prop::sample::Index>(),
-                prop::collection::vec(any::<u8>(), 0..12),
-            ),
-            1..24,
-        ),
+        prop::collection::vec((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 0..12)), 1..24),
     )
         .prop_map(|(patterns, via, mut hosts, derived)| {
             for (index, seed) in derived {
@@ -557,54 +512,19 @@ fn reference_glob() {
 #[test]
 fn contract_table_rows() {
     let rows: &[(&str, &[&str], &[&str])] = &[
-        (
-            "login.live.com",
-            &["login.live.com", "LOGIN.Live.COM."],
-            &["x.login.live.com", "login.live.com.evil.io"],
-        ),
-        (
-            "*.lync.com",
-            &["a.lync.com", "a.b.lync.com"],
-            &["lync.com", "alync.com", "lync.com.evil.io"],
-        ),
-        (
-            ".lync.com",
-            &["lync.com", "a.lync.com", "a.b.lync.com"],
-            &["alync.com"],
-        ),
-        (
-            "*cdn.onenote.net",
-            &["cdn.onenote.net", "site-cdn.onenote.net"],
-            &["a.cdn.onenote.net", "cdnx.onenote.net"],
-        ),
+        ("login.live.com", &["login.live.com", "LOGIN.Live.COM."], &["x.login.live.com", "login.live.com.evil.io"]),
+        ("*.lync.com", &["a.lync.com", "a.b.lync.com"], &["lync.com", "alync.com", "lync.com.evil.io"]),
+        (".lync.com", &["lync.com", "a.lync.com", "a.b.lync.com"], &["alync.com"]),
+        ("*cdn.onenote.net", &["cdn.onenote.net", "site-cdn.onenote.net"], &["a.cdn.onenote.net", "cdnx.onenote.net"]),
         (
             "*-umwatsonc.events.data.microsoft.com",
             &["eus-umwatsonc.events.data.microsoft.com"],
-            &[
-                "umwatsonc.events.data.microsoft.com",
-                "a.eus-umwatsonc.events.data.microsoft.com",
-            ],
+            &["umwatsonc.events.data.microsoft.com", "a.eus-umwatsonc.events.data.microsoft.com"],
         ),
-        (
-            "*.*.onedrive.live.com",
-            &["a.b.onedrive.live.com", "x.a.b.onedrive.live.com"],
-            &["a.onedrive.live.com"],
-        ),
-        (
-            "api.*.example.com",
-            &["api.eu.example.com"],
-            &["api.example.com", "api.eu.west.example.com"],
-        ),
-        (
-            "fe*.example.com",
-            &["fe1.example.com", "fe.example.com"],
-            &["fe1.x.example.com"],
-        ),
-        (
-            "a*b*.example.com",
-            &["axxbyy.example.com", "ab.example.com"],
-            &["fe1.x.example.com"],
-        ),
+        ("*.*.onedrive.live.com", &["a.b.onedrive.live.com", "x.a.b.onedrive.live.com"], &["a.onedrive.live.com"]),
+        ("api.*.example.com", &["api.eu.example.com"], &["api.example.com", "api.eu.west.example.com"]),
+        ("fe*.example.com", &["fe1.example.com", "fe.example.com"], &["fe1.x.example.com"]),
+        ("a*b*.example.com", &["axxbyy.example.com", "ab.example.com"], &["fe1.x.example.com"]),
     ];
     for &(pattern, yes, no) in rows {
         let normalised = normalise_patterns(&strings(&[pattern]));
@@ -633,11 +553,7 @@ fn specificity_examples() {
     expect(&[".lync.com"], "lync.com", &[(0, true, 8)]);
     expect(&[".lync.com"], "a.lync.com", &[(0, false, 9)]);
     // Exact beats any wildcard, even one with more literal bytes.
-    expect(
-        &["*.bbbbbbbbbbbb.com", "a.bbbbbbbbbbbb.com"],
-        "a.bbbbbbbbbbbb.com",
-        &[(1, true, 18), (0, false, 17)],
-    );
+    expect(&["*.bbbbbbbbbbbb.com", "a.bbbbbbbbbbbb.com"], "a.bbbbbbbbbbbb.com", &[(1, true, 18), (0, false, 17)]);
 }
 
 #[test]
@@ -645,20 +561,10 @@ fn duplicate_patterns_tie_in_add_order() {
     expect(
         &["*.x.com", "a.x.com", "*.x.com", "a.x.com", "*.X.com."],
         "a.x.com",
-        &[
-            (1, true, 7),
-            (3, true, 7),
-            (0, false, 6),
-            (2, false, 6),
-            (4, false, 6),
-        ],
+        &[(1, true, 7), (3, true, 7), (0, false, 6), (2, false, 6), (4, false, 6)],
     );
     // A different pattern of the same specificity also ties (a*.x.com and *a.x.com: 7 bytes).
-    expect(
-        &["*a.x.com", "a*.x.com", "*.x.com"],
-        "aa.x.com",
-        &[(0, false, 7), (1, false, 7), (2, false, 6)],
-    );
+    expect(&["*a.x.com", "a*.x.com", "*.x.com"], "aa.x.com", &[(0, false, 7), (1, false, 7), (2, false, 6)]);
 }
 
 #[test]
@@ -692,11 +598,7 @@ fn leading_dot_over_a_wildcard_pattern() {
 fn star_star_suffix() {
     let patterns = &["*.*.x.com", "*.x.com", "a.*.x.com"];
     expect(patterns, "a.x.com", &[(1, false, 6)]);
-    expect(
-        patterns,
-        "a.b.x.com",
-        &[(2, false, 8), (0, false, 7), (1, false, 6)],
-    );
+    expect(patterns, "a.b.x.com", &[(2, false, 8), (0, false, 7), (1, false, 6)]);
     expect(patterns, "b.a.x.com", &[(0, false, 7), (1, false, 6)]);
     expect(patterns, "q.b.a.x.com", &[(0, false, 7), (1, false, 6)]);
     expect(patterns, "x.com", &[]);
@@ -706,11 +608,7 @@ fn star_star_suffix() {
 fn multi_glob_label() {
     let patterns = &["a*b*.x.com", "*b.x.com", "a*.x.com"];
     expect(patterns, "axxbyy.x.com", &[(0, false, 8), (2, false, 7)]);
-    expect(
-        patterns,
-        "ab.x.com",
-        &[(0, false, 8), (1, false, 7), (2, false, 7)],
-    );
+    expect(patterns, "ab.x.com", &[(0, false, 8), (1, false, 7), (2, false, 7)]);
     expect(patterns, "q.ab.x.com", &[]);
     expect(patterns, "ba.x.com", &[]);
 }
@@ -774,25 +672,13 @@ fn large_glob_bucket() {
     assert!(patterns.len() >= 80);
     // With the default threshold, the `x.com` tail is compiled into one regex.
     let matcher = build(&patterns, &[false]).unwrap();
-    assert!(
-        matcher.counts().dense_buckets >= 1,
-        "{:?}",
-        matcher.counts()
-    );
+    assert!(matcher.counts().dense_buckets >= 1, "{:?}", matcher.counts());
     run(&patterns, &hosts);
 }
 
 #[test]
 fn deep_hosts() {
-    let patterns = strings(&[
-        "*.a.com",
-        ".a.com",
-        "*.*.a.com",
-        "a.*.a.com",
-        "*.a.a.a.com",
-        "a*.a.com",
-        "b.a.com",
-    ]);
+    let patterns = strings(&["*.a.com", ".a.com", "*.*.a.com", "a.*.a.com", "*.a.a.a.com", "a*.a.com", "b.a.com"]);
     let mut hosts = Vec::new();
     for depth in [100usize, 110, 120, 124] {
         let mut h = "a.".repeat(depth);
@@ -855,11 +741,7 @@ fn maximal_lengths() {
 
 #[test]
 fn idna_patterns_and_hosts() {
-    let patterns = strings(&[
-        "*.bücher.example",
-        "MÜNCHEN.example",
-        ".xn--bcher-kva.example",
-    ]);
+    let patterns = strings(&["*.bücher.example", "MÜNCHEN.example", ".xn--bcher-kva.example"]);
     let hosts = strings(&[
         "a.bücher.example",
         "a.xn--bcher-kva.example",
@@ -868,11 +750,7 @@ fn idna_patterns_and_hosts() {
         "xn--mnchen-3ya.example",
     ]);
     run(&patterns, &hosts);
-    expect(
-        &["*.bücher.example", ".xn--bcher-kva.example"],
-        "a.BÜCHER.example.",
-        &[(0, false, 22), (1, false, 22)],
-    );
+    expect(&["*.bücher.example", ".xn--bcher-kva.example"], "a.BÜCHER.example.", &[(0, false, 22), (1, false, 22)]);
 }
 
 #[test]

@@ -2,9 +2,7 @@
 //! invalid hosts, build errors, specificity and ties.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use hostgate_matcher::{
-    BuildErrorKind, InvalidHostKind, Matcher, MatcherBuilder, Matches, Pattern,
-};
+use hostgate_matcher::{BuildErrorKind, InvalidHostKind, Matcher, MatcherBuilder, Matches, Pattern};
 
 fn single(pattern: &str) -> Matcher<&'static str> {
     let mut b = MatcherBuilder::new();
@@ -19,16 +17,8 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
         &["login.live.com", "LOGIN.Live.COM."],
         &["x.login.live.com", "login.live.com.evil.io", "live.com"],
     ),
-    (
-        "*.lync.com",
-        &["a.lync.com", "a.b.lync.com"],
-        &["lync.com", "alync.com", "lync.com.evil.io"],
-    ),
-    (
-        ".lync.com",
-        &["lync.com", "a.lync.com", "a.b.lync.com"],
-        &["alync.com", "lync.com.evil.io"],
-    ),
+    ("*.lync.com", &["a.lync.com", "a.b.lync.com"], &["lync.com", "alync.com", "lync.com.evil.io"]),
+    (".lync.com", &["lync.com", "a.lync.com", "a.b.lync.com"], &["alync.com", "lync.com.evil.io"]),
     (
         "*cdn.onenote.net",
         &["cdn.onenote.net", "site-cdn.onenote.net"],
@@ -37,10 +27,7 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     (
         "*-umwatsonc.events.data.microsoft.com",
         &["eus-umwatsonc.events.data.microsoft.com"],
-        &[
-            "umwatsonc.events.data.microsoft.com",
-            "a.eus-umwatsonc.events.data.microsoft.com",
-        ],
+        &["umwatsonc.events.data.microsoft.com", "a.eus-umwatsonc.events.data.microsoft.com"],
     ),
     (
         "*.*.onedrive.live.com",
@@ -50,22 +37,10 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     (
         "api.*.example.com",
         &["api.eu.example.com"],
-        &[
-            "api.example.com",
-            "api.eu.west.example.com",
-            "x.api.eu.example.com",
-        ],
+        &["api.example.com", "api.eu.west.example.com", "x.api.eu.example.com"],
     ),
-    (
-        "fe*.example.com",
-        &["fe1.example.com", "fe.example.com"],
-        &["fe1.x.example.com", "f.example.com"],
-    ),
-    (
-        "a*b*.example.com",
-        &["axxbyy.example.com", "ab.example.com"],
-        &["axx.example.com", "fe1.x.example.com"],
-    ),
+    ("fe*.example.com", &["fe1.example.com", "fe.example.com"], &["fe1.x.example.com", "f.example.com"]),
+    ("a*b*.example.com", &["axxbyy.example.com", "ab.example.com"], &["axx.example.com", "fe1.x.example.com"]),
 ];
 
 #[test]
@@ -73,16 +48,10 @@ fn the_table_row_by_row() {
     for &(pattern, yes, no) in TABLE {
         let m = single(pattern);
         for host in yes {
-            assert!(
-                m.find(host).unwrap().is_some(),
-                "{pattern} should match {host}"
-            );
+            assert!(m.find(host).unwrap().is_some(), "{pattern} should match {host}");
         }
         for host in no {
-            assert!(
-                m.find(host).unwrap().is_none(),
-                "{pattern} should not match {host}"
-            );
+            assert!(m.find(host).unwrap().is_none(), "{pattern} should not match {host}");
         }
     }
 }
@@ -100,17 +69,11 @@ fn the_table_in_one_matcher_with_dense_buckets() {
     for (i, &(pattern, yes, no)) in TABLE.iter().enumerate() {
         for host in yes {
             m.find_all(host, &mut all).unwrap();
-            assert!(
-                all.iter().any(|h| h.id().as_usize() == i),
-                "{pattern} should match {host}"
-            );
+            assert!(all.iter().any(|h| h.id().as_usize() == i), "{pattern} should match {host}");
         }
         for host in no {
             m.find_all(host, &mut all).unwrap();
-            assert!(
-                !all.iter().any(|h| h.id().as_usize() == i),
-                "{pattern} should not match {host}"
-            );
+            assert!(!all.iter().any(|h| h.id().as_usize() == i), "{pattern} should not match {host}");
         }
     }
 }
@@ -133,34 +96,16 @@ fn invalid_hosts_are_errors_not_misses() {
         ("a..lync.com", InvalidHostKind::EmptyLabel),
         ("a.lync.com..", InvalidHostKind::EmptyLabel),
         (".a.lync.com", InvalidHostKind::EmptyLabel),
-        (
-            "a b.lync.com",
-            InvalidHostKind::InvalidByte {
-                byte: b' ',
-                offset: 1,
-            },
-        ),
-        (
-            "*.lync.com",
-            InvalidHostKind::InvalidByte {
-                byte: b'*',
-                offset: 0,
-            },
-        ),
+        ("a b.lync.com", InvalidHostKind::InvalidByte { byte: b' ', offset: 1 }),
+        ("*.lync.com", InvalidHostKind::InvalidByte { byte: b'*', offset: 0 }),
     ];
     for (host, kind) in cases {
         assert_eq!(m.find(host).unwrap_err().kind(), kind, "{host:?}");
     }
     let long_label = format!("{}.lync.com", "a".repeat(64));
-    assert_eq!(
-        m.find(&long_label).unwrap_err().kind(),
-        &InvalidHostKind::LabelTooLong
-    );
+    assert_eq!(m.find(&long_label).unwrap_err().kind(), &InvalidHostKind::LabelTooLong);
     let long_name = format!("{}.lync.com", vec!["a".repeat(60); 5].join("."));
-    assert_eq!(
-        m.find(&long_name).unwrap_err().kind(),
-        &InvalidHostKind::NameTooLong
-    );
+    assert_eq!(m.find(&long_name).unwrap_err().kind(), &InvalidHostKind::NameTooLong);
     let mut all = Matches::new();
     assert!(m.find_all("a..b", &mut all).is_err());
     assert!(all.is_empty());
@@ -178,9 +123,7 @@ fn build_errors_quote_the_pattern() {
     ];
     for (pattern, kind) in cases {
         let mut b = MatcherBuilder::new();
-        b.add("fine.example.com", 0)
-            .add(pattern, 1)
-            .add("also-fine.com", 2);
+        b.add("fine.example.com", 0).add(pattern, 1).add("also-fine.com", 2);
         let e = b.build().unwrap_err();
         assert_eq!(e.pattern(), *pattern);
         assert_eq!(e.kind(), kind);
@@ -226,55 +169,27 @@ fn ties_are_reported_in_add_order() {
         .add("*.example.com", "other")
         .add("x*.example.com", "glob");
     let m = b.build().unwrap();
-    assert_eq!(
-        m.find("a.lync.com").unwrap().map(|m| *m.value()),
-        Some("first")
-    );
+    assert_eq!(m.find("a.lync.com").unwrap().map(|m| *m.value()), Some("first"));
     let mut all = Matches::new();
     m.find_all("a.lync.com", &mut all).unwrap();
-    assert_eq!(
-        all.best()
-            .iter()
-            .map(|h| h.id().as_usize())
-            .collect::<Vec<_>>(),
-        [0, 1]
-    );
+    assert_eq!(all.best().iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(), [0, 1]);
     // `*.example.com` has 12 literal bytes, `x*.example.com` 13: not a tie.
     m.find_all("xy.example.com", &mut all).unwrap();
-    assert_eq!(
-        all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(),
-        [3, 2]
-    );
+    assert_eq!(all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(), [3, 2]);
 }
 
 #[test]
 fn leading_dot_is_exact_at_the_apex_and_wildcard_below() {
     let mut b = MatcherBuilder::new();
-    b.add(".lync.com", "dot")
-        .add("*.lync.com", "star")
-        .add("lync.com", "exact");
+    b.add(".lync.com", "dot").add("*.lync.com", "star").add("lync.com", "exact");
     let m = b.build().unwrap();
     let mut all = Matches::new();
     m.find_all("lync.com", &mut all).unwrap();
-    assert_eq!(
-        all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(),
-        [0, 2]
-    );
-    assert_eq!(
-        all.best().len(),
-        2,
-        "`.lync.com` and `lync.com` tie at the apex"
-    );
+    assert_eq!(all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!(all.best().len(), 2, "`.lync.com` and `lync.com` tie at the apex");
     m.find_all("a.lync.com", &mut all).unwrap();
-    assert_eq!(
-        all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(),
-        [0, 1]
-    );
-    assert_eq!(
-        all.best().len(),
-        2,
-        "`.lync.com` and `*.lync.com` tie below it"
-    );
+    assert_eq!(all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(all.best().len(), 2, "`.lync.com` and `*.lync.com` tie below it");
 }
 
 #[test]

@@ -51,6 +51,25 @@ enum Command {
         #[arg(required = true)]
         hosts: Vec<String>,
     },
+    /// Turn vendor documentation pages into rule files, with a report of every repair and
+    /// judgement.
+    Import {
+        /// The page format.
+        #[arg(long, value_enum)]
+        from: ImportFormat,
+        /// The directory to write the rule files to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The pages.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ImportFormat {
+    /// Microsoft Learn Markdown source (network requirement pages).
+    MsLearn,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -65,29 +84,15 @@ pub fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
         Command::Check { config } => check(&config, &mut out),
-        Command::Explain {
-            config,
-            scheme,
-            port,
-            path,
-            json,
-            hosts,
-        } => {
+        Command::Explain { config, scheme, port, path, json, hosts } => {
             let scheme = match scheme {
                 SchemeArg::Http => Scheme::Http,
                 SchemeArg::Https => Scheme::Https,
             };
             let port = port.unwrap_or(if scheme == Scheme::Http { 80 } else { 443 });
-            explain(
-                &config,
-                scheme,
-                port,
-                path.as_deref(),
-                json,
-                &hosts,
-                &mut out,
-            )
+            explain(&config, scheme, port, path.as_deref(), json, &hosts, &mut out)
         }
+        Command::Import { from: ImportFormat::MsLearn, out: dir, files } => import(&files, &dir, &mut out),
     };
     match result {
         Ok(code) => code,
@@ -127,11 +132,7 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
             s.by_action[Action::Bypass as usize],
             s.by_action[Action::Allow as usize],
             s.by_action[Action::Deny as usize],
-            if s.inactive > 0 {
-                format!(", {} inactive", s.inactive)
-            } else {
-                String::new()
-            }
+            if s.inactive > 0 { format!(", {} inactive", s.inactive) } else { String::new() }
         )
         .map_err(w)?;
         for (t, n) in totals.iter_mut().zip(s.by_action) {
@@ -172,20 +173,11 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     for l in &lints {
         writeln!(out, "{l}").map_err(w)?;
     }
-    let summary: Vec<String> = by_kind
-        .iter()
-        .map(|(k, n)| format!("{n} {}", k.as_str()))
-        .collect();
+    let summary: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
     if lints.is_empty() {
         writeln!(out, "lint: no warnings").map_err(w)?;
     } else {
-        writeln!(
-            out,
-            "lint: {} warnings ({})",
-            lints.len(),
-            summary.join(", ")
-        )
-        .map_err(w)?;
+        writeln!(out, "lint: {} warnings ({})", lints.len(), summary.join(", ")).map_err(w)?;
     }
     writeln!(out, "ok: the configuration is usable").map_err(w)?;
     Ok(ExitCode::SUCCESS)
@@ -215,12 +207,7 @@ fn explain(
                 continue;
             }
         };
-        let (d, candidates) = p.explain(&Query {
-            host: &host,
-            scheme,
-            port,
-            path,
-        });
+        let (d, candidates) = p.explain(&Query { host: &host, scheme, port, path });
         let winner = d.rule.map(|r| p.rule(r));
         if as_json {
             let others: Vec<_> = candidates
@@ -252,43 +239,58 @@ fn explain(
             continue;
         }
         let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
-        writeln!(
-            out,
-            "{} ({scheme}, port {port}{path_note}): {}",
-            host, d.action
-        )
-        .map_err(w)?;
+        writeln!(out, "{} ({scheme}, port {port}{path_note}): {}", host, d.action).map_err(w)?;
         match winner {
-            Some(r) => {
-                writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?
-            }
-            None => {
-                writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?
-            }
+            Some(r) => writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?,
+            None => writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?,
         }
         if d.path_unenforced {
-            writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone").map_err(w)?;
+            writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone")
+                .map_err(w)?;
         }
         if d.tie {
-            writeln!(
-                out,
-                "  note    equally specific rules disagree: the strictest action won"
-            )
-            .map_err(w)?;
+            writeln!(out, "  note    equally specific rules disagree: the strictest action won").map_err(w)?;
         }
         for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
             let r = p.rule(c.rule);
-            writeln!(
-                out,
-                "  {:<7} {} {}  at {} ({})",
-                "beat",
-                r.action,
-                r.target,
-                r.origin,
-                c.verdict.as_str()
-            )
-            .map_err(w)?;
+            writeln!(out, "  {:<7} {} {}  at {} ({})", "beat", r.action, r.target, r.origin, c.verdict.as_str())
+                .map_err(w)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(files: &[PathBuf], dir: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, String> {
+    let w = |e: std::io::Error| e.to_string();
+    let mut pages = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: cannot read ({e})", f.display()))?;
+        // The file name alone goes into the generated header, so the output does not depend on
+        // where the pages were read from.
+        let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
+        pages.push(crate::import::import_ms_learn(&name, &text).map_err(|e| e.to_string())?);
+    }
+    for page in &pages {
+        for finding in &page.report {
+            writeln!(out, "{finding}").map_err(w)?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create ({e})", dir.display()))?;
+    let written = crate::import::write_pages(&pages, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (page, path) in pages.iter().zip(&written) {
+        let c = &page.counts;
+        writeln!(
+            out,
+            "wrote {}: {} rules (bypass {}, allow {}, deny {}), {} duplicates dropped, {} findings",
+            path.display(),
+            c.bypass + c.allow + c.deny,
+            c.bypass,
+            c.allow,
+            c.deny,
+            c.duplicates,
+            page.report.len()
+        )
+        .map_err(w)?;
     }
     Ok(ExitCode::SUCCESS)
 }

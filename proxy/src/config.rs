@@ -81,10 +81,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".to_string(),
-            format: LogFormat::Text,
-        }
+        LogConfig { level: "info".to_string(), format: LogFormat::Text }
     }
 }
 
@@ -113,14 +110,7 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                line,
-                col,
-                self.message
-            ),
+            Some((line, col)) => write!(f, "{}:{}:{}: {}", self.file.display(), line, col, self.message),
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -205,10 +195,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let field = e.span().and_then(|s| field_at(text, s.start));
             let message = e.message().trim_end();
-            err(
-                e.span(),
-                field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")),
-            )
+            err(e.span(), field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")))
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
 
@@ -217,7 +204,10 @@ impl Config {
             let address = l.address.get_ref().parse::<SocketAddr>().map_err(|_| {
                 err(
                     Some(l.address.span()),
-                    format!("listener.address: `{}` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)", l.address.get_ref()),
+                    format!(
+                        "listener.address: `{}` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)",
+                        l.address.get_ref()
+                    ),
                 )
             })?;
             if listeners.iter().any(|x: &Listener| x.address == address) {
@@ -226,19 +216,13 @@ impl Config {
                     format!("listener.address: {address} is used by another listener"),
                 ));
             }
-            listeners.push(Listener {
-                kind: l.kind,
-                address,
-            });
+            listeners.push(Listener { kind: l.kind, address });
         }
 
         let mut sources = Vec::with_capacity(raw.policy.sources.len());
         for s in raw.policy.sources {
             if s.path.get_ref().trim().is_empty() {
-                return Err(err(
-                    Some(s.path.span()),
-                    "policy.source.path: empty path".to_string(),
-                ));
+                return Err(err(Some(s.path.span()), "policy.source.path: empty path".to_string()));
             }
             sources.push(SourceConfig {
                 path: base.join(s.path.get_ref()),
@@ -250,17 +234,10 @@ impl Config {
         let mut vars = BTreeMap::new();
         for (name, value) in raw.vars {
             let key = placeholder_key(&name);
-            let v = value
-                .get_ref()
-                .trim()
-                .trim_end_matches('.')
-                .to_ascii_lowercase();
+            let v = value.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
             let valid = !v.is_empty()
-                && v.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
+                && v.split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             if !valid {
                 return Err(err(
                     Some(value.span()),
@@ -282,10 +259,7 @@ impl Config {
                 if v.is_empty() || v.chars().any(|c| c.is_whitespace()) {
                     return Err(err(
                         Some(l.span()),
-                        format!(
-                            "log.level: `{}` is not a level (error, warn, info, debug, trace)",
-                            l.get_ref()
-                        ),
+                        format!("log.level: `{}` is not a level (error, warn, info, debug, trace)", l.get_ref()),
                     ));
                 }
                 v
@@ -295,15 +269,9 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
-            policy: PolicyConfig {
-                default: raw.policy.default,
-                sources,
-            },
+            policy: PolicyConfig { default: raw.policy.default, sources },
             vars,
-            log: LogConfig {
-                level,
-                format: raw.log.format,
-            },
+            log: LogConfig { level, format: raw.log.format },
         })
     }
 }
@@ -322,11 +290,7 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     if line.starts_with('[') {
-        return Some(
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     }
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
@@ -343,10 +307,7 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
+    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
     (line, col)
 }
 
@@ -377,13 +338,7 @@ Tenant = "Contoso"
     #[test]
     fn good() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(
-            c.listeners,
-            [Listener {
-                kind: ListenerKind::Connect,
-                address: "127.0.0.1:3128".parse().unwrap()
-            }]
-        );
+        assert_eq!(c.listeners, [Listener { kind: ListenerKind::Connect, address: "127.0.0.1:3128".parse().unwrap() }]);
         assert_eq!(c.policy.default, Action::Deny);
         assert_eq!(c.policy.sources[0].path, Path::new("conf/policies/a.rules"));
         assert_eq!(c.policy.sources[0].default, Some(Action::Bypass));
@@ -395,46 +350,28 @@ Tenant = "Contoso"
     #[test]
     fn errors_name_file_line_and_field() {
         let e = parse(&GOOD.replace("default = \"deny\"", "defualt = \"deny\"")).unwrap_err();
-        assert!(
-            e.starts_with(
-                "conf/hostgate.toml:7:1: policy.defualt: unknown field `defualt`, expected"
-            ),
-            "{e}"
-        );
+        assert!(e.starts_with("conf/hostgate.toml:7:1: policy.defualt: unknown field `defualt`, expected"), "{e}");
         let e = parse(&GOOD.replace("default = \"bypass\"", "default = \"pass\"")).unwrap_err();
         assert_eq!(e, "conf/hostgate.toml:11:11: policy.source.default: unknown action `pass` (allow, bypass or deny)");
         let e = parse(&GOOD.replace("127.0.0.1:3128", "localhost:3128")).unwrap_err();
         assert_eq!(e, "conf/hostgate.toml:4:11: listener.address: `localhost:3128` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)");
         let e = parse(&GOOD.replace("\"connect\"", "\"socks\"")).unwrap_err();
-        assert!(
-            e.starts_with("conf/hostgate.toml:3:8: listener.kind: unknown variant `socks`"),
-            "{e}"
-        );
+        assert!(e.starts_with("conf/hostgate.toml:3:8: listener.kind: unknown variant `socks`"), "{e}");
         let e = parse(&GOOD.replace("\"Contoso\"", "\"con toso\"")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:14:10: vars.Tenant: `con toso` is not a host name"), "{e}");
+        let e = parse("[policy]\ndefault = 3\n").unwrap_err();
         assert!(
-            e.starts_with("conf/hostgate.toml:14:10: vars.Tenant: `con toso` is not a host name"),
+            e.starts_with("conf/hostgate.toml:2:11: policy.default: invalid type: integer `3`, expected a string"),
             "{e}"
         );
-        let e = parse("[policy]\ndefault = 3\n").unwrap_err();
-        assert!(e.starts_with("conf/hostgate.toml:2:11: policy.default: invalid type: integer `3`, expected a string"), "{e}");
         let e = parse("[log]\nlevel = \"info\"\n").unwrap_err();
         assert!(e.contains("missing field `policy`"), "{e}");
-        let e = parse(&format!(
-            "{GOOD}\n[[listener]]\nkind = \"transparent\"\naddress = \"127.0.0.1:3128\"\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("127.0.0.1:3128 is used by another listener"),
-            "{e}"
-        );
+        let e = parse(&format!("{GOOD}\n[[listener]]\nkind = \"transparent\"\naddress = \"127.0.0.1:3128\"\n"))
+            .unwrap_err();
+        assert!(e.contains("127.0.0.1:3128 is used by another listener"), "{e}");
         let e = parse("[policy]\n[policy]\n").unwrap_err();
         assert!(e.starts_with("conf/hostgate.toml:2:"), "{e}");
-        let e = Config::load(Path::new("/nonexistent/hostgate.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("/nonexistent/hostgate.toml: cannot read the configuration:"),
-            "{e}"
-        );
+        let e = Config::load(Path::new("/nonexistent/hostgate.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/hostgate.toml: cannot read the configuration:"), "{e}");
     }
 }

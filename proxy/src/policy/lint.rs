@@ -24,13 +24,7 @@ pub struct Lint {
 
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: warning[{}]: {}",
-            self.origin,
-            self.kind.as_str(),
-            self.message
-        )
+        write!(f, "{}: warning[{}]: {}", self.origin, self.kind.as_str(), self.message)
     }
 }
 
@@ -108,9 +102,8 @@ const SHARED_NAMESPACES: &[&str] = &[
 /// Public suffixes of more than one label that a rule set is likely to meet. Every single label
 /// is treated as a public suffix too. (A full Public Suffix List is not shipped.)
 const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
-    "ac.uk", "co.in", "co.jp", "co.kr", "co.nz", "co.uk", "co.za", "com.au", "com.br", "com.cn",
-    "com.hk", "com.mx", "com.sg", "com.tr", "com.tw", "gov.uk", "ne.jp", "net.au", "or.jp",
-    "org.au", "org.uk",
+    "ac.uk", "co.in", "co.jp", "co.kr", "co.nz", "co.uk", "co.za", "com.au", "com.br", "com.cn", "com.hk", "com.mx",
+    "com.sg", "com.tr", "com.tw", "gov.uk", "ne.jp", "net.au", "or.jp", "org.au", "org.uk",
 ];
 
 /// A rule's normalised target: pattern, scheme, port, path.
@@ -124,18 +117,9 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
     let mut ties_seen = std::collections::HashSet::new();
 
     for (i, r) in rules.iter().enumerate() {
-        let lint = |kind, message: String| Lint {
-            kind,
-            origin: r.origin.clone(),
-            message,
-        };
+        let lint = |kind, message: String| Lint { kind, origin: r.origin.clone(), message };
         if !r.unresolved.is_empty() {
-            let names = r
-                .unresolved
-                .iter()
-                .map(|n| format!("<{n}>"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let names = r.unresolved.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(", ");
             out.push(match &r.pattern {
                 Some(pat) => lint(
                     LintKind::UnresolvedPlaceholder,
@@ -143,14 +127,18 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
                 ),
                 None => lint(
                     LintKind::UnresolvedPlaceholder,
-                    format!("{names} has no value in [vars] and is the whole name: the rule is inactive until it is set"),
+                    format!(
+                        "{names} has no value in [vars] and is the whole name: the rule is inactive until it is set"
+                    ),
                 ),
             });
         }
         if let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) {
             out.push(lint(
                 LintKind::PathUnenforceable,
-                format!("path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"),
+                format!(
+                    "path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"
+                ),
             ));
         }
         let Some(pattern) = &r.pattern else { continue };
@@ -165,9 +153,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
                     ));
                 }
             }
-            if r.action != Action::Deny
-                && (!tail.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&tail))
-            {
+            if r.action != Action::Deny && (!tail.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&tail)) {
                 out.push(lint(
                     LintKind::PublicSuffix,
                     format!("`{text}` is a wildcard directly over the public suffix `{tail}`"),
@@ -188,10 +174,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
                     r.action.max(rules[j].action)
                 ),
             )),
-            Some(&j) => out.push(lint(
-                LintKind::Duplicate,
-                format!("`{}` repeats {}", r.target, rules[j].origin),
-            )),
+            Some(&j) => out.push(lint(LintKind::Duplicate, format!("`{}` repeats {}", r.target, rules[j].origin))),
             None => {
                 first_by_target.insert(key, i);
             }
@@ -202,10 +185,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
         };
         p.matcher().find_all_host(&host, &mut scratch);
         let me = RuleId(i as u32);
-        let Some(pos) = scratch
-            .iter()
-            .position(|h| *p.matcher().value(h.id()) == me)
-        else {
+        let Some(pos) = scratch.iter().position(|h| *p.matcher().value(h.id()) == me) else {
             continue;
         };
         let my_spec = scratch.as_slice()[pos].specificity();
@@ -245,10 +225,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
             .map(|h| p.rule(*p.matcher().value(h.id())))
             .find(|g| constraints_cover(g, r));
         if let Some(g) = next {
-            let covered = g
-                .pattern
-                .as_ref()
-                .is_some_and(|gp| pattern_covers(gp.as_str(), text));
+            let covered = g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
             if covered && g.action == r.action {
                 out.push(lint(
                     LintKind::Shadowed,
@@ -261,10 +238,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
         }
     }
     out.sort_by(|a, b| {
-        a.kind
-            .cmp(&b.kind)
-            .then_with(|| a.origin.file.cmp(&b.origin.file))
-            .then(a.origin.line.cmp(&b.origin.line))
+        a.kind.cmp(&b.kind).then_with(|| a.origin.file.cmp(&b.origin.file)).then(a.origin.line.cmp(&b.origin.line))
     });
     out
 }
@@ -282,27 +256,14 @@ fn wildcard_tail(text: &str) -> Option<&str> {
 
 /// Whether names under `tail` include all of `ns` (`tail` is `ns` or a parent of it).
 fn covers_suffix(tail: &str, ns: &str) -> bool {
-    ns == tail
-        || ns
-            .strip_suffix(tail)
-            .is_some_and(|rest| rest.ends_with('.'))
+    ns == tail || ns.strip_suffix(tail).is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// A host the pattern matches: each `*` label becomes `x`, each `*` inside a label nothing.
 fn representative(text: &str) -> Option<Host> {
-    let body = text
-        .strip_prefix('.')
-        .map_or(text.to_string(), |b| format!("x.{b}"));
-    let host: Vec<String> = body
-        .split('.')
-        .map(|l| {
-            if l == "*" {
-                "x".to_string()
-            } else {
-                l.replace('*', "")
-            }
-        })
-        .collect();
+    let body = text.strip_prefix('.').map_or(text.to_string(), |b| format!("x.{b}"));
+    let host: Vec<String> =
+        body.split('.').map(|l| if l == "*" { "x".to_string() } else { l.replace('*', "") }).collect();
     Host::new(&host.join(".")).ok()
 }
 
@@ -321,9 +282,7 @@ fn pattern_covers(g: &str, r: &str) -> bool {
     if suffix.contains('*') {
         return false;
     }
-    let below = r_body
-        .strip_suffix(suffix)
-        .is_some_and(|rest| rest.ends_with('.'));
+    let below = r_body.strip_suffix(suffix).is_some_and(|rest| rest.ends_with('.'));
     // A `.r` rule also matches its apex `r`, which `*.s` covers only when r is below s.
     below || (apex_too && r_body == suffix && !r.starts_with("*"))
 }
@@ -396,36 +355,27 @@ mod tests {
         // a.microsoft.com (bypass) under *.microsoft.com: the next less specific level holds both
         // bypass and allow; the first fitting is line 1 (bypass), so it is reported as shadowed.
         assert!(
-            l.iter().any(|x| x.starts_with("t.rules:2: warning[shared")
-                || x.starts_with("t.rules:2: warning[shadowed]")),
+            l.iter()
+                .any(|x| x.starts_with("t.rules:2: warning[shared") || x.starts_with("t.rules:2: warning[shadowed]")),
             "{l:#?}"
         );
         // A tie between `*.y.org`-like patterns of equal literal length: `y*.y.org` has 7 literal
         // bytes, `*.y.org` has 6: no tie. x.y.org (exact) is not shadowed by deny *.y.org.
-        assert!(
-            !l.iter()
-                .any(|x| x.starts_with("t.rules:9: warning[shadowed]")),
-            "{l:#?}"
-        );
+        assert!(!l.iter().any(|x| x.starts_with("t.rules:9: warning[shadowed]")), "{l:#?}");
     }
 
     #[test]
     fn ties_between_different_patterns() {
         let l = lints("bypass a*.x.com\ndeny *a.x.com\n");
-        assert!(
-            l.iter()
-                .any(|x| x.contains("warning[tie]") && x.contains("the strictest (`deny`) wins")),
-            "{l:#?}"
-        );
+        assert!(l.iter().any(|x| x.contains("warning[tie]") && x.contains("the strictest (`deny`) wins")), "{l:#?}");
     }
 
     #[test]
     fn shadowed_only_without_a_disagreeing_rule_between() {
         let l = lints("bypass *.a.com\nbypass x.a.com\n");
         assert!(
-            l.iter().any(|x| x.starts_with(
-                "t.rules:2: warning[shadowed]: `x.a.com` is redundant: `*.a.com` at t.rules:1"
-            )),
+            l.iter()
+                .any(|x| x.starts_with("t.rules:2: warning[shadowed]: `x.a.com` is redundant: `*.a.com` at t.rules:1")),
             "{l:#?}"
         );
         let l = lints("bypass *.a.com\nallow *.b.a.com\nbypass x.b.a.com\n");
@@ -448,14 +398,8 @@ mod tests {
         assert!(!pattern_covers("*.a.com", "a.com"));
         assert!(pattern_covers(".a.com", "a.com"));
         assert!(!pattern_covers("*.a.com", ".x.com"));
-        assert_eq!(
-            representative("*.*.onedrive.live.com").unwrap().as_str(),
-            "x.x.onedrive.live.com"
-        );
-        assert_eq!(
-            representative("*cdn.onenote.net").unwrap().as_str(),
-            "cdn.onenote.net"
-        );
+        assert_eq!(representative("*.*.onedrive.live.com").unwrap().as_str(), "x.x.onedrive.live.com");
+        assert_eq!(representative("*cdn.onenote.net").unwrap().as_str(), "cdn.onenote.net");
         assert_eq!(representative(".lync.com").unwrap().as_str(), "x.lync.com");
     }
 }

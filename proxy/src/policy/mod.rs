@@ -113,14 +113,9 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Config(e) => e.fmt(f),
-            LoadError::Read {
-                file,
-                config,
-                error,
-            } => write!(
-                f,
-                "{file}: cannot read rule file ({error}), named at {config}"
-            ),
+            LoadError::Read { file, config, error } => {
+                write!(f, "{file}: cannot read rule file ({error}), named at {config}")
+            }
             LoadError::Rules(errors) => {
                 for (i, e) in errors.iter().enumerate() {
                     if i > 0 {
@@ -233,30 +228,16 @@ impl Policy {
     /// # Errors
     /// [`LoadError::Rules`] if the matcher rejects a pattern (not expected: patterns are checked
     /// when rules are parsed).
-    pub fn compile(
-        rules: Vec<Rule>,
-        default: Action,
-        files: &[Arc<str>],
-    ) -> Result<Policy, LoadError> {
+    pub fn compile(rules: Vec<Rule>, default: Action, files: &[Arc<str>]) -> Result<Policy, LoadError> {
         let started = Instant::now();
         let mut b = MatcherBuilder::new();
-        let mut sources: Vec<SourceStats> = files
-            .iter()
-            .map(|f| SourceStats {
-                file: f.clone(),
-                by_action: [0; 3],
-                inactive: 0,
-            })
-            .collect();
+        let mut sources: Vec<SourceStats> =
+            files.iter().map(|f| SourceStats { file: f.clone(), by_action: [0; 3], inactive: 0 }).collect();
         for (i, r) in rules.iter().enumerate() {
             let stats = match sources.iter_mut().find(|s| s.file == r.origin.file) {
                 Some(s) => s,
                 None => {
-                    sources.push(SourceStats {
-                        file: r.origin.file.clone(),
-                        by_action: [0; 3],
-                        inactive: 0,
-                    });
+                    sources.push(SourceStats { file: r.origin.file.clone(), by_action: [0; 3], inactive: 0 });
                     sources.last_mut().expect("just pushed")
                 }
             };
@@ -271,30 +252,12 @@ impl Policy {
         let matcher = b.build().map_err(|e| {
             let origin = e
                 .index()
-                .and_then(|_| {
-                    rules.iter().find(|r| {
-                        r.pattern
-                            .as_ref()
-                            .is_some_and(|p| p.as_str() == e.pattern())
-                    })
-                })
+                .and_then(|_| rules.iter().find(|r| r.pattern.as_ref().is_some_and(|p| p.as_str() == e.pattern())))
                 .map(|r| r.origin.clone())
-                .unwrap_or(Origin {
-                    file: Arc::from("<policy>"),
-                    line: 0,
-                });
-            LoadError::Rules(vec![RuleError {
-                origin,
-                message: e.to_string(),
-            }])
+                .unwrap_or(Origin { file: Arc::from("<policy>"), line: 0 });
+            LoadError::Rules(vec![RuleError { origin, message: e.to_string() }])
         })?;
-        Ok(Policy {
-            rules,
-            matcher,
-            default,
-            sources,
-            compile_time: started.elapsed(),
-        })
+        Ok(Policy { rules, matcher, default, sources, compile_time: started.elapsed() })
     }
 
     /// Decides a connection or request. `scratch` is a reusable buffer (keep one per task).
@@ -318,20 +281,10 @@ impl Policy {
                 i += 1;
             }
             if let Some((action, rule, path_unenforced)) = best {
-                return Decision {
-                    action,
-                    rule: Some(rule),
-                    path_unenforced,
-                    tie: actions.count_ones() > 1,
-                };
+                return Decision { action, rule: Some(rule), path_unenforced, tie: actions.count_ones() > 1 };
             }
         }
-        Decision {
-            action: self.default,
-            rule: None,
-            path_unenforced: false,
-            tie: false,
-        }
+        Decision { action: self.default, rule: None, path_unenforced: false, tie: false }
     }
 
     /// Decides, and says what became of every matching rule.
@@ -352,11 +305,7 @@ impl Policy {
                     Fit::Yes { .. } if Some(h.specificity()) == winner_spec => Verdict::TieLost,
                     Fit::Yes { .. } => Verdict::LessSpecific,
                 };
-                Candidate {
-                    rule,
-                    specificity: h.specificity(),
-                    verdict,
-                }
+                Candidate { rule, specificity: h.specificity(), verdict }
             })
             .collect();
         (decision, candidates)
@@ -409,15 +358,9 @@ fn fits(r: &Rule, q: &Query<'_>) -> Fit {
         return Fit::No(Verdict::PortMismatch);
     }
     match (&r.path, q.path) {
-        (None, _) => Fit::Yes {
-            path_unenforced: false,
-        },
-        (Some(_), None) => Fit::Yes {
-            path_unenforced: true,
-        },
-        (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes {
-            path_unenforced: false,
-        },
+        (None, _) => Fit::Yes { path_unenforced: false },
+        (Some(_), None) => Fit::Yes { path_unenforced: true },
+        (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes { path_unenforced: false },
         (Some(_), Some(_)) => Fit::No(Verdict::PathMismatch),
     }
 }
@@ -447,10 +390,7 @@ fn parse_file(
 ) {
     let mut default = source.default;
     for (n, line) in text.lines().enumerate() {
-        let origin = Origin {
-            file: file.clone(),
-            line: n as u32 + 1,
-        };
+        let origin = Origin { file: file.clone(), line: n as u32 + 1 };
         let parsed = rule::parse_line(line).and_then(|l| match l {
             rule::Line::Empty => Ok(None),
             rule::Line::Default(a) => {
@@ -482,20 +422,9 @@ pub fn parse_rules(
     default: Option<Action>,
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<Rule>, Vec<RuleError>> {
-    let source = SourceConfig {
-        path: Path::new(file).to_path_buf(),
-        default,
-        line: 0,
-    };
+    let source = SourceConfig { path: Path::new(file).to_path_buf(), default, line: 0 };
     let (mut rules, mut errors) = (Vec::new(), Vec::new());
-    parse_file(
-        &Arc::from(file),
-        text,
-        &source,
-        vars,
-        &mut rules,
-        &mut errors,
-    );
+    parse_file(&Arc::from(file), text, &source, vars, &mut rules, &mut errors);
     if errors.is_empty() {
         Ok(rules)
     } else {
@@ -512,23 +441,9 @@ mod tests {
         Policy::compile(rules, Action::Deny, &[Arc::from("t.rules")]).unwrap()
     }
 
-    fn decide(
-        p: &Policy,
-        host: &str,
-        scheme: Scheme,
-        port: u16,
-        path: Option<&str>,
-    ) -> (Action, Option<u32>) {
+    fn decide(p: &Policy, host: &str, scheme: Scheme, port: u16, path: Option<&str>) -> (Action, Option<u32>) {
         let host = Host::new(host).unwrap();
-        let d = p.decide(
-            &Query {
-                host: &host,
-                scheme,
-                port,
-                path,
-            },
-            &mut Matches::new(),
-        );
+        let d = p.decide(&Query { host: &host, scheme, port, path }, &mut Matches::new());
         (d.action, d.rule.map(|r| p.rule(r).origin.line))
     }
 
@@ -537,37 +452,13 @@ mod tests {
         let p = policy(
             "bypass *.microsoft.com\nallow *.blob.microsoft.com\ndeny evil.blob.microsoft.com\nbypass x.y.com\nallow x.y.com\n",
         );
-        assert_eq!(
-            decide(&p, "a.microsoft.com", Scheme::Https, 443, None),
-            (Action::Bypass, Some(1))
-        );
-        assert_eq!(
-            decide(&p, "a.blob.microsoft.com", Scheme::Https, 443, None),
-            (Action::Allow, Some(2))
-        );
-        assert_eq!(
-            decide(&p, "evil.blob.microsoft.com", Scheme::Https, 443, None),
-            (Action::Deny, Some(3))
-        );
-        assert_eq!(
-            decide(&p, "x.y.com", Scheme::Https, 443, None),
-            (Action::Allow, Some(5)),
-            "tie -> strictest"
-        );
-        assert_eq!(
-            decide(&p, "microsoft.com", Scheme::Https, 443, None),
-            (Action::Deny, None)
-        );
+        assert_eq!(decide(&p, "a.microsoft.com", Scheme::Https, 443, None), (Action::Bypass, Some(1)));
+        assert_eq!(decide(&p, "a.blob.microsoft.com", Scheme::Https, 443, None), (Action::Allow, Some(2)));
+        assert_eq!(decide(&p, "evil.blob.microsoft.com", Scheme::Https, 443, None), (Action::Deny, Some(3)));
+        assert_eq!(decide(&p, "x.y.com", Scheme::Https, 443, None), (Action::Allow, Some(5)), "tie -> strictest");
+        assert_eq!(decide(&p, "microsoft.com", Scheme::Https, 443, None), (Action::Deny, None));
         let host = Host::new("x.y.com").unwrap();
-        let d = p.decide(
-            &Query {
-                host: &host,
-                scheme: Scheme::Https,
-                port: 443,
-                path: None,
-            },
-            &mut Matches::new(),
-        );
+        let d = p.decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None }, &mut Matches::new());
         assert!(d.tie);
     }
 
@@ -576,147 +467,57 @@ mod tests {
         let p = policy(
             "default bypass\nhttp://*.msftncsi.com/ncsi.txt\nhttps://ekop.intel.com/ekcertservice\nhttps://*.logic.azure.com:443\nallow a.com/p?x=1\n",
         );
-        assert_eq!(
-            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")),
-            (Action::Bypass, Some(2))
-        );
-        assert_eq!(
-            decide(
-                &p,
-                "www.msftncsi.com",
-                Scheme::Http,
-                80,
-                Some("/ncsi.txt?a")
-            ),
-            (Action::Bypass, Some(2))
-        );
-        assert_eq!(
-            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/other")),
-            (Action::Deny, None)
-        );
-        assert_eq!(
-            decide(&p, "www.msftncsi.com", Scheme::Https, 443, None),
-            (Action::Deny, None),
-            "scheme"
-        );
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")), (Action::Bypass, Some(2)));
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt?a")), (Action::Bypass, Some(2)));
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/other")), (Action::Deny, None));
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Https, 443, None), (Action::Deny, None), "scheme");
         // TLS without inspection: the path is not visible, the rule decides at host level.
         let host = Host::new("ekop.intel.com").unwrap();
-        let d = p.decide(
-            &Query {
-                host: &host,
-                scheme: Scheme::Https,
-                port: 443,
-                path: None,
-            },
-            &mut Matches::new(),
-        );
+        let d = p.decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None }, &mut Matches::new());
         assert_eq!((d.action, d.path_unenforced), (Action::Bypass, true));
         assert_eq!(
-            decide(
-                &p,
-                "ekop.intel.com",
-                Scheme::Https,
-                443,
-                Some("/ekcertservice/v1")
-            ),
+            decide(&p, "ekop.intel.com", Scheme::Https, 443, Some("/ekcertservice/v1")),
             (Action::Bypass, Some(3))
         );
+        assert_eq!(decide(&p, "ekop.intel.com", Scheme::Https, 443, Some("/ekcertservicex")), (Action::Deny, None));
+        assert_eq!(decide(&p, "prod1.westus2.logic.azure.com", Scheme::Https, 443, None), (Action::Bypass, Some(4)));
         assert_eq!(
-            decide(
-                &p,
-                "ekop.intel.com",
-                Scheme::Https,
-                443,
-                Some("/ekcertservicex")
-            ),
-            (Action::Deny, None)
-        );
-        assert_eq!(
-            decide(
-                &p,
-                "prod1.westus2.logic.azure.com",
-                Scheme::Https,
-                443,
-                None
-            ),
-            (Action::Bypass, Some(4))
-        );
-        assert_eq!(
-            decide(
-                &p,
-                "prod1.westus2.logic.azure.com",
-                Scheme::Https,
-                8443,
-                None
-            ),
+            decide(&p, "prod1.westus2.logic.azure.com", Scheme::Https, 8443, None),
             (Action::Deny, None),
             "port"
         );
-        assert_eq!(
-            decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=1&y")),
-            (Action::Allow, Some(5))
-        );
-        assert_eq!(
-            decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=2")),
-            (Action::Deny, None)
-        );
+        assert_eq!(decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=1&y")), (Action::Allow, Some(5)));
+        assert_eq!(decide(&p, "a.com", Scheme::Http, 80, Some("/p?x=2")), (Action::Deny, None));
     }
 
     #[test]
     fn a_constrained_rule_that_does_not_fit_falls_through_to_a_less_specific_one() {
-        let p = policy(
-            "allow http://www.msftncsi.com/ncsi.txt\ndeny *.msftncsi.com\nbypass .msftncsi.com\n",
-        );
-        assert_eq!(
-            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")),
-            (Action::Allow, Some(1))
-        );
+        let p = policy("allow http://www.msftncsi.com/ncsi.txt\ndeny *.msftncsi.com\nbypass .msftncsi.com\n");
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/ncsi.txt")), (Action::Allow, Some(1)));
         // `*.msftncsi.com` and `.msftncsi.com` tie below the apex: deny is stricter.
-        assert_eq!(
-            decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/x")),
-            (Action::Deny, Some(2))
-        );
-        assert_eq!(
-            decide(&p, "msftncsi.com", Scheme::Http, 80, Some("/x")),
-            (Action::Bypass, Some(3))
-        );
+        assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/x")), (Action::Deny, Some(2)));
+        assert_eq!(decide(&p, "msftncsi.com", Scheme::Http, 80, Some("/x")), (Action::Bypass, Some(3)));
     }
 
     #[test]
     fn explain_lists_every_candidate() {
-        let p = policy("bypass *.microsoft.com\nallow *.microsoft.com\nallow http://a.microsoft.com\ndeny a.microsoft.com:8443\n");
+        let p = policy(
+            "bypass *.microsoft.com\nallow *.microsoft.com\nallow http://a.microsoft.com\ndeny a.microsoft.com:8443\n",
+        );
         let host = Host::new("a.microsoft.com").unwrap();
-        let (d, c) = p.explain(&Query {
-            host: &host,
-            scheme: Scheme::Https,
-            port: 443,
-            path: None,
-        });
+        let (d, c) = p.explain(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None });
         assert_eq!(d.action, Action::Allow);
-        let v: Vec<(u32, Verdict)> = c
-            .iter()
-            .map(|c| (p.rule(c.rule).origin.line, c.verdict))
-            .collect();
+        let v: Vec<(u32, Verdict)> = c.iter().map(|c| (p.rule(c.rule).origin.line, c.verdict)).collect();
         assert_eq!(
             v,
-            [
-                (3, Verdict::SchemeMismatch),
-                (4, Verdict::PortMismatch),
-                (1, Verdict::TieLost),
-                (2, Verdict::Winner)
-            ]
+            [(3, Verdict::SchemeMismatch), (4, Verdict::PortMismatch), (1, Verdict::TieLost), (2, Verdict::Winner)]
         );
     }
 
     #[test]
     fn rule_file_errors_name_file_and_line() {
-        let errs = parse_rules(
-            "t.rules",
-            "allow a.com\n*.b.com\nallow mail.*\npermit c.com\n",
-            None,
-            &BTreeMap::new(),
-        )
-        .unwrap_err();
+        let errs = parse_rules("t.rules", "allow a.com\n*.b.com\nallow mail.*\npermit c.com\n", None, &BTreeMap::new())
+            .unwrap_err();
         let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(
             msgs,

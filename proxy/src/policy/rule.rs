@@ -47,8 +47,7 @@ impl fmt::Display for Action {
 impl TryFrom<String> for Action {
     type Error = String;
     fn try_from(s: String) -> Result<Action, String> {
-        s.parse()
-            .map_err(|()| format!("unknown action `{s}` (allow, bypass or deny)"))
+        s.parse().map_err(|()| format!("unknown action `{s}` (allow, bypass or deny)"))
     }
 }
 
@@ -143,10 +142,7 @@ pub(crate) enum Line {
     /// `default ACTION`.
     Default(Action),
     /// A rule; `None` action for a bare line.
-    Rule {
-        action: Option<Action>,
-        target: String,
-    },
+    Rule { action: Option<Action>, target: String },
 }
 
 /// Splits a line into its meaning. Errors are messages; the caller adds file and line.
@@ -158,33 +154,20 @@ pub(crate) fn parse_line(line: &str) -> Result<Line, String> {
     };
     let second = words.next();
     if let Some(extra) = words.next() {
-        return Err(format!(
-            "unexpected `{}` after the rule (one rule per line: `ACTION TARGET`)",
-            extra
-        ));
+        return Err(format!("unexpected `{}` after the rule (one rule per line: `ACTION TARGET`)", extra));
     }
     match (first, second) {
         ("default", Some(a)) => match a.parse() {
             Ok(action) => Ok(Line::Default(action)),
-            Err(()) => Err(format!(
-                "unknown action `{a}` after `default` (allow, bypass or deny)"
-            )),
+            Err(()) => Err(format!("unknown action `{a}` after `default` (allow, bypass or deny)")),
         },
         (a, Some(target)) => match a.parse() {
-            Ok(action) => Ok(Line::Rule {
-                action: Some(action),
-                target: target.to_string(),
-            }),
+            Ok(action) => Ok(Line::Rule { action: Some(action), target: target.to_string() }),
             Err(()) => Err(format!("unknown action `{a}` (allow, bypass or deny)")),
         },
         ("default", None) => Err("`default` needs an action (allow, bypass or deny)".to_string()),
-        (a, None) if a.parse::<Action>().is_ok() => {
-            Err(format!("`{a}` needs a target (e.g. `{a} *.example.com`)"))
-        }
-        (target, None) => Ok(Line::Rule {
-            action: None,
-            target: target.to_string(),
-        }),
+        (a, None) if a.parse::<Action>().is_ok() => Err(format!("`{a}` needs a target (e.g. `{a} *.example.com`)")),
+        (target, None) => Ok(Line::Rule { action: None, target: target.to_string() }),
     }
 }
 
@@ -246,12 +229,7 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
     if host.is_empty() {
         return Err("missing host pattern".to_string());
     }
-    Ok(Target {
-        scheme,
-        host,
-        port,
-        path,
-    })
+    Ok(Target { scheme, host, port, path })
 }
 
 /// The name a placeholder is looked up by: lowercase, every run of other characters as one `-`.
@@ -269,10 +247,7 @@ pub fn placeholder_key(name: &str) -> String {
 
 /// Replaces each `<name>` by its value in `vars`, or by `*` when it has none (listed in the
 /// second result). Errors on an unclosed `<`.
-pub(crate) fn substitute(
-    host: &str,
-    vars: &BTreeMap<String, String>,
-) -> Result<(String, Vec<String>), String> {
+pub(crate) fn substitute(host: &str, vars: &BTreeMap<String, String>) -> Result<(String, Vec<String>), String> {
     let mut out = String::with_capacity(host.len());
     let mut unresolved = Vec::new();
     let mut rest = host;
@@ -335,60 +310,31 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn origin() -> Origin {
-        Origin {
-            file: Arc::from("t.rules"),
-            line: 1,
-        }
+        Origin { file: Arc::from("t.rules"), line: 1 }
     }
 
     #[test]
     fn lines() {
         assert_eq!(parse_line("  # just a comment").unwrap(), Line::Empty);
         assert_eq!(parse_line("").unwrap(), Line::Empty);
-        assert_eq!(
-            parse_line("default bypass # x").unwrap(),
-            Line::Default(Action::Bypass)
-        );
+        assert_eq!(parse_line("default bypass # x").unwrap(), Line::Default(Action::Bypass));
         assert_eq!(
             parse_line("allow https://*.blob.core.windows.net  # inspected").unwrap(),
-            Line::Rule {
-                action: Some(Action::Allow),
-                target: "https://*.blob.core.windows.net".into()
-            }
+            Line::Rule { action: Some(Action::Allow), target: "https://*.blob.core.windows.net".into() }
         );
-        assert_eq!(
-            parse_line("*.lync.com").unwrap(),
-            Line::Rule {
-                action: None,
-                target: "*.lync.com".into()
-            }
-        );
-        assert_eq!(
-            parse_line("permit x.com").unwrap_err(),
-            "unknown action `permit` (allow, bypass or deny)"
-        );
+        assert_eq!(parse_line("*.lync.com").unwrap(), Line::Rule { action: None, target: "*.lync.com".into() });
+        assert_eq!(parse_line("permit x.com").unwrap_err(), "unknown action `permit` (allow, bypass or deny)");
         assert_eq!(
             parse_line("default maybe").unwrap_err(),
             "unknown action `maybe` after `default` (allow, bypass or deny)"
         );
-        assert_eq!(
-            parse_line("default").unwrap_err(),
-            "`default` needs an action (allow, bypass or deny)"
-        );
-        assert_eq!(
-            parse_line("deny").unwrap_err(),
-            "`deny` needs a target (e.g. `deny *.example.com`)"
-        );
-        assert!(parse_line("allow a.com b.com")
-            .unwrap_err()
-            .contains("unexpected `b.com`"));
+        assert_eq!(parse_line("default").unwrap_err(), "`default` needs an action (allow, bypass or deny)");
+        assert_eq!(parse_line("deny").unwrap_err(), "`deny` needs a target (e.g. `deny *.example.com`)");
+        assert!(parse_line("allow a.com b.com").unwrap_err().contains("unexpected `b.com`"));
     }
 
     #[test]
@@ -396,75 +342,35 @@ mod tests {
         let t = parse_target("https://*.<RegionName>.logic.azure.com:443").unwrap();
         assert_eq!(
             t,
-            Target {
-                scheme: Some(Scheme::Https),
-                host: "*.<RegionName>.logic.azure.com",
-                port: Some(443),
-                path: None
-            }
+            Target { scheme: Some(Scheme::Https), host: "*.<RegionName>.logic.azure.com", port: Some(443), path: None }
         );
         let t = parse_target("http://*.msftncsi.com/ncsi.txt").unwrap();
-        assert_eq!(
-            (t.scheme, t.host, t.path),
-            (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt"))
-        );
+        assert_eq!((t.scheme, t.host, t.path), (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt")));
         let t = parse_target("token.cp.microsoft.com/").unwrap();
         assert_eq!((t.host, t.path), ("token.cp.microsoft.com", None));
         let t = parse_target("a.com/p?q=1").unwrap();
         assert_eq!(t.path, Some("/p?q=1"));
-        assert_eq!(
-            parse_target("ftp://a.com").unwrap_err(),
-            "unsupported scheme `ftp://` (http or https)"
-        );
-        assert_eq!(
-            parse_target("a.com:0").unwrap_err(),
-            "bad port `0` (1-65535)"
-        );
-        assert_eq!(
-            parse_target("a.com:99999").unwrap_err(),
-            "bad port `99999` (1-65535)"
-        );
-        assert_eq!(
-            parse_target("a.com:+80").unwrap_err(),
-            "bad port `+80` (1-65535)"
-        );
-        assert_eq!(
-            parse_target("https://:443").unwrap_err(),
-            "missing host pattern"
-        );
-        assert_eq!(
-            parse_target("a.com?x").unwrap_err(),
-            "a query needs a path: write `/?x`"
-        );
+        assert_eq!(parse_target("ftp://a.com").unwrap_err(), "unsupported scheme `ftp://` (http or https)");
+        assert_eq!(parse_target("a.com:0").unwrap_err(), "bad port `0` (1-65535)");
+        assert_eq!(parse_target("a.com:99999").unwrap_err(), "bad port `99999` (1-65535)");
+        assert_eq!(parse_target("a.com:+80").unwrap_err(), "bad port `+80` (1-65535)");
+        assert_eq!(parse_target("https://:443").unwrap_err(), "missing host pattern");
+        assert_eq!(parse_target("a.com?x").unwrap_err(), "a query needs a path: write `/?x`");
     }
 
     #[test]
     fn placeholders() {
-        assert_eq!(
-            placeholder_key("FQDN for software update point"),
-            "fqdn-for-software-update-point"
-        );
+        assert_eq!(placeholder_key("FQDN for software update point"), "fqdn-for-software-update-point");
         assert_eq!(placeholder_key("RegionName"), "regionname");
         let v = vars(&[("tenant", "contoso")]);
-        assert_eq!(
-            substitute("<tenant>-my.sharepoint.com", &v).unwrap(),
-            ("contoso-my.sharepoint.com".into(), vec![])
-        );
+        assert_eq!(substitute("<tenant>-my.sharepoint.com", &v).unwrap(), ("contoso-my.sharepoint.com".into(), vec![]));
         assert_eq!(
             substitute("*.<RegionName>.logic.azure.com", &v).unwrap(),
             ("*.*.logic.azure.com".into(), vec!["regionname".into()])
         );
-        assert!(substitute("<tenant.x.com", &v)
-            .unwrap_err()
-            .contains("unclosed"));
+        assert!(substitute("<tenant.x.com", &v).unwrap_err().contains("unclosed"));
 
-        let r = build_rule(
-            Action::Bypass,
-            "<tenant>.sharepoint.com",
-            &vars(&[]),
-            origin(),
-        )
-        .unwrap();
+        let r = build_rule(Action::Bypass, "<tenant>.sharepoint.com", &vars(&[]), origin()).unwrap();
         assert_eq!(r.pattern.unwrap().as_str(), "*.sharepoint.com");
         assert_eq!(r.unresolved, ["tenant"]);
         let r = build_rule(Action::Allow, "http://<FQDN for SUP>", &vars(&[]), origin()).unwrap();
