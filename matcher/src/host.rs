@@ -165,11 +165,6 @@ pub(crate) fn to_ascii(text: &str) -> Option<String> {
     idna::domain_to_ascii(text).ok()
 }
 
-/// Whether `b` may appear in a normalised name (lowercase only; `.` excluded).
-pub(crate) fn is_name_byte(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,7 +102,7 @@ impl<V> MatcherBuilder<V> {
         for (index, (item, value)) in self.items.into_iter().enumerate() {
             let p = match item {
                 Item::Parsed(p) => p,
-                Item::Raw(s) => Pattern::new(&s).map_err(|e| BuildError { index: Some(index), ..e })?,
+                Item::Raw(s) => Pattern::from_string(s).map_err(|e| BuildError { index: Some(index), ..e })?,
             };
             patterns.push(p);
             values.push(value);

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::error::{BuildError, BuildErrorKind};
-use crate::host::{is_name_byte, to_ascii, MAX_LABEL, MAX_NAME};
+use crate::host::{to_ascii, MAX_LABEL, MAX_NAME};
 
 /// A parsed, normalised pattern: lowercase ASCII (punycode for IDNs), one trailing dot removed,
 /// a leading dot kept.
@@ -105,58 +105,32 @@ impl Pattern {
     /// # Errors
     /// A [`BuildError`] quoting `pattern` when it is not a valid pattern.
     pub fn new(pattern: &str) -> Result<Pattern, BuildError> {
-        Pattern::parse(pattern).map_err(|kind| BuildError { pattern: pattern.to_string(), index: None, kind })
+        Pattern::from_string(pattern.to_string())
     }
 
-    fn parse(input: &str) -> Result<Pattern, BuildErrorKind> {
-        let (leading_dot, rest) = match input.strip_prefix('.') {
-            Some(rest) => (true, rest),
-            None => (false, input),
-        };
-        let mut body = if rest.is_ascii() {
-            rest.to_ascii_lowercase()
+    /// Like [`Pattern::new`], reusing the string's allocation for the normalised text.
+    ///
+    /// # Errors
+    /// A [`BuildError`] quoting the pattern when it is not a valid pattern.
+    pub fn from_string(pattern: String) -> Result<Pattern, BuildError> {
+        let text = if pattern.is_ascii() {
+            if let Err(kind) = validate(pattern.as_bytes()) {
+                return Err(BuildError { pattern, index: None, kind });
+            }
+            let mut text = pattern;
+            text.make_ascii_lowercase();
+            text
         } else {
-            for label in rest.split(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']) {
-                if !label.is_ascii() && label.contains('*') {
-                    return Err(BuildErrorKind::WildcardInIdnLabel);
-                }
+            match from_unicode(&pattern) {
+                Ok(text) => text,
+                Err(kind) => return Err(BuildError { pattern, index: None, kind }),
             }
-            to_ascii(rest).ok_or(BuildErrorKind::Idna)?
         };
-        if body.ends_with('.') {
-            body.pop();
+        let mut text = text;
+        if text.ends_with('.') {
+            text.pop();
         }
-        if body.is_empty() {
-            return Err(BuildErrorKind::Empty);
-        }
-        if body == "*" {
-            return Err(BuildErrorKind::LoneWildcard);
-        }
-        let labels = body.split('.').count();
-        for (i, label) in body.split('.').enumerate() {
-            if label.is_empty() {
-                return Err(BuildErrorKind::EmptyLabel);
-            }
-            if let Some(c) = label.chars().find(|&c| c != '*' && !(c.is_ascii() && is_name_byte(c as u8))) {
-                return Err(BuildErrorKind::InvalidCharacter(c));
-            }
-            if label.len() > MAX_LABEL {
-                return Err(BuildErrorKind::LabelTooLong);
-            }
-            if label.contains("**") {
-                return Err(BuildErrorKind::DoubleWildcard);
-            }
-            if i + 1 == labels && label.contains('*') {
-                return Err(BuildErrorKind::WildcardInTopLabel);
-            }
-        }
-        if body.len() > MAX_NAME {
-            return Err(BuildErrorKind::NameTooLong);
-        }
-        if leading_dot {
-            body.insert(0, '.');
-        }
-        Ok(Pattern { text: body })
+        Ok(Pattern { text })
     }
 
     /// The normalised text (lowercase, punycode, no trailing dot; a leading dot is kept).
@@ -192,6 +166,96 @@ impl Pattern {
             }
         }
     }
+}
+
+/// The class of each byte in a pattern.
+const NAME: u8 = 1;
+const DOT: u8 = 2;
+const STAR: u8 = 3;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => NAME,
+            b'.' => DOT,
+            b'*' => STAR,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Checks an ASCII pattern in one pass (case-insensitively; the caller lowercases it after).
+fn validate(pattern: &[u8]) -> Result<(), BuildErrorKind> {
+    let body = pattern.strip_prefix(b".").unwrap_or(pattern);
+    let body = body.strip_suffix(b".").unwrap_or(body);
+    if body.is_empty() {
+        return Err(BuildErrorKind::Empty);
+    }
+    if body == b"*" {
+        return Err(BuildErrorKind::LoneWildcard);
+    }
+    let (mut label, mut star_in_label, mut prev_star) = (0usize, false, false);
+    for &c in body {
+        match CLASS[usize::from(c)] {
+            NAME => {
+                label += 1;
+                prev_star = false;
+            }
+            STAR => {
+                if prev_star {
+                    return Err(BuildErrorKind::DoubleWildcard);
+                }
+                label += 1;
+                prev_star = true;
+                star_in_label = true;
+            }
+            DOT => {
+                if label == 0 {
+                    return Err(BuildErrorKind::EmptyLabel);
+                }
+                label = 0;
+                prev_star = false;
+                star_in_label = false;
+            }
+            _ => return Err(BuildErrorKind::InvalidCharacter(char::from(c))),
+        }
+        if label > MAX_LABEL {
+            return Err(BuildErrorKind::LabelTooLong);
+        }
+    }
+    if label == 0 {
+        return Err(BuildErrorKind::EmptyLabel);
+    }
+    if star_in_label {
+        return Err(BuildErrorKind::WildcardInTopLabel);
+    }
+    if body.len() > MAX_NAME {
+        return Err(BuildErrorKind::NameTooLong);
+    }
+    Ok(())
+}
+
+/// Converts a Unicode pattern to its ASCII form with IDNA (UTS 46), then checks it.
+fn from_unicode(pattern: &str) -> Result<String, BuildErrorKind> {
+    let (dot, rest) = match pattern.strip_prefix('.') {
+        Some(rest) => (".", rest),
+        None => ("", pattern),
+    };
+    for label in rest.split(['.', '\u{3002}', '\u{ff0e}', '\u{ff61}']) {
+        if !label.is_ascii() && label.contains('*') {
+            return Err(BuildErrorKind::WildcardInIdnLabel);
+        }
+    }
+    if let Some(c) = rest.chars().find(|c| c.is_ascii() && CLASS[*c as usize] == 0) {
+        return Err(BuildErrorKind::InvalidCharacter(c));
+    }
+    let ascii = to_ascii(rest).ok_or(BuildErrorKind::Idna)?;
+    let text = format!("{dot}{ascii}");
+    validate(text.as_bytes())?;
+    Ok(text)
 }
 
 impl fmt::Display for Pattern {
