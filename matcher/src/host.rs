@@ -44,7 +44,7 @@ static HOST_BYTE: [u8; 256] = {
 /// ```
 #[derive(Clone)]
 pub struct Host {
-    /// The name, then zeros: the padding lets the matcher hash a label with whole 8-byte loads.
+    /// The name, then padding that lets the matcher hash a label with whole 8-byte loads.
     buf: [u8; BUF],
     len: u8,
 }
@@ -63,16 +63,31 @@ impl Host {
     /// must be UTF-8 and are converted with IDNA (UTS 46).
     #[inline]
     pub fn from_bytes(name: &[u8]) -> Result<Host, InvalidHost> {
+        let mut host = Host::empty();
+        host.set(name)?;
+        Ok(host)
+    }
+
+    /// An empty buffer for [`Host::set`] (not a valid host until set).
+    #[inline(always)]
+    pub(crate) fn empty() -> Host {
+        Host { buf: [0; BUF], len: 0 }
+    }
+
+    /// Normalises `name` into this buffer, in place (the matcher's lookups use this to avoid
+    /// moving a 264-byte value out of a `Result`). On error the buffer's content is unspecified.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, name: &[u8]) -> Result<(), InvalidHost> {
         if name.is_ascii() {
-            return Host::from_ascii(name);
+            return self.set_ascii(name);
         }
         let text = std::str::from_utf8(name).map_err(|_| InvalidHost::new(InvalidHostKind::Idna))?;
         let ascii = to_ascii(text).ok_or_else(|| InvalidHost::new(InvalidHostKind::Idna))?;
-        Host::from_ascii(ascii.as_bytes())
+        self.set_ascii(ascii.as_bytes())
     }
 
-    #[inline]
-    fn from_ascii(name: &[u8]) -> Result<Host, InvalidHost> {
+    #[inline(always)]
+    fn set_ascii(&mut self, name: &[u8]) -> Result<(), InvalidHost> {
         let name = name.strip_suffix(b".").unwrap_or(name);
         if name.is_empty() {
             return Err(InvalidHost::new(InvalidHostKind::Empty));
@@ -80,7 +95,7 @@ impl Host {
         if name.len() > MAX_NAME {
             return Err(InvalidHost::new(InvalidHostKind::NameTooLong));
         }
-        let mut buf = [0u8; BUF];
+        let buf = &mut self.buf[..name.len()];
         // One branch-free pass maps and copies; the rare failures are located afterwards.
         let mut bad = false;
         for (&b, out) in name.iter().zip(buf.iter_mut()) {
@@ -92,25 +107,20 @@ impl Host {
             let offset = buf.iter().position(|&c| c == 0).unwrap_or(0);
             return Err(InvalidHost::new(InvalidHostKind::InvalidByte { byte: name[offset], offset }));
         }
-        let mut start = 0;
-        for label in buf[..name.len()].split(|&c| c == b'.') {
+        for label in buf.split(|&c| c == b'.') {
             if label.is_empty() {
                 return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
             }
             if label.len() > MAX_LABEL {
                 return Err(InvalidHost::new(InvalidHostKind::LabelTooLong));
             }
-            start += label.len() + 1;
         }
-        debug_assert_eq!(start, name.len() + 1);
-        Ok(Host {
-            buf,
-            // name.len() <= MAX_NAME (253) was checked above.
-            len: name.len() as u8,
-        })
+        // name.len() <= MAX_NAME (253) was checked above.
+        self.len = name.len() as u8;
+        Ok(())
     }
 
-    /// The buffer, zero-padded after the name.
+    /// The buffer: the name, then bytes that lookups mask off (zeros for a fresh host).
     #[inline]
     pub(crate) fn padded(&self) -> &[u8; BUF] {
         &self.buf

@@ -139,6 +139,14 @@ impl<V> MatcherBuilder<V> {
             }
         }
         let table = Table::build(&entries);
+        let (mut exact_labels, mut suffix_labels) = (0u64, 0u64);
+        for e in &entries {
+            let bit = label_bit(1 + e.key.bytes().filter(|&b| b == b'.').count());
+            match e.kind {
+                Kind::Exact => exact_labels |= bit,
+                Kind::Suffix | Kind::Tail => suffix_labels |= bit,
+            }
+        }
         let globs = Globs::build(globs, tails.len(), self.dense).map_err(|e| BuildError {
             pattern: patterns[e.id as usize].as_str().to_string(),
             index: Some(e.id as usize),
@@ -146,7 +154,7 @@ impl<V> MatcherBuilder<V> {
         })?;
         drop(entries);
         counts.dense_buckets = globs.dense_buckets();
-        Ok(Matcher { table, globs, values, counts })
+        Ok(Matcher { table, globs, values, counts, exact_labels, suffix_labels })
     }
 }
 
@@ -170,6 +178,17 @@ pub struct Matcher<V> {
     globs: Globs,
     values: Vec<V>,
     counts: Counts,
+    /// Bit k set when some exact key has k labels (bit 63: 63 or more); a lookup skips the
+    /// probes that cannot hit.
+    exact_labels: u64,
+    /// The same for `*.suffix` keys and glob tails.
+    suffix_labels: u64,
+}
+
+/// The bit of [`Matcher::exact_labels`] for a key of `labels` labels.
+#[inline(always)]
+fn label_bit(labels: usize) -> u64 {
+    1 << labels.min(63)
 }
 
 /// The most specific match for a host.
@@ -265,7 +284,9 @@ impl<V> Matcher<V> {
     /// # Errors
     /// [`InvalidHost`] when `host` can never match anything (see [`Host`]).
     pub fn find(&self, host: &str) -> Result<Option<Match<'_, V>>, InvalidHost> {
-        Ok(self.find_host(&Host::new(host)?))
+        let mut h = Host::empty();
+        h.set(host.as_bytes())?;
+        Ok(self.find_host(&h))
     }
 
     /// The most specific match for a normalised host.
@@ -290,7 +311,9 @@ impl<V> Matcher<V> {
     /// [`InvalidHost`] when `host` can never match anything; `out` is then empty.
     pub fn find_all(&self, host: &str, out: &mut Matches) -> Result<(), InvalidHost> {
         out.hits.clear();
-        self.find_all_host(&Host::new(host)?, out);
+        let mut h = Host::empty();
+        h.set(host.as_bytes())?;
+        self.find_all_host(&h, out);
         Ok(())
     }
 
@@ -314,24 +337,30 @@ impl<V> Matcher<V> {
         let buf = host.padded();
         let mut h = hash::EMPTY;
         let mut end = s.len();
+        let mut labels = 0;
         loop {
             let start = s[..end].iter().rposition(|&b| b == b'.').map_or(0, |d| d + 1);
             h = hash::push(h, hash::label_in(buf, start, end - start));
+            labels += 1;
             let key = &s[start..];
             if start == 0 {
-                self.table.probe(h, key, |kind, id| {
-                    if kind == Kind::Exact {
-                        hit(Specificity::new(true, key.len()), id);
-                    }
-                });
+                if self.exact_labels & label_bit(labels) != 0 {
+                    self.table.probe(h, key, |kind, id| {
+                        if kind == Kind::Exact {
+                            hit(Specificity::new(true, key.len()), id);
+                        }
+                    });
+                }
                 return;
             }
-            let head = &s[..start - 1];
-            self.table.probe(h, key, |kind, id| match kind {
-                Kind::Suffix => hit(Specificity::new(false, key.len() + 1), id),
-                Kind::Tail => self.globs.each_match(id, head, &mut hit),
-                Kind::Exact => {}
-            });
+            if self.suffix_labels & label_bit(labels) != 0 {
+                let head = &s[..start - 1];
+                self.table.probe(h, key, |kind, id| match kind {
+                    Kind::Suffix => hit(Specificity::new(false, key.len() + 1), id),
+                    Kind::Tail => self.globs.each_match(id, head, &mut hit),
+                    Kind::Exact => {}
+                });
+            }
             end = start - 1;
         }
     }
