@@ -46,6 +46,8 @@ static HOST_BYTE: [u8; 256] = {
 pub struct Host {
     /// The name, then padding that lets the matcher hash a label with whole 8-byte loads.
     buf: [u8; BUF],
+    /// Bit i set when byte i of the name is a dot: labels are found without rescanning bytes.
+    dots: [u64; 4],
     len: u8,
 }
 
@@ -71,7 +73,7 @@ impl Host {
     /// An empty buffer for [`Host::set`] (not a valid host until set).
     #[inline(always)]
     pub(crate) fn empty() -> Host {
-        Host { buf: [0; BUF], len: 0 }
+        Host { buf: [0; BUF], dots: [0; 4], len: 0 }
     }
 
     /// Normalises `name` into this buffer, in place (the matcher's lookups use this to avoid
@@ -96,28 +98,57 @@ impl Host {
             return Err(InvalidHost::new(InvalidHostKind::NameTooLong));
         }
         let buf = &mut self.buf[..name.len()];
-        // One branch-free pass maps and copies; the rare failures are located afterwards.
+        // One branch-free pass maps, copies and marks the dots; failures are located afterwards.
         let mut bad = false;
-        for (&b, out) in name.iter().zip(buf.iter_mut()) {
+        let mut dots = [0u64; 4];
+        for (i, (&b, out)) in name.iter().zip(buf.iter_mut()).enumerate() {
             let c = HOST_BYTE[usize::from(b)];
             bad |= c == 0;
+            dots[i >> 6] |= u64::from(c == b'.') << (i & 63);
             *out = c;
         }
         if bad {
             let offset = buf.iter().position(|&c| c == 0).unwrap_or(0);
             return Err(InvalidHost::new(InvalidHostKind::InvalidByte { byte: name[offset], offset }));
         }
-        for label in buf.split(|&c| c == b'.') {
-            if label.is_empty() {
+        // Labels: the gaps between dots (and the ends) must be 1..=63 bytes.
+        let mut start = 0;
+        let mut rest = dots;
+        loop {
+            let end = first_set(&rest).unwrap_or(name.len());
+            if end == start {
                 return Err(InvalidHost::new(InvalidHostKind::EmptyLabel));
             }
-            if label.len() > MAX_LABEL {
+            if end - start > MAX_LABEL {
                 return Err(InvalidHost::new(InvalidHostKind::LabelTooLong));
             }
+            if end == name.len() {
+                break;
+            }
+            rest[end >> 6] &= !(1 << (end & 63));
+            start = end + 1;
         }
+        self.dots = dots;
         // name.len() <= MAX_NAME (253) was checked above.
         self.len = name.len() as u8;
         Ok(())
+    }
+
+    /// The position of the last dot before byte `end`, if any.
+    #[inline(always)]
+    pub(crate) fn dot_before(&self, end: usize) -> Option<usize> {
+        let mut w = end >> 6;
+        let mut bits = self.dots.get(w).copied().unwrap_or(0) & ((1u64 << (end & 63)) - 1);
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + 63 - bits.leading_zeros() as usize);
+            }
+            if w == 0 {
+                return None;
+            }
+            w -= 1;
+            bits = self.dots[w];
+        }
     }
 
     /// The buffer: the name, then bytes that lookups mask off (zeros for a fresh host).
@@ -141,6 +172,12 @@ impl Host {
     pub fn label_count(&self) -> usize {
         1 + self.as_bytes().iter().filter(|&&b| b == b'.').count()
     }
+}
+
+/// The lowest set bit of a 256-bit set.
+#[inline(always)]
+fn first_set(bits: &[u64; 4]) -> Option<usize> {
+    bits.iter().enumerate().find(|(_, &w)| w != 0).map(|(i, w)| i * 64 + w.trailing_zeros() as usize)
 }
 
 impl fmt::Debug for Host {
@@ -207,6 +244,21 @@ mod tests {
         assert_eq!(kind("a*.com"), InvalidHostKind::InvalidByte { byte: b'*', offset: 1 });
         assert_eq!(kind("a\0.com"), InvalidHostKind::InvalidByte { byte: 0, offset: 1 });
         assert_eq!(Host::from_bytes(b"\xff.com").unwrap_err().kind(), &InvalidHostKind::Idna);
+    }
+
+    #[test]
+    fn dots_are_found_from_the_right() {
+        let h = Host::new("a.bc.d").unwrap();
+        assert_eq!(h.dot_before(6), Some(4));
+        assert_eq!(h.dot_before(4), Some(1));
+        assert_eq!(h.dot_before(1), None);
+        let long = [["x"; 100].join("."), "yy".to_string()].join(".");
+        let h = Host::new(&long).unwrap();
+        assert_eq!(h.dot_before(long.len()), Some(199));
+        assert_eq!(h.dot_before(199), Some(197));
+        assert_eq!(h.dot_before(64), Some(63));
+        assert_eq!(h.dot_before(63), Some(61));
+        assert_eq!(h.label_count(), 101);
     }
 
     #[test]

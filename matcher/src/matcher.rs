@@ -185,6 +185,9 @@ pub struct Matcher<V> {
     suffix_labels: u64,
 }
 
+/// Label suffixes whose keys are computed, and whose buckets are touched, together.
+const BATCH: usize = 8;
+
 /// The bit of [`Matcher::exact_labels`] for a key of `labels` labels.
 #[inline(always)]
 fn label_bit(labels: usize) -> u64 {
@@ -331,6 +334,12 @@ impl<V> Matcher<V> {
     }
 
     /// Calls `hit` for every (form of a) pattern that matches `host`.
+    ///
+    /// In batches of up to [`BATCH`] label suffixes, from the right: first compute every key
+    /// (chaining label hashes) and drop those that no key of that label count has or that the
+    /// table's filter rules out, then touch the remaining home buckets in a tight loop so that
+    /// their cache misses are in flight together, then probe. Probing one key at a time would serialise the
+    /// misses: the work between two probes fills the CPU's reorder window.
     #[inline(always)]
     fn each_hit(&self, host: &Host, mut hit: impl FnMut(Specificity, u32)) {
         let s = host.as_bytes();
@@ -338,30 +347,51 @@ impl<V> Matcher<V> {
         let mut h = hash::EMPTY;
         let mut end = s.len();
         let mut labels = 0;
-        loop {
-            let start = s[..end].iter().rposition(|&b| b == b'.').map_or(0, |d| d + 1);
-            h = hash::push(h, hash::label_in(buf, start, end - start));
-            labels += 1;
-            let key = &s[start..];
-            if start == 0 {
-                if self.exact_labels & label_bit(labels) != 0 {
-                    self.table.probe(h, key, |kind, id| {
+        let mut more = true;
+        while more {
+            let mut keys = [0u64; BATCH];
+            let mut starts = [0u8; BATCH];
+            let mut n = 0;
+            while n < BATCH {
+                let start = host.dot_before(end).map_or(0, |d| d + 1);
+                h = hash::push(h, hash::label_in(buf, start, end - start));
+                labels += 1;
+                let wanted = if start == 0 { self.exact_labels } else { self.suffix_labels };
+                if wanted & label_bit(labels) != 0 && self.table.may_contain(h) {
+                    keys[n] = h;
+                    // A start offset is below MAX_NAME (253).
+                    starts[n] = start as u8;
+                    n += 1;
+                }
+                if start == 0 {
+                    more = false;
+                    break;
+                }
+                end = start - 1;
+            }
+            let mut touched = 0;
+            for &k in &keys[..n] {
+                touched ^= self.table.touch(k);
+            }
+            std::hint::black_box(touched);
+            for (&k, &start) in keys[..n].iter().zip(&starts[..n]) {
+                let start = usize::from(start);
+                let key = &s[start..];
+                if start == 0 {
+                    self.table.probe(k, key, |kind, id| {
                         if kind == Kind::Exact {
                             hit(Specificity::new(true, key.len()), id);
                         }
                     });
+                } else {
+                    let head = &s[..start - 1];
+                    self.table.probe(k, key, |kind, id| match kind {
+                        Kind::Suffix => hit(Specificity::new(false, key.len() + 1), id),
+                        Kind::Tail => self.globs.each_match(id, head, &mut hit),
+                        Kind::Exact => {}
+                    });
                 }
-                return;
             }
-            if self.suffix_labels & label_bit(labels) != 0 {
-                let head = &s[..start - 1];
-                self.table.probe(h, key, |kind, id| match kind {
-                    Kind::Suffix => hit(Specificity::new(false, key.len() + 1), id),
-                    Kind::Tail => self.globs.each_match(id, head, &mut hit),
-                    Kind::Exact => {}
-                });
-            }
-            end = start - 1;
         }
     }
 
