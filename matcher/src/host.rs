@@ -14,7 +14,8 @@ pub(crate) const MAX_NAME: usize = 253;
 pub(crate) const MAX_LABEL: usize = 63;
 
 /// Maps every byte to its lowercase form if it may appear in a host name, `.` to itself, and every
-/// other byte to 0.
+/// other byte to 0. The reference for [`swar::normalise`] (tested against it), and used to locate
+/// the offending byte of an invalid name.
 static HOST_BYTE: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
@@ -97,18 +98,24 @@ impl Host {
         if name.len() > MAX_NAME {
             return Err(InvalidHost::new(InvalidHostKind::NameTooLong));
         }
-        let buf = &mut self.buf[..name.len()];
-        // One branch-free pass maps, copies and marks the dots; failures are located afterwards.
-        let mut bad = false;
+        let len = name.len();
+        self.buf[..len].copy_from_slice(name);
+        // Eight bytes at a time (SWAR): lowercase, validate, and mark the dots in one pass. The
+        // buffer is longer than any name by 11 bytes, so every word load is in bounds; the bytes
+        // past the name are masked off and written back as zeros.
+        let mut bad = 0u64;
         let mut dots = [0u64; 4];
-        for (i, (&b, out)) in name.iter().zip(buf.iter_mut()).enumerate() {
-            let c = HOST_BYTE[usize::from(b)];
-            bad |= c == 0;
-            dots[i >> 6] |= u64::from(c == b'.') << (i & 63);
-            *out = c;
+        for k in 0..len.div_ceil(8) {
+            let at = 8 * k;
+            let word = u64::from_le_bytes(self.buf[at..at + 8].try_into().unwrap_or([0; 8]));
+            let keep = if len - at >= 8 { u64::MAX } else { (1u64 << (8 * (len - at))) - 1 };
+            let (lower, valid, dot) = swar::normalise(word & keep);
+            bad |= !valid & keep & swar::HIGH;
+            self.buf[at..at + 8].copy_from_slice(&(lower & keep).to_le_bytes());
+            dots[k / 8] |= swar::movemask(dot) << (8 * (k % 8));
         }
-        if bad {
-            let offset = buf.iter().position(|&c| c == 0).unwrap_or(0);
+        if bad != 0 {
+            let offset = name.iter().position(|&b| HOST_BYTE[usize::from(b)] == 0).unwrap_or(0);
             return Err(InvalidHost::new(InvalidHostKind::InvalidByte { byte: name[offset], offset }));
         }
         // Labels: the gaps between dots (and the ends) must be 1..=63 bytes.
@@ -171,6 +178,43 @@ impl Host {
     /// The number of labels.
     pub fn label_count(&self) -> usize {
         1 + self.as_bytes().iter().filter(|&&b| b == b'.').count()
+    }
+}
+
+/// Byte-parallel arithmetic on eight ASCII bytes in a `u64` (every byte below 0x80).
+mod swar {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    /// The top bit of every byte.
+    pub(super) const HIGH: u64 = 0x8080_8080_8080_8080;
+
+    /// 0x80 in each byte that is within `lo..=hi`, exactly: `b + (0x80 - lo)` reaches 0x80 iff
+    /// `b >= lo`, `b + (0x7f - hi)` iff `b > hi`, and neither sum carries out of its byte.
+    #[inline(always)]
+    fn within(w: u64, lo: u8, hi: u8) -> u64 {
+        (w.wrapping_add(ONES * u64::from(0x80 - lo)) & !w.wrapping_add(ONES * u64::from(0x7f - hi))) & HIGH
+    }
+
+    /// 0x80 in each byte equal to `c`, exactly (no borrows between bytes).
+    #[inline(always)]
+    fn equal(w: u64, c: u8) -> u64 {
+        let x = w ^ (ONES * u64::from(c));
+        !(((x & !HIGH).wrapping_add(!HIGH)) | x) & HIGH
+    }
+
+    /// The lowercased word, 0x80 in each byte that may appear in a host name (`[a-z0-9-_.]`
+    /// after lowercasing), and 0x80 in each dot.
+    #[inline(always)]
+    pub(super) fn normalise(w: u64) -> (u64, u64, u64) {
+        let upper = within(w, b'A', b'Z');
+        let dot = equal(w, b'.');
+        let valid = upper | within(w, b'a', b'z') | within(w, b'0', b'9') | within(w, b'-', b'.') | equal(w, b'_');
+        (w | (upper >> 2), valid, dot)
+    }
+
+    /// Bit j set for each byte j of `w` that has its top bit set (`w` has no other bits).
+    #[inline(always)]
+    pub(super) fn movemask(w: u64) -> u64 {
+        ((w >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
     }
 }
 
@@ -244,6 +288,26 @@ mod tests {
         assert_eq!(kind("a*.com"), InvalidHostKind::InvalidByte { byte: b'*', offset: 1 });
         assert_eq!(kind("a\0.com"), InvalidHostKind::InvalidByte { byte: 0, offset: 1 });
         assert_eq!(Host::from_bytes(b"\xff.com").unwrap_err().kind(), &InvalidHostKind::Idna);
+    }
+
+    #[test]
+    fn swar_agrees_with_the_byte_table() {
+        for b in 0u8..0x80 {
+            for pos in 0..8 {
+                let w = u64::from(b) << (8 * pos) | 0x6161_6161_6161_6161 & !(0xff << (8 * pos));
+                let (lower, valid, dot) = swar::normalise(w);
+                let t = HOST_BYTE[usize::from(b)];
+                assert_eq!((lower >> (8 * pos)) as u8, if t == 0 { (lower >> (8 * pos)) as u8 } else { t }, "{b:#x}");
+                assert_eq!((valid >> (8 * pos + 7)) & 1 == 1, t != 0, "valid {b:#x} at {pos}");
+                assert_eq!((dot >> (8 * pos + 7)) & 1 == 1, b == b'.', "dot {b:#x}");
+                // The other bytes ('a') are valid, lowercase and not dots.
+                assert_eq!(valid | (0x80 << (8 * pos)), swar::HIGH);
+            }
+        }
+        for m in 0u64..256 {
+            let w: u64 = (0..8).map(|j| if m >> j & 1 == 1 { 0x80u64 << (8 * j) } else { 0 }).sum();
+            assert_eq!(swar::movemask(w), m);
+        }
     }
 
     #[test]
