@@ -1,13 +1,14 @@
 //! Matcher benchmark: `hostgate_matcher::Matcher` against the alternatives a user would pick, on
-//! synthetic rule sets of 10k, 100k and 1M patterns (see `support/synth.rs` for the generator).
+//! the shipped rules (`docs`, the active patterns of `config/hostgate.toml`) and synthetic rule sets
+//! of 10k, 100k and 1M patterns (see `support/synth.rs` for the generator).
 //!
 //! Groups (criterion ids `group/function`):
 //!
-//! * `lookup_random/{10k,100k,1m}`: lookups over 1M shuffled queries (half hits, half near-misses),
+//! * `lookup_random/{docs,10k,100k,1m}`: lookups over 1M shuffled queries (half hits, half near-misses),
 //!   walked in order batch after batch, so the matcher's tables are cold as they would be for a
 //!   gateway seeing many different hosts.
-//! * `lookup_hot/{10k,100k,1m}`: the same mix, but 5,000 distinct hosts cycled (warm caches).
-//! * `build/{10k,100k,1m}`: from the pattern strings to a ready matcher (drop time excluded).
+//! * `lookup_hot/{docs,10k,100k,1m}`: the same mix, but 5,000 distinct hosts cycled (warm caches).
+//! * `build/{docs,10k,100k,1m}`: from the pattern strings to a ready matcher (drop time excluded).
 //!
 //! Functions: `hostgate` (`Matcher::find(&str)`, normalisation included), `hash_suffix` (std
 //! `HashMap`s probed per label suffix, `support/hash_suffix.rs`) and, at 10k only, `regex_set`
@@ -60,12 +61,14 @@ const REGEX_BUILD_BUDGET: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug)]
 struct Size {
     label: &'static str,
+    /// Synthetic rules to generate; 0 for the shipped rules (`docs`).
     rules: usize,
     /// Criterion's measurement time for this size's build group.
     build_time: Duration,
 }
 
-const SIZES: [Size; 3] = [
+const SIZES: [Size; 4] = [
+    Size { label: "docs", rules: 0, build_time: Duration::from_secs(3) },
     Size { label: "10k", rules: 10_000, build_time: Duration::from_secs(5) },
     Size { label: "100k", rules: 100_000, build_time: Duration::from_secs(5) },
     Size { label: "1m", rules: 1_000_000, build_time: Duration::from_secs(15) },
@@ -135,6 +138,15 @@ fn main() {
     }
 }
 
+/// The patterns of the shipped configuration's active rules (`config/hostgate.toml`), as the
+/// gateway compiles them.
+fn shipped_patterns() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hostgate.toml");
+    let config = hostgate_proxy::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let policy = hostgate_proxy::policy::Policy::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    policy.rules().iter().filter_map(|r| r.pattern.as_ref()).map(|p| p.as_str().to_string()).collect()
+}
+
 /// One size's data, built on first use.
 struct Lazy {
     size: Size,
@@ -176,7 +188,11 @@ impl Lazy {
     fn rules(&self) -> &RuleSet {
         self.rules.get_or_init(|| {
             let start = Instant::now();
-            let rules = RuleSet::generate(self.scale.rules, SEED ^ self.scale.rules as u64);
+            let rules = if self.size.rules == 0 {
+                RuleSet::from_patterns(shipped_patterns())
+            } else {
+                RuleSet::generate(self.scale.rules, SEED ^ self.scale.rules as u64)
+            };
             let shares: Vec<String> =
                 Shape::ALL.iter().map(|&s| format!("{} {:.1}%", s.name(), rules.share(s))).collect();
             println!(
@@ -481,7 +497,7 @@ fn build_group(c: &mut Criterion, summary: &RefCell<Summary>, data: &Lazy, regex
     let name = format!("build/{}", data.label());
     let mut group = c.benchmark_group(&name);
     group
-        .throughput(Throughput::Elements(data.size.rules as u64))
+        .throughput(Throughput::Elements(data.rules().len() as u64))
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(1))

@@ -321,6 +321,33 @@ struct Base {
 }
 
 impl RuleSet {
+    /// A rule set from given patterns (normalised: lowercase, no trailing dot), each classified
+    /// by its shape; used for the shipped rules (the `docs` size).
+    pub(crate) fn from_patterns(patterns: Vec<String>) -> Self {
+        let shapes = patterns
+            .iter()
+            .map(|p| {
+                let first = p.split('.').next().unwrap_or("");
+                if p.starts_with('.') {
+                    Shape::DotSuffix
+                } else if !p.contains('*') {
+                    Shape::Exact
+                } else if p.starts_with("*.*.") {
+                    Shape::DoubleStar
+                } else if p.starts_with("*.") && !p[2..].contains('*') {
+                    Shape::StarSuffix
+                } else if first.contains('*') && first != "*" {
+                    Shape::LeftGlob
+                } else if p.split('.').any(|l| l == "*") {
+                    Shape::InnerStar
+                } else {
+                    Shape::InnerGlob
+                }
+            })
+            .collect();
+        Self { patterns, shapes }
+    }
+
     /// Generates `n` distinct rules.
     pub(crate) fn generate(n: usize, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
