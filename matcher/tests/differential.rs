@@ -23,77 +23,12 @@
 use hostgate_matcher::{BuildError, Host, Matcher, MatcherBuilder, Matches, Pattern};
 use proptest::prelude::*;
 
-/// The naive reference matcher.
-mod reference {
-    /// `(exact, literal_len)`: ordered like `Specificity` (exact first, then literal bytes).
-    pub(crate) type Spec = (bool, usize);
-
-    /// A `*`-glob over one label: `*` matches zero or more bytes, anything else itself.
-    /// Dynamic programming rather than backtracking so 63-byte labels with many `*` stay cheap.
-    pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
-        // reachable[j]: the pattern prefix read so far can match text[..j].
-        let mut reachable = vec![false; text.len() + 1];
-        reachable[0] = true;
-        for &p in pattern {
-            if p == b'*' {
-                for j in 1..=text.len() {
-                    reachable[j] = reachable[j] || reachable[j - 1];
-                }
-            } else {
-                for j in (1..=text.len()).rev() {
-                    reachable[j] = reachable[j - 1] && text[j - 1] == p;
-                }
-                reachable[0] = false;
-            }
-        }
-        reachable[text.len()]
-    }
-
-    /// Label-by-label matching; `leftmost` is true only for the pattern's first label.
-    fn labels_match(pattern: &[&str], host: &[&str], leftmost: bool) -> bool {
-        match pattern.split_first() {
-            None => host.is_empty(),
-            // Leftmost whole `*`: one or more labels.
-            Some((&"*", rest)) if leftmost => (1..=host.len()).any(|taken| labels_match(rest, &host[taken..], false)),
-            // Inner whole `*`, glob label or literal label: exactly one label.
-            Some((label, rest)) => match host.split_first() {
-                None => false,
-                Some((h, host_rest)) => glob(label.as_bytes(), h.as_bytes()) && labels_match(rest, host_rest, false),
-            },
-        }
-    }
-
-    /// A pattern without a leading dot.
-    fn match_plain(pattern: &str, host: &str) -> Option<Spec> {
-        let pattern_labels: Vec<&str> = pattern.split('.').collect();
-        let host_labels: Vec<&str> = host.split('.').collect();
-        labels_match(&pattern_labels, &host_labels, true).then(|| {
-            let exact = !pattern.contains('*');
-            let literal = pattern.bytes().filter(|&b| b != b'*').count();
-            (exact, literal)
-        })
-    }
-
-    /// Both arguments already normalised. `.P` is the better of `P` and `*.P`.
-    pub(crate) fn match_pattern(pattern: &str, host: &str) -> Option<Spec> {
-        match pattern.strip_prefix('.') {
-            Some(rest) => {
-                let bare = match_plain(rest, host);
-                let starred = match_plain(&format!("*.{rest}"), host);
-                bare.max(starred)
-            }
-            None => match_plain(pattern, host),
-        }
-    }
-
-    /// Every matching pattern id once, most specific first, ties in add order.
-    pub(crate) fn find_all(patterns: &[String], host: &str) -> Vec<(usize, Spec)> {
-        let mut hits: Vec<(usize, Spec)> =
-            patterns.iter().enumerate().filter_map(|(id, p)| match_pattern(p, host).map(|spec| (id, spec))).collect();
-        hits.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        hits
-    }
-}
+/// The naive reference matcher, shared with the fuzz targets (`fuzz/src/reference.rs`), so that
+/// one reading of the contract is checked by both.
+// `ascii_host_oracle` is for the fuzz target only; `pub` items are the fuzz crate's API.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../fuzz/src/reference.rs"]
+mod reference;
 
 use reference::Spec;
 
