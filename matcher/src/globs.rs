@@ -14,6 +14,11 @@ use regex_automata::{meta, util::syntax, Anchored, Input, MatchKind, PatternSet}
 
 use crate::Specificity;
 
+thread_local! {
+    /// The reusable match set of dense-bucket lookups.
+    static SCRATCH: std::cell::RefCell<PatternSet> = std::cell::RefCell::new(PatternSet::new(0));
+}
+
 /// A bucket with at least this many patterns is compiled to a multi-pattern regex.
 pub(crate) const DENSE: usize = 32;
 
@@ -113,15 +118,22 @@ impl Globs {
                     }
                 }
             }
-            Some(re) => {
-                let mut set = PatternSet::new(re.pattern_len());
+            Some(re) => SCRATCH.with(|scratch| {
+                // One set per thread, grown to the largest dense bucket seen: no allocation per
+                // lookup once warm. `hit` is the matcher's own callback and never re-enters here.
+                let mut set = scratch.borrow_mut();
+                if set.capacity() < re.pattern_len() {
+                    *set = PatternSet::new(re.pattern_len());
+                } else {
+                    set.clear();
+                }
                 re.which_overlapping_matches(&Input::new(head).anchored(Anchored::Yes), &mut set);
                 for p in set.iter() {
                     if let Some(g) = globs.get(p.as_usize()) {
                         hit(g.specificity, g.id);
                     }
                 }
-            }
+            }),
         }
     }
 
