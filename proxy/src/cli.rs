@@ -19,11 +19,17 @@ use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
 #[command(name = "hostgate", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway (the default when no command is given).
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/hostgate.toml")]
+        config: PathBuf,
+    },
     /// Parse and compile the configuration and every rule file; print counts and the lint.
     Check {
         /// The configuration file.
@@ -82,7 +88,9 @@ enum SchemeArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    let result = match cli.command {
+    let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/hostgate.toml") });
+    let result = match command {
+        Command::Run { config } => run(&config),
         Command::Check { config } => check(&config, &mut out),
         Command::Explain { config, scheme, port, path, json, hosts } => {
             let scheme = match scheme {
@@ -102,6 +110,54 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hostgate run`: validate everything, set up logging, serve until SIGINT or SIGTERM.
+/// A configuration error exits with code 64 (EX_USAGE) before any socket is bound.
+fn run(config: &std::path::Path) -> Result<ExitCode, String> {
+    let c = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hostgate: {e}");
+            return Ok(ExitCode::from(64));
+        }
+    };
+    crate::access::init_tracing(&c.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hostgate")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let gateway = match crate::gateway::Gateway::start(c).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("hostgate: {e}");
+                return Ok(ExitCode::from(match e {
+                    crate::gateway::StartError::Policy(_) => 64,
+                    _ => 1,
+                }));
+            }
+        };
+        let p = gateway.policy();
+        tracing::info!(rules = p.rules().len(), default = %p.default_action(), "policy loaded");
+        wait_for_stop().await?;
+        tracing::info!("stopping: no new connections");
+        gateway.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }
 
 fn load(config: &std::path::Path) -> Result<(Config, Policy), String> {

@@ -9,11 +9,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{placeholder_key, Action};
+use crate::upstream::resolve::Pin;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,91 @@ pub struct Config {
     pub vars: BTreeMap<String, String>,
     /// Logging.
     pub log: LogConfig,
+    /// Reading the ClientHello or request head before deciding.
+    pub sniff: SniffConfig,
+    /// Connecting to upstream servers.
+    pub upstream: UpstreamConfig,
+    /// Resource limits.
+    pub limits: LimitsConfig,
+    /// Static name pins (`[resolve]`): lowercase name without trailing dot → addresses.
+    pub resolve: BTreeMap<String, Vec<Pin>>,
+}
+
+/// `[sniff]`: how long and how much to read before a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SniffConfig {
+    /// How long a client may take to send its ClientHello or first request head.
+    pub timeout: Duration,
+    /// The most bytes a ClientHello (record headers included) may take.
+    pub max_bytes: usize,
+}
+
+impl Default for SniffConfig {
+    fn default() -> Self {
+        SniffConfig { timeout: Duration::from_secs(5), max_bytes: 16 * 1024 }
+    }
+}
+
+/// `[upstream]`: where and how the gateway connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Which address a transparent connection goes to.
+    pub verify_destination: VerifyDestination,
+    /// Networks exempt from the SSRF guard.
+    pub allow_private: Vec<ipnet::IpNet>,
+    /// How long a TCP connect to an upstream may take.
+    pub connect_timeout: Duration,
+    /// How long a relayed connection may carry no bytes either way before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            verify_destination: VerifyDestination::Name,
+            allow_private: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How a transparent connection's upstream address is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyDestination {
+    /// Resolve the SNI or Host and connect to that; the client's chosen IP is ignored.
+    #[default]
+    Name,
+    /// Connect to the client's chosen IP only if the name resolves to it; deny otherwise.
+    OriginalInDns,
+    /// Connect to the client's chosen IP whatever the name says. Insecure: a client can pair an
+    /// allowed name with any address.
+    Original,
+}
+
+impl VerifyDestination {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyDestination::Name => "name",
+            VerifyDestination::OriginalInDns => "original-in-dns",
+            VerifyDestination::Original => "original",
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// The most client connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_connections: 10_000 }
+    }
 }
 
 /// A listening socket.
@@ -128,6 +215,43 @@ struct RawConfig {
     vars: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    sniff: RawSniff,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    resolve: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSniff {
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    max_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    verify_destination: VerifyDestination,
+    #[serde(default)]
+    allow_private: Vec<Spanned<String>>,
+    #[serde(default)]
+    connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -266,14 +390,121 @@ impl Config {
             }
         };
 
+        let duration = |field: &str, v: &Option<Spanned<String>>, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
+                err(
+                    Some(v.span()),
+                    format!(
+                        "{field}: `{}` is not a duration (a number and ms, s, m or h: \"500ms\", \"5s\")",
+                        v.get_ref()
+                    ),
+                )
+            }),
+        };
+        let int = |field: &str, v: &Option<Spanned<i64>>, default: usize, min: usize, max: usize| match v {
+            None => Ok(default),
+            Some(v) => usize::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| err(Some(v.span()), format!("{field}: {} is not between {min} and {max}", v.get_ref()))),
+        };
+
+        let sniff_default = SniffConfig::default();
+        let sniff = SniffConfig {
+            timeout: duration("sniff.timeout", &raw.sniff.timeout, sniff_default.timeout)?,
+            max_bytes: int("sniff.max_bytes", &raw.sniff.max_bytes, sniff_default.max_bytes, 512, 1 << 20)?,
+        };
+        if sniff.timeout.is_zero() {
+            return Err(err(raw.sniff.timeout.as_ref().map(Spanned::span), "sniff.timeout: must be above zero".into()));
+        }
+
+        let up_default = UpstreamConfig::default();
+        let mut allow_private = Vec::with_capacity(raw.upstream.allow_private.len());
+        for net in &raw.upstream.allow_private {
+            let text = net.get_ref().trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        Some(net.span()),
+                        format!(
+                            "upstream.allow_private: `{}` is not a network (e.g. 10.0.0.0/8 or fd00::/8)",
+                            net.get_ref()
+                        ),
+                    )
+                })?;
+            allow_private.push(parsed.trunc());
+        }
+        let upstream = UpstreamConfig {
+            verify_destination: raw.upstream.verify_destination,
+            allow_private,
+            connect_timeout: duration(
+                "upstream.connect_timeout",
+                &raw.upstream.connect_timeout,
+                up_default.connect_timeout,
+            )?,
+            idle_timeout: duration("upstream.idle_timeout", &raw.upstream.idle_timeout, up_default.idle_timeout)?,
+        };
+        let limits = LimitsConfig {
+            max_connections: int(
+                "limits.max_connections",
+                &raw.limits.max_connections,
+                LimitsConfig::default().max_connections,
+                1,
+                1 << 24,
+            )?,
+        };
+
+        let mut resolve = BTreeMap::new();
+        for (name, pins) in raw.resolve {
+            let key = match hostgate_matcher::Host::new(name.trim()) {
+                Ok(h) if !name.contains('*') => h.as_str().to_string(),
+                _ => return Err(err(Some(pins.span()), format!("resolve.\"{name}\": not a host name"))),
+            };
+            if pins.get_ref().is_empty() {
+                return Err(err(Some(pins.span()), format!("resolve.\"{name}\": no addresses")));
+            }
+            let mut parsed = Vec::with_capacity(pins.get_ref().len());
+            for p in pins.get_ref() {
+                parsed.push(
+                    p.get_ref().parse::<Pin>().map_err(|e| err(Some(p.span()), format!("resolve.\"{name}\": {e}")))?,
+                );
+            }
+            if resolve.insert(key.clone(), parsed).is_some() {
+                return Err(err(Some(pins.span()), format!("resolve.\"{name}\": `{key}` is pinned twice")));
+            }
+        }
+
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
             policy: PolicyConfig { default: raw.policy.default, sources },
             vars,
             log: LogConfig { level, format: raw.log.format },
+            sniff,
+            upstream,
+            limits,
+            resolve,
         })
     }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h` (a whole number and a unit).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
 }
 
 /// The dotted name of the key at a byte offset (`policy.default`), from the table header above

@@ -1,0 +1,179 @@
+//! The access log: one structured event per connection (TLS, opaque) or per HTTP request,
+//! emitted with tracing target `access` when it ends.
+//!
+//! This module owns the record and its field names; the phases fill it in as they learn
+//! things. It does not choose where logs go: `main` installs the subscriber (text or JSON
+//! lines, see [`init_tracing`]).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::config::{ListenerKind, LogConfig, LogFormat};
+use crate::outcome::Outcome;
+use crate::policy::{Action, Decision, Policy};
+
+/// What is known of one connection or request, for its access event.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The listener's local address.
+    pub listener: SocketAddr,
+    /// The listener's kind.
+    pub kind: ListenerKind,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The original destination (transparent) or the CONNECT / request-URI authority.
+    pub dst: Option<String>,
+    /// `tls`, `http` or `unknown`, once sniffed.
+    pub protocol: Option<&'static str>,
+    /// The ClientHello's server name.
+    pub sni: Option<String>,
+    /// The HTTP Host (or request-URI host).
+    pub host: Option<String>,
+    /// The HTTP method.
+    pub method: Option<String>,
+    /// The HTTP path and query.
+    pub path: Option<String>,
+    /// The HTTP status sent to the client.
+    pub status: Option<u16>,
+    /// ALPN protocols offered, comma-separated.
+    pub alpn: Option<String>,
+    /// TLS versions offered (supported_versions), comma-separated.
+    pub tls_versions: Option<String>,
+    /// Whether the client offered Encrypted Client Hello.
+    pub ech: Option<bool>,
+    /// The decision's action.
+    pub action: Option<Action>,
+    /// The deciding rule's text; absent for the default action.
+    pub rule: Option<String>,
+    /// The deciding rule's `file:line`.
+    pub source: Option<String>,
+    /// The upstream address connected to.
+    pub upstream: Option<SocketAddr>,
+    /// Bytes from client to upstream (sniffed bytes included).
+    pub bytes_up: u64,
+    /// Bytes from upstream to client.
+    pub bytes_down: u64,
+    /// When the connection was accepted or the request arrived.
+    pub started: Instant,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why, when it did not end well.
+    pub detail: Option<String>,
+}
+
+impl Access {
+    /// A record for a connection accepted now.
+    pub fn new(listener: SocketAddr, kind: ListenerKind, client: SocketAddr) -> Access {
+        Access {
+            listener,
+            kind,
+            client,
+            dst: None,
+            protocol: None,
+            sni: None,
+            host: None,
+            method: None,
+            path: None,
+            status: None,
+            alpn: None,
+            tls_versions: None,
+            ech: None,
+            action: None,
+            rule: None,
+            source: None,
+            upstream: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            started: Instant::now(),
+            outcome: Outcome::Ok,
+            detail: None,
+        }
+    }
+
+    /// Records a decision: its action, and the rule and its source when a rule decided.
+    pub fn decided(&mut self, policy: &Policy, decision: &Decision) {
+        self.action = Some(decision.action);
+        match decision.rule {
+            Some(id) => {
+                let rule = policy.rule(id);
+                self.rule = Some(format!("{} {}", rule.action, rule.target));
+                self.source = Some(rule.origin.to_string());
+            }
+            None => {
+                self.rule = None;
+                self.source = None;
+            }
+        }
+    }
+
+    /// Records how it ended.
+    pub fn fail(&mut self, outcome: Outcome, detail: impl Into<String>) {
+        self.outcome = outcome;
+        self.detail = Some(detail.into());
+        if outcome != Outcome::Ok && self.action.is_none() {
+            self.action = Some(Action::Deny);
+        }
+    }
+
+    /// Emits the event.
+    pub fn emit(&self) {
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: "access",
+            listener = %self.listener,
+            kind = listener_kind(self.kind),
+            client = %self.client,
+            dst = self.dst.as_deref(),
+            protocol = self.protocol,
+            sni = self.sni.as_deref(),
+            host = self.host.as_deref(),
+            method = self.method.as_deref(),
+            path = self.path.as_deref(),
+            status = self.status.map(u64::from),
+            alpn = self.alpn.as_deref(),
+            tls_versions = self.tls_versions.as_deref(),
+            ech = self.ech,
+            action = self.action.map(Action::as_str),
+            rule = self.rule.as_deref(),
+            source = self.source.as_deref(),
+            upstream = self.upstream.map(tracing::field::display),
+            bytes_up = self.bytes_up,
+            bytes_down = self.bytes_down,
+            duration_ms,
+            outcome = self.outcome.as_str(),
+            detail = self.detail.as_deref(),
+            "access"
+        );
+    }
+}
+
+fn listener_kind(kind: ListenerKind) -> &'static str {
+    match kind {
+        ListenerKind::Connect => "connect",
+        ListenerKind::Transparent => "transparent",
+    }
+}
+
+/// Installs the process-wide tracing subscriber for `[log]`: `level` is a filter directive
+/// (`RUST_LOG` overrides it), `format` text or JSON lines, on standard error.
+///
+/// # Errors
+/// When the level is not a valid filter, or a subscriber is already installed.
+pub fn init_tracing(log: &LogConfig) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(v.trim()),
+        _ => EnvFilter::try_new(&log.level),
+    }
+    .map_err(|e| format!("log.level: {e}"))?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}

@@ -1,0 +1,155 @@
+//! The explicit proxy listener: `CONNECT host:port` tunnels and absolute-form plain HTTP
+//! requests, served by hyper on one keep-alive connection.
+//!
+//! This phase owns the CONNECT exchange: decide on the CONNECT host (deny → `403` before any
+//! tunnel), connect upstream (failures → `502`/`504`, so the client learns before it starts
+//! TLS), answer `200`, then sniff the tunnel like a redirected connection and hand it to
+//! [`crate::tunnel`] or [`crate::http`]. Absolute-form requests go straight to
+//! [`crate::http`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hostgate_matcher::Host;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::access::Access;
+use crate::config::ListenerKind;
+use crate::gateway::Shared;
+use crate::http::{refuse, Conn, Mode, ResBody};
+use crate::io::Prefixed;
+use crate::outcome::{Failure, Outcome};
+use crate::policy::{Action, Policy, Query, Scheme};
+use crate::sniff::{sniff, Sniffed};
+use crate::tunnel::{self, Dest};
+use crate::upstream::Target;
+
+/// Serves one client connection of a connect listener.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
+    let policy = shared.policy.load_full();
+    let template = Access::new(listener, ListenerKind::Connect, client);
+    let conn = Arc::new(Conn::new(shared.clone(), policy.clone(), template.clone(), Mode::Proxy));
+    let header_timeout = shared.sniff.timeout;
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let shared = shared.clone();
+        let policy = policy.clone();
+        let template = template.clone();
+        let conn = conn.clone();
+        async move {
+            if req.method() == Method::CONNECT {
+                Ok::<_, Infallible>(connect(shared, policy, template, req).await)
+            } else {
+                conn.handle(req).await
+            }
+        }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .preserve_header_case(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(%client, error = %e, "connect listener: client connection ended with an error");
+    }
+}
+
+/// Answers a CONNECT request, and on success spawns the tunnel.
+async fn connect(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    mut access: Access,
+    req: Request<Incoming>,
+) -> Response<ResBody> {
+    access.started = std::time::Instant::now();
+    access.method = Some("CONNECT".to_string());
+    let Some(authority) = req.uri().authority().cloned() else {
+        return refuse(access, Failure::new(Outcome::BadRequest, "CONNECT without host:port"));
+    };
+    access.dst = Some(authority.as_str().to_string());
+    let Some(port) = authority.port_u16() else {
+        return refuse(access, Failure::new(Outcome::BadRequest, "CONNECT target has no port"));
+    };
+    let host = match Host::new(authority.host().trim_start_matches('[').trim_end_matches(']')) {
+        Ok(h) => h,
+        Err(e) => return refuse(access, Failure::new(Outcome::BadRequest, format!("CONNECT host: {e}"))),
+    };
+    access.host = Some(host.as_str().to_string());
+    // The tunnel's content is not known yet: decide as TLS, or as plain HTTP on port 80. The
+    // sniffed content is decided again (and must agree) before a byte goes upstream.
+    let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
+    let decision = crate::gateway::decide(&policy, &Query { host: &host, scheme, port, path: None });
+    access.decided(&policy, &decision);
+    if decision.action == Action::Deny {
+        return refuse(access, Failure::new(Outcome::Denied, "policy"));
+    }
+    let (upstream, addr) =
+        match shared.connector.connect(Target { name: Some(host.as_str()), port, original: None }).await {
+            Ok(c) => c,
+            Err(f) => return refuse(access, f),
+        };
+    access.upstream = Some(addr);
+    access.status = Some(200);
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => tunnel(shared, policy, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
+            Err(e) => {
+                access.fail(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
+                access.emit();
+            }
+        }
+    });
+    let mut res = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed());
+    *res.status_mut() = StatusCode::OK;
+    res
+}
+
+/// Sniffs an established CONNECT tunnel and hands it on.
+#[allow(clippy::too_many_arguments)]
+async fn tunnel<C>(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    mut access: Access,
+    mut client: C,
+    host: Host,
+    port: u16,
+    upstream: TcpStream,
+    addr: SocketAddr,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::new();
+    match sniff(&mut client, &mut buf, &shared.sniff).await {
+        Err(f) => tunnel::refuse(access, client, f).await,
+        Ok(Sniffed::Tls(hello)) => {
+            let dest = Dest::Connected { host, port, upstream, addr };
+            tunnel::tls(shared, policy, access, client, buf, hello, dest).await;
+        }
+        Ok(Sniffed::Unknown) => {
+            let dest = Dest::Connected { host, port, upstream, addr };
+            tunnel::opaque(shared, policy, access, client, buf, dest).await;
+        }
+        Ok(Sniffed::Http) => {
+            // Plain HTTP in the tunnel: every request is decided, and must name the CONNECT host.
+            drop(upstream);
+            access.upstream = None;
+            let conn = Arc::new(Conn::new(shared.clone(), policy, access, Mode::Tunnel { host, port }));
+            let svc = service_fn(move |req| conn.clone().handle(req));
+            let io = TokioIo::new(Prefixed::new(buf.freeze(), client));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.sniff.timeout)
+                .serve_connection(io, svc)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! How a connection or request ended, who is to blame, and what the client is shown.
+//!
+//! Every failure in the data path becomes a [`Failure`]; this module alone maps it to what the
+//! client sees (an HTTP status and `x-hostgate-reason`, a TLS alert, or a close) and to the
+//! access log's `outcome` field. It does not log or write anything itself.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// The access log's `outcome`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Relayed or forwarded to the end.
+    Ok,
+    /// The policy said deny.
+    Denied,
+    /// The names a client gave disagree: SNI and CONNECT host, Host header and request URI, or
+    /// the original destination and the name's addresses (`verify_destination = "original-in-dns"`).
+    Mismatch,
+    /// The name's addresses are private, loopback or otherwise not for the outside world.
+    Ssrf,
+    /// The name does not resolve.
+    ResolveFailed,
+    /// The upstream refused the connection (or it failed before connecting).
+    UpstreamRefused,
+    /// The upstream did not accept within `upstream.connect_timeout`.
+    UpstreamTimeout,
+    /// The upstream broke the exchange after connecting.
+    UpstreamError,
+    /// The client sent nothing decidable within `sniff.timeout`.
+    Timeout,
+    /// The ClientHello is malformed, has two host names, or an invalid name.
+    MalformedClientHello,
+    /// The ClientHello is larger than `sniff.max_bytes`.
+    ClientHelloTooLarge,
+    /// Neither TLS nor HTTP.
+    UnknownProtocol,
+    /// A connection reached the transparent listener without being redirected.
+    NotRedirected,
+    /// An HTTP request the gateway cannot forward (no host, bad URI, unsupported form).
+    BadRequest,
+    /// The relay carried no bytes for `upstream.idle_timeout`.
+    IdleTimeout,
+    /// The client broke the exchange (reset, or closed before the response).
+    ClientError,
+}
+
+impl Outcome {
+    /// The log spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Ssrf => "ssrf",
+            Outcome::ResolveFailed => "resolve-failed",
+            Outcome::UpstreamRefused => "upstream-refused",
+            Outcome::UpstreamTimeout => "upstream-timeout",
+            Outcome::UpstreamError => "upstream-error",
+            Outcome::Timeout => "timeout",
+            Outcome::MalformedClientHello => "malformed-clienthello",
+            Outcome::ClientHelloTooLarge => "clienthello-too-large",
+            Outcome::UnknownProtocol => "unknown-protocol",
+            Outcome::NotRedirected => "not-redirected",
+            Outcome::BadRequest => "bad-request",
+            Outcome::IdleTimeout => "idle-timeout",
+            Outcome::ClientError => "client-error",
+        }
+    }
+
+    /// Who caused it.
+    pub fn blame(self) -> Blame {
+        match self {
+            Outcome::Ok => Blame::None,
+            Outcome::Denied | Outcome::Ssrf => Blame::Policy,
+            Outcome::ResolveFailed
+            | Outcome::UpstreamRefused
+            | Outcome::UpstreamTimeout
+            | Outcome::UpstreamError
+            | Outcome::IdleTimeout => Blame::Upstream,
+            Outcome::Mismatch
+            | Outcome::Timeout
+            | Outcome::MalformedClientHello
+            | Outcome::ClientHelloTooLarge
+            | Outcome::UnknownProtocol
+            | Outcome::NotRedirected
+            | Outcome::BadRequest
+            | Outcome::ClientError => Blame::Client,
+        }
+    }
+
+    /// The status a plain-HTTP or CONNECT client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Outcome::Ok => StatusCode::OK,
+            Outcome::Denied | Outcome::Ssrf | Outcome::Mismatch | Outcome::NotRedirected => StatusCode::FORBIDDEN,
+            Outcome::ResolveFailed | Outcome::UpstreamRefused | Outcome::UpstreamError => StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamTimeout | Outcome::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Outcome::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Outcome::MalformedClientHello
+            | Outcome::ClientHelloTooLarge
+            | Outcome::UnknownProtocol
+            | Outcome::BadRequest
+            | Outcome::ClientError => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Whether a TLS client is sent an `access_denied` alert before the close (policy refusals
+    /// and refused ClientHellos) rather than a bare close (upstream failures).
+    pub fn tls_alert(self) -> bool {
+        matches!(self.blame(), Blame::Policy | Blame::Client)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is to blame for a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// Nothing failed.
+    None,
+    /// The client sent something wrong or nothing at all.
+    Client,
+    /// The upstream (or DNS) failed.
+    Upstream,
+    /// The policy refused.
+    Policy,
+}
+
+/// A failure of the data path: the outcome and a detail for the log (never sent to clients).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why, for the access log.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure with a detail.
+    pub fn new(outcome: Outcome, detail: impl Into<String>) -> Failure {
+        Failure { outcome, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.outcome, self.detail)
+    }
+}
+
+/// A TLS `access_denied` fatal alert record (TLS 1.2 record version, which TLS 1.3 clients accept
+/// for alerts sent before the handshake).
+pub const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping() {
+        assert_eq!(Outcome::Denied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(Outcome::UpstreamRefused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(Outcome::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(Outcome::Mismatch.tls_alert());
+        assert!(!Outcome::UpstreamRefused.tls_alert());
+        assert_eq!(Outcome::MalformedClientHello.as_str(), "malformed-clienthello");
+    }
+}

@@ -1,0 +1,108 @@
+//! The transparent listener: connections redirected by an iptables/nftables `REDIRECT` rule.
+//!
+//! This phase owns recovering the original destination (`SO_ORIGINAL_DST`, IPv4 and IPv6),
+//! refusing connections that were not redirected (so the gateway never loops into itself),
+//! and dispatching on what the sniffer found: TLS and unknown bytes to [`crate::tunnel`],
+//! plain HTTP to [`crate::http`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::socket::{getsockopt, sockopt};
+use tokio::net::TcpStream;
+
+use crate::access::Access;
+use crate::config::ListenerKind;
+use crate::gateway::Shared;
+use crate::http::{Conn, Mode};
+use crate::io::Prefixed;
+use crate::outcome::Outcome;
+use crate::sniff::{sniff, Sniffed};
+use crate::tunnel::{self, Dest};
+
+/// Serves one redirected connection.
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
+    let mut access = Access::new(listener, ListenerKind::Transparent, client);
+    let original = match original_destination(&stream) {
+        Ok(original) => original,
+        Err(detail) => {
+            // Not redirected: a plain close (no alert: the client may not even speak TLS).
+            access.fail(Outcome::NotRedirected, detail);
+            tunnel::close(stream).await;
+            access.emit();
+            return;
+        }
+    };
+    access.dst = Some(original.to_string());
+    let policy = shared.policy.load_full();
+    let mut buf = BytesMut::new();
+    match sniff(&mut stream, &mut buf, &shared.sniff).await {
+        Err(f) => tunnel::refuse(access, stream, f).await,
+        Ok(Sniffed::Tls(hello)) => {
+            tunnel::tls(shared, policy, access, stream, buf, hello, Dest::Transparent { original }).await
+        }
+        Ok(Sniffed::Unknown) => {
+            tunnel::opaque(shared, policy, access, stream, buf, Dest::Transparent { original }).await
+        }
+        Ok(Sniffed::Http) => {
+            let timeout = shared.sniff.timeout;
+            let conn = Arc::new(Conn::new(shared, policy, access, Mode::Transparent { original }));
+            let svc = service_fn(move |req| conn.clone().handle(req));
+            let io = TokioIo::new(Prefixed::new(buf.freeze(), stream));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .preserve_header_case(true)
+                .max_buf_size(64 * 1024)
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(%client, error = %e, "transparent HTTP connection ended with an error");
+            }
+        }
+    }
+}
+
+/// The destination the client asked for before the `REDIRECT`, or why there is none.
+///
+/// A connection that was not redirected has no NAT entry (`ENOENT`) or reports the listener's
+/// own address; both are refused, so a client pointed straight at the listener cannot make the
+/// gateway connect to itself.
+pub(crate) fn original_destination(stream: &TcpStream) -> Result<SocketAddr, String> {
+    let local = stream.local_addr().map_err(|e| format!("local address: {e}"))?;
+    // A dual-stack socket reports IPv4 clients as IPv4-mapped IPv6; their NAT entry is IPv4.
+    let ipv4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+    };
+    let local = match local {
+        SocketAddr::V6(v6) if ipv4 => v6.ip().to_ipv4_mapped().map_or(local, |ip| SocketAddr::from((ip, v6.port()))),
+        _ => local,
+    };
+    let original = match ipv4 {
+        true => getsockopt(stream, sockopt::OriginalDst).map(|sin| {
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            ))
+        }),
+        false => getsockopt(stream, sockopt::Ip6tOriginalDst).map(|sin6| {
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))
+        }),
+    }
+    .map_err(|e| format!("no original destination (SO_ORIGINAL_DST: {e}); the connection was not redirected"))?;
+    if original == local {
+        return Err(format!(
+            "original destination {original} is the listener itself; the connection was not redirected"
+        ));
+    }
+    Ok(original)
+}

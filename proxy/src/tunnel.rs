@@ -1,0 +1,210 @@
+//! Tunnels: a sniffed TLS (or unrecognised) byte stream, decided once by its ClientHello and
+//! then relayed opaquely.
+//!
+//! This phase owns the TLS decision (SNI validation, the CONNECT-host match, the policy
+//! lookup), the deny path (an `access_denied` alert, then close) and turning the relay's end
+//! into the access record. Transparent connections and CONNECT tunnels both end up here; it
+//! does not sniff, and connects upstream only for transparent connections (a CONNECT tunnel
+//! arrives already connected).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hostgate_matcher::Host;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access::Access;
+use crate::gateway::Shared;
+use crate::outcome::{Failure, Outcome, TLS_ACCESS_DENIED};
+use crate::policy::{Action, Policy, Query, Scheme};
+use crate::relay::{relay, End};
+use crate::sniff::tls::ClientHello;
+use crate::upstream::Target;
+
+/// Where a tunnel goes once allowed.
+#[derive(Debug)]
+// One per connection, moved a handful of times: the size of the inline `Host` does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Dest {
+    /// A redirected connection: connect by name (per `verify_destination`) on the original port.
+    Transparent {
+        /// The client's original destination.
+        original: SocketAddr,
+    },
+    /// A CONNECT tunnel, already connected upstream.
+    Connected {
+        /// The CONNECT host, normalised.
+        host: Host,
+        /// The CONNECT port.
+        port: u16,
+        /// The upstream connection.
+        upstream: TcpStream,
+        /// Its address.
+        addr: SocketAddr,
+    },
+}
+
+impl Dest {
+    fn port(&self) -> u16 {
+        match self {
+            Dest::Transparent { original } => original.port(),
+            Dest::Connected { port, .. } => *port,
+        }
+    }
+}
+
+/// Decides a TLS connection by its ClientHello, then relays it or refuses it.
+pub(crate) async fn tls<C>(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    mut access: Access,
+    client: C,
+    buf: BytesMut,
+    hello: ClientHello,
+    dest: Dest,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    access.protocol = Some("tls");
+    access.sni = hello.sni.clone();
+    access.alpn = hello.alpn_list();
+    access.tls_versions = Some(hello.versions_list());
+    access.ech = Some(hello.ech_offered);
+
+    let sni = match hello.sni.as_deref().map(Host::new).transpose() {
+        Ok(sni) => sni,
+        Err(e) => {
+            return refuse(access, client, Failure::new(Outcome::MalformedClientHello, format!("server name: {e}")))
+                .await
+        }
+    };
+    // The name the decision and the upstream use: the SNI, or for a CONNECT tunnel without one,
+    // the CONNECT host.
+    let name = match (&dest, sni) {
+        (Dest::Connected { host, .. }, Some(sni)) if sni.as_str() != host.as_str() => {
+            let detail = format!("SNI {} is not the CONNECT host {}", sni.as_str(), host.as_str());
+            return refuse(access, client, Failure::new(Outcome::Mismatch, detail)).await;
+        }
+        (_, Some(sni)) => Some(sni),
+        (Dest::Connected { host, .. }, None) => Some(host.clone()),
+        (Dest::Transparent { .. }, None) => None,
+    };
+    let port = dest.port();
+    let action = match &name {
+        Some(host) => {
+            let decision = crate::gateway::decide(&policy, &Query { host, scheme: Scheme::Https, port, path: None });
+            access.decided(&policy, &decision);
+            decision.action
+        }
+        None => {
+            access.action = Some(policy.default_action());
+            policy.default_action()
+        }
+    };
+    if action == Action::Deny {
+        let detail = if name.is_some() { "policy" } else { "no server name; default action" };
+        return refuse(access, client, Failure::new(Outcome::Denied, detail)).await;
+    }
+    let (upstream, addr) = match dest {
+        Dest::Connected { upstream, addr, .. } => (upstream, addr),
+        Dest::Transparent { original } => {
+            let target = Target { name: name.as_ref().map(Host::as_str), port, original: Some(original) };
+            match shared.connector.connect(target).await {
+                Ok(c) => c,
+                Err(f) => return refuse(access, client, f).await,
+            }
+        }
+    };
+    access.upstream = Some(addr);
+    finish_relay(&shared, access, client, upstream, &buf).await;
+}
+
+/// A stream that is neither TLS nor HTTP: the default action decides.
+pub(crate) async fn opaque<C>(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    mut access: Access,
+    client: C,
+    buf: BytesMut,
+    dest: Dest,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    access.protocol = Some("unknown");
+    access.action = Some(policy.default_action());
+    if policy.default_action() == Action::Deny {
+        access.fail(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
+        close(client).await;
+        access.emit();
+        return;
+    }
+    let (upstream, addr) = match dest {
+        Dest::Connected { upstream, addr, .. } => (upstream, addr),
+        Dest::Transparent { original } => {
+            match shared.connector.connect(Target { name: None, port: original.port(), original: Some(original) }).await
+            {
+                Ok(c) => c,
+                Err(f) => {
+                    access.fail(f.outcome, f.detail);
+                    close(client).await;
+                    access.emit();
+                    return;
+                }
+            }
+        }
+    };
+    access.upstream = Some(addr);
+    finish_relay(&shared, access, client, upstream, &buf).await;
+}
+
+async fn finish_relay<C>(shared: &Shared, mut access: Access, client: C, upstream: TcpStream, prefix: &[u8])
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let r = relay(client, upstream, prefix, shared.idle_timeout).await;
+    access.bytes_up = r.up;
+    access.bytes_down = r.down;
+    match r.end {
+        End::Done => {}
+        End::Idle => access.fail(Outcome::IdleTimeout, format!("no bytes for {} ms", shared.idle_timeout.as_millis())),
+        End::ClientError(e) => access.fail(Outcome::ClientError, e),
+        End::UpstreamError(e) => access.fail(Outcome::UpstreamError, e),
+    }
+    access.emit();
+}
+
+/// Refuses a TLS client: an `access_denied` alert for policy and client faults, a bare close
+/// for upstream failures; then logs.
+pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut access: Access, mut client: C, failure: Failure) {
+    if failure.outcome.tls_alert() {
+        let _ = client.write_all(&TLS_ACCESS_DENIED).await;
+    }
+    close(client).await;
+    access.fail(failure.outcome, failure.detail);
+    access.emit();
+}
+
+/// Closes a client gracefully: flush, FIN, then read and discard what it still sends for a
+/// moment, so that unread bytes do not turn the close into a reset that destroys the alert
+/// before the client reads it.
+pub(crate) async fn close<C: AsyncRead + AsyncWrite + Unpin>(mut client: C) {
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long, and how many bytes, [`close`] waits for a refused client to go away.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;

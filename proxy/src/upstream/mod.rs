@@ -1,0 +1,128 @@
+//! Connecting upstream: from a decided name (and, for transparent connections, the client's
+//! original destination) to a connected TCP stream, never to an address the policy did not
+//! allow.
+//!
+//! This phase owns `verify_destination`, name resolution ([`resolve`]: `[resolve]` pins, then
+//! DNS), the SSRF guard ([`guard`]) and the connect timeout. It does not decide (the policy
+//! did) and does not relay.
+
+pub mod guard;
+pub mod resolve;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::config::{UpstreamConfig, VerifyDestination};
+use crate::outcome::{Failure, Outcome};
+use guard::Guard;
+use resolve::Resolver;
+
+/// Resolver, guard and settings: everything needed to connect upstream. Cheap to share.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    resolver: Resolver,
+    guard: Guard,
+    verify: VerifyDestination,
+    connect_timeout: Duration,
+}
+
+/// Where a connection wants to go.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The name it asked for (SNI, Host, CONNECT host), normalised; `None` when it gave none.
+    pub name: Option<&'a str>,
+    /// The destination port.
+    pub port: u16,
+    /// The original destination of a redirected connection; `None` for explicit-proxy requests,
+    /// which always go to the name.
+    pub original: Option<SocketAddr>,
+}
+
+impl Connector {
+    /// A connector for `[upstream]` with this resolver.
+    pub fn new(cfg: &UpstreamConfig, resolver: Resolver) -> Connector {
+        Connector {
+            resolver,
+            guard: Guard::new(cfg.allow_private.clone()),
+            verify: cfg.verify_destination,
+            connect_timeout: cfg.connect_timeout,
+        }
+    }
+
+    /// The addresses `target` may be connected to, in order of preference.
+    ///
+    /// # Errors
+    /// `resolve-failed`, `mismatch` (original-in-dns: the original address is not among the
+    /// name's), `ssrf` (every candidate is in a blocked range), or `bad-request` (neither a name
+    /// nor an original destination).
+    pub async fn candidates(&self, target: Target<'_>) -> Result<Vec<SocketAddr>, Failure> {
+        let addrs = match (target.name, target.original, self.verify) {
+            (Some(name), None, _) | (Some(name), Some(_), VerifyDestination::Name) => {
+                self.resolve(name, target.port).await?
+            }
+            (Some(name), Some(original), VerifyDestination::OriginalInDns) => {
+                let resolved = self.resolve(name, target.port).await?;
+                if !resolved.iter().any(|a| a.ip() == original.ip()) {
+                    return Err(Failure::new(
+                        Outcome::Mismatch,
+                        format!("original destination {} is not an address of {name}", original.ip()),
+                    ));
+                }
+                vec![original]
+            }
+            (_, Some(original), _) => vec![original],
+            (None, None, _) => return Err(Failure::new(Outcome::BadRequest, "no name and no original destination")),
+        };
+        let mut blocked = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.guard.check(a.ip()) {
+                Ok(()) => true,
+                Err(b) => {
+                    blocked.get_or_insert(b);
+                    false
+                }
+            })
+            .collect();
+        match (allowed.is_empty(), blocked) {
+            (true, Some(b)) => Err(Failure::new(Outcome::Ssrf, b.to_string())),
+            (true, None) => Err(Failure::new(Outcome::ResolveFailed, "no addresses")),
+            (false, _) => Ok(allowed),
+        }
+    }
+
+    /// Connects to the first candidate that accepts, each within the connect timeout.
+    ///
+    /// # Errors
+    /// What [`Connector::candidates`] returns, or `upstream-refused` / `upstream-timeout` for
+    /// the last address tried.
+    pub async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
+        let candidates = self.candidates(target).await?;
+        let mut last = Failure::new(Outcome::UpstreamRefused, "no candidates");
+        for addr in candidates {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, addr));
+                }
+                Ok(Err(e)) => last = Failure::new(Outcome::UpstreamRefused, format!("connect to {addr}: {e}")),
+                Err(_) => {
+                    last = Failure::new(
+                        Outcome::UpstreamTimeout,
+                        format!("connect to {addr}: no answer within {} ms", self.connect_timeout.as_millis()),
+                    )
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn resolve(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+        match self.resolver.resolve(name, port).await {
+            Ok(r) => Ok(r.addrs),
+            Err(e) => Err(Failure::new(Outcome::ResolveFailed, e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A gateway started in-process on the test's runtime, from a `hostgate.toml` and a `test.rules`
+//! written to a temporary directory.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hostgate_proxy::config::{Config, ListenerKind};
+use hostgate_proxy::gateway::Gateway;
+use tempfile::TempDir;
+
+use super::access_log::{self, Event, EventExt};
+
+/// `[upstream]` for tests whose upstreams are local servers: loopback is exempt from the SSRF
+/// guard. Tests that need other `[upstream]` settings write their own section.
+pub const LOCAL_UPSTREAM: &str = "[upstream]\nallow_private = [\"127.0.0.0/8\"]\nconnect_timeout = \"5s\"\n";
+
+/// A `[resolve]` section pinning each name to an address (`ip:port`: the port replaces the
+/// destination port).
+pub fn pins(pins: &[(&str, SocketAddr)]) -> String {
+    let mut s = String::from("[resolve]\n");
+    for (name, addr) in pins {
+        writeln!(s, "\"{name}\" = [\"{addr}\"]").unwrap();
+    }
+    s
+}
+
+/// A running gateway and the directory of its configuration.
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    listeners: Vec<(ListenerKind, SocketAddr)>,
+    dir: TempDir,
+}
+
+impl TestGateway {
+    /// A gateway with a connect listener and a transparent listener on `127.0.0.1:0`, the
+    /// policy `default = "deny"` plus `rules` (as `test.rules`), and `extra_toml` appended to
+    /// the configuration (its own sections: `[upstream]`, `[resolve]`, `[sniff]`…).
+    pub async fn start(rules: &str, extra_toml: &str) -> TestGateway {
+        TestGateway::start_with(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.1:0")], rules, extra_toml).await
+    }
+
+    /// [`TestGateway::start`] with these listeners (`kind`, `address`).
+    pub async fn start_with(listeners: &[(&str, &str)], rules: &str, extra_toml: &str) -> TestGateway {
+        TestGateway::try_start(listeners, rules, extra_toml).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestGateway::start_with`] that returns the configuration or start error as text.
+    pub async fn try_start(listeners: &[(&str, &str)], rules: &str, extra_toml: &str) -> Result<TestGateway, String> {
+        access_log::init();
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::new();
+        for (kind, address) in listeners {
+            writeln!(toml, "[[listener]]\nkind = \"{kind}\"\naddress = \"{address}\"\n").unwrap();
+        }
+        writeln!(toml, "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n{extra_toml}").unwrap();
+        let config_path = dir.path().join("hostgate.toml");
+        std::fs::write(&config_path, &toml).unwrap();
+        std::fs::write(dir.path().join("test.rules"), rules).unwrap();
+        let config = Config::load(&config_path).map_err(|e| format!("{e}\n--- hostgate.toml:\n{toml}"))?;
+        let gateway =
+            Gateway::start(config).await.map_err(|e| format!("the gateway did not start: {e}\n--- hostgate.toml:\n{toml}"))?;
+        let listeners = gateway.listeners().iter().map(|l| (l.kind, l.local)).collect();
+        Ok(TestGateway { gateway: Some(gateway), listeners, dir })
+    }
+
+    /// The first connect listener's address.
+    pub fn connect_addr(&self) -> SocketAddr {
+        self.addr(ListenerKind::Connect)
+    }
+
+    /// The first transparent listener's address.
+    pub fn transparent_addr(&self) -> SocketAddr {
+        self.addr(ListenerKind::Transparent)
+    }
+
+    fn addr(&self, kind: ListenerKind) -> SocketAddr {
+        let gateway = self.gateway.as_ref().expect("running");
+        let addr = gateway.local_addr(kind).unwrap_or_else(|| panic!("no {kind:?} listener"));
+        assert!(self.listeners.contains(&(kind, addr)), "local_addr({kind:?}) = {addr} is not among listeners()");
+        assert_ne!(addr.port(), 0, "local_addr({kind:?}) reports port 0, not the bound port");
+        addr
+    }
+
+    /// The directory of `hostgate.toml` and `test.rules`.
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether an access event is about one of this gateway's listeners.
+    pub fn owns(&self, event: &Event) -> bool {
+        event.s("listener").is_some_and(|l| self.listeners.iter().any(|(_, a)| a.to_string() == l))
+    }
+
+    /// This gateway's access events so far that satisfy `pred`.
+    pub fn access_events(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        access_log::events(|e| self.owns(e) && pred(e))
+    }
+
+    /// Waits (up to 10 s) for an access event of this gateway that satisfies `pred`.
+    pub async fn wait_access(&self, pred: impl Fn(&Event) -> bool) -> Event {
+        self.wait_access_timeout(pred, Duration::from_secs(10)).await
+    }
+
+    /// [`TestGateway::wait_access`] with a timeout.
+    pub async fn wait_access_timeout(&self, pred: impl Fn(&Event) -> bool, timeout: Duration) -> Event {
+        access_log::wait_access_in(|e| self.owns(e), pred, timeout).await
+    }
+
+    /// Stops the gateway.
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+}
+
+/// A predicate on one field's value.
+pub fn field<'a>(name: &'a str, value: &'a str) -> impl Fn(&Event) -> bool + 'a {
+    move |e| e.s(name) == Some(value)
+}

@@ -1,0 +1,219 @@
+//! A network namespace playing the client machine of a transparent gateway: a veth pair
+//! (root side `10.231.K.1/30`, namespace side `10.231.K.2/30`, default route through the root
+//! side) and REDIRECT rules in the root namespace, scoped to that veth, that send the
+//! namespace's outbound TCP to the gateway's transparent listener.
+//!
+//! REDIRECT rewrites the destination to the incoming interface's primary address, so the
+//! transparent listener of these tests binds `10.231.K.1:0`. Everything is removed on drop.
+//! Needs root and `ip`, `iptables`, `nft`; [`Netns::create`] returns `None` otherwise and the
+//! test skips.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// One namespace, its veth pair and its redirect rules.
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+    /// The veth end in the root namespace.
+    pub veth_root: String,
+    /// The veth end inside the namespace.
+    pub veth_ns: String,
+    /// The root side's address (the gateway's transparent listener binds here).
+    pub root_ip: Ipv4Addr,
+    /// The namespace side's address (the client's source address).
+    pub ns_ip: Ipv4Addr,
+    k: u32,
+    iptables: Mutex<Vec<Vec<String>>>,
+    nft_table: Mutex<Option<String>>,
+}
+
+fn run(args: &[&str]) -> Result<Output, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!("{}: {} {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn is_root() -> bool {
+    run(&["id", "-u"]).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Netns {
+    /// Creates a namespace with a unique index K, or `None` (with a message) when this machine
+    /// cannot: not root, or `ip netns add` fails.
+    pub fn create(hint: &str) -> Option<Netns> {
+        if !is_root() || run(&["ip", "-V"]).is_err() || run(&["iptables", "-V"]).is_err() {
+            eprintln!("skipping {hint}: needs root and ip/iptables");
+            return None;
+        }
+        // K is unique within the process; the pid spreads concurrent processes apart.
+        let k = (std::process::id() % 40) * 6 + NEXT.fetch_add(1, Ordering::SeqCst) % 6 + 1;
+        let ns = Netns {
+            name: format!("hgtest{k}"),
+            veth_root: format!("hgt{k}r"),
+            veth_ns: format!("hgt{k}n"),
+            root_ip: Ipv4Addr::new(10, 231, k as u8, 1),
+            ns_ip: Ipv4Addr::new(10, 231, k as u8, 2),
+            k,
+            iptables: Mutex::new(Vec::new()),
+            nft_table: Mutex::new(None),
+        };
+        ns.remove_stale();
+        if let Err(e) = run(&["ip", "netns", "add", &ns.name]) {
+            eprintln!("skipping {hint}: needs root and ip/iptables ({e})");
+            return None;
+        }
+        let (root, inner, name) = (ns.veth_root.as_str(), ns.veth_ns.as_str(), ns.name.as_str());
+        let root_cidr = format!("{}/30", ns.root_ip);
+        let ns_cidr = format!("{}/30", ns.ns_ip);
+        let root_ip = ns.root_ip.to_string();
+        let steps: [&[&str]; 8] = [
+            &["ip", "link", "add", root, "type", "veth", "peer", "name", inner],
+            &["ip", "link", "set", inner, "netns", name],
+            &["ip", "addr", "add", &root_cidr, "dev", root],
+            &["ip", "link", "set", root, "up"],
+            &["ip", "netns", "exec", name, "ip", "addr", "add", &ns_cidr, "dev", inner],
+            &["ip", "netns", "exec", name, "ip", "link", "set", inner, "up"],
+            &["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+            &["ip", "netns", "exec", name, "ip", "route", "add", "default", "via", &root_ip],
+        ];
+        for step in steps {
+            if let Err(e) = run(step) {
+                // `ns` drops here and removes what was built.
+                panic!("setting up namespace {name}: {e}");
+            }
+        }
+        wait_for_address(ns.root_ip);
+        Some(ns)
+    }
+
+    /// The address for the gateway's transparent listener: the root side, port 0.
+    pub fn listener_address(&self) -> String {
+        format!("{}:0", self.root_ip)
+    }
+
+    /// Runs a command inside the namespace (blocking).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a command inside the namespace without blocking the runtime (the gateway serves on
+    /// it), killed after `timeout`.
+    pub async fn exec_async(&self, args: &[&str], timeout: Duration) -> Output {
+        let child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(timeout, child)
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} in {} ran longer than {timeout:?}", self.name))
+            .unwrap()
+    }
+
+    /// `iptables -t nat -A PREROUTING -i VETH -p tcp --dport D -j REDIRECT --to-ports P`.
+    pub fn redirect_iptables(&self, dport: u16, to_port: u16) {
+        let spec: Vec<String> = [
+            "PREROUTING",
+            "-i",
+            &self.veth_root,
+            "-p",
+            "tcp",
+            "--dport",
+            &dport.to_string(),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &to_port.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut args = vec!["iptables", "-w", "-t", "nat", "-A"];
+        args.extend(spec.iter().map(String::as_str));
+        run(&args).unwrap();
+        self.iptables.lock().unwrap().push(spec);
+    }
+
+    /// The nftables recipe: table `inet hostgate_test_K`, chain
+    /// `type nat hook prerouting priority dstnat`, rule `iifname VETH tcp dport D redirect to :P`.
+    pub fn redirect_nft(&self, dport: u16, to_port: u16) {
+        let table = format!("hostgate_test_{}", self.k);
+        let mut slot = self.nft_table.lock().unwrap();
+        if slot.is_none() {
+            run(&["nft", "add", "table", "inet", &table]).unwrap();
+            *slot = Some(table.clone());
+            run(&["nft", "add", "chain", "inet", &table, "prerouting", "{ type nat hook prerouting priority dstnat ; }"])
+                .unwrap();
+        }
+        let rule = format!("iifname \"{}\" tcp dport {dport} redirect to :{to_port}", self.veth_root);
+        run(&["nft", "add", "rule", "inet", &table, "prerouting", &rule]).unwrap();
+    }
+
+    /// Removes what a crashed earlier run with the same K may have left.
+    fn remove_stale(&self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+        let _ = run(&["ip", "link", "del", &self.veth_root]);
+        let _ = run(&["nft", "delete", "table", "inet", &format!("hostgate_test_{}", self.k)]);
+        if let Ok(out) = run(&["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]) {
+            let marker = format!("-i {} ", self.veth_root);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(rule) = line.strip_prefix("-A ").filter(|l| l.contains(&marker)) {
+                    let mut args = vec!["iptables", "-w", "-t", "nat", "-D"];
+                    args.extend(rule.split_whitespace());
+                    let _ = run(&args);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for spec in self.iptables.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let mut args = vec!["iptables", "-w", "-t", "nat", "-D"];
+            args.extend(spec.iter().map(String::as_str));
+            if let Err(e) = run(&args) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        if let Some(table) = self.nft_table.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Err(e) = run(&["nft", "delete", "table", "inet", &table]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
+            eprintln!("cleanup: {e}");
+        }
+        // Deleting the namespace destroys its veth end and with it the pair; this catches a
+        // setup that failed before the move.
+        let _ = run(&["ip", "link", "del", &self.veth_root]);
+    }
+}
+
+/// Waits until `ip` can be bound (the address is usable as soon as `ip addr add` returns, but
+/// be robust to a slow kernel).
+fn wait_for_address(ip: Ipv4Addr) {
+    for _ in 0..50 {
+        if std::net::TcpListener::bind(SocketAddr::from((ip, 0))).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{ip} never became bindable");
+}

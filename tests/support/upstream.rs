@@ -1,0 +1,353 @@
+//! Upstream servers for the gateway to reach, on `127.0.0.1:0`: a TLS server (HTTP answers that
+//! name the SNI it saw, or a byte-exact echo), a plain HTTP server (hyper) that reports what it
+//! received, and a black hole whose connects time out.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::ca::TestCa;
+
+/// What a [`TlsUpstream`] does once the handshake is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads HTTP/1.1 request heads (keep-alive) and answers each with `200` and the body
+    /// `upstream=<label> sni=<sni> path=<path>`.
+    Http,
+    /// Copies every byte back until end of stream.
+    Echo,
+}
+
+/// A TLS server on `127.0.0.1:0` with a certificate for its names, signed by a [`TestCa`].
+pub struct TlsUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
+    bytes_received: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl TlsUpstream {
+    /// An HTTP-mode server (ALPN `http/1.1`).
+    pub async fn start(ca: &TestCa, names: &[&str], label: &str) -> TlsUpstream {
+        TlsUpstream::start_mode(ca, names, label, Mode::Http).await
+    }
+
+    /// An echo-mode server (no ALPN).
+    pub async fn start_echo(ca: &TestCa, names: &[&str], label: &str) -> TlsUpstream {
+        TlsUpstream::start_mode(ca, names, label, Mode::Echo).await
+    }
+
+    /// A server in `mode`.
+    pub async fn start_mode(ca: &TestCa, names: &[&str], label: &str, mode: Mode) -> TlsUpstream {
+        let mut config = ca.issue(names);
+        if mode == Mode::Http {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let bytes_received = Arc::new(AtomicU64::new(0));
+        let label = label.to_string();
+        let task = {
+            let (accepted, handshakes, bytes_received) = (accepted.clone(), handshakes.clone(), bytes_received.clone());
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let io = Counting { inner: tcp, read: bytes_received.clone() };
+                    let (acceptor, handshakes, label) = (acceptor.clone(), handshakes.clone(), label.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(io).await else { return };
+                        handshakes.fetch_add(1, Ordering::SeqCst);
+                        let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                        let _ = match mode {
+                            Mode::Http => serve_http(tls, &label, &sni).await,
+                            Mode::Echo => echo(tls).await,
+                        };
+                    });
+                }
+            })
+        };
+        TlsUpstream { addr, accepted, handshakes, bytes_received, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// TLS handshakes completed so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received on all connections, TLS records included.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Answers HTTP/1.1 requests until the client closes or asks to.
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(io: S, label: &str, sni: &str) -> io::Result<()> {
+    let mut io = BufReader::new(io);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let n = io.read_until(b'\n', &mut head).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+                break;
+            }
+            if head.len() > 64 * 1024 {
+                return Err(io::Error::other("request head too large"));
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split_whitespace().nth(1).unwrap_or("-").to_string();
+        let mut close = false;
+        let mut length = 0usize;
+        for line in head.lines().skip(1) {
+            if let Some((name, value)) = line.split_once(':') {
+                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+                if name == "connection" && value.split(',').any(|t| t.trim() == "close") {
+                    close = true;
+                }
+                if name == "content-length" {
+                    length = value.parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut discard = vec![0u8; length];
+        io.read_exact(&mut discard).await?;
+        let body = format!("upstream={label} sni={sni} path={path}");
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" }
+        );
+        io.write_all(response.as_bytes()).await?;
+        io.flush().await?;
+        if close {
+            return io.shutdown().await;
+        }
+    }
+}
+
+/// Copies everything back, then closes (with `close_notify`).
+async fn echo<S: AsyncRead + AsyncWrite>(io: S) -> io::Result<()> {
+    let (mut r, mut w) = tokio::io::split(io);
+    tokio::io::copy(&mut r, &mut w).await?;
+    w.shutdown().await
+}
+
+/// Counts the bytes read through it.
+struct Counting<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read.fetch_add((buf.filled().len() - before) as u64, Ordering::SeqCst);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One request as an [`HttpUpstream`] received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The method.
+    pub method: String,
+    /// The request target exactly as received (origin-form `/p?q`, or absolute-form if the
+    /// gateway failed to rewrite it).
+    pub target: String,
+    /// Every header, names lowercase, in order.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 server (hyper) on `127.0.0.1:0`. Answers every request with `200`, the body
+/// `upstream=<label> host=<Host> path=<target> method=<method>` and the header
+/// `x-upstream-saw-headers` listing the request's header names (lowercase, comma-separated).
+pub struct HttpUpstream {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl HttpUpstream {
+    /// Starts the server.
+    pub async fn start(label: &str) -> HttpUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let label: Arc<str> = Arc::from(label);
+        let task = {
+            let received = received.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (received, label) = (received.clone(), label.clone());
+                    let service = hyper::service::service_fn(move |req| respond(req, label.clone(), received.clone()));
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        HttpUpstream { addr, received, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    label: Arc<str>,
+    received: Arc<Mutex<Vec<Received>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let target = req.uri().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let mut seen = Vec::new();
+    for (name, _) in &headers {
+        if !seen.contains(name) {
+            seen.push(name.clone());
+        }
+    }
+    let text = format!("upstream={label} host={host} path={target} method={method}");
+    received.lock().unwrap().push(Received { method, target, headers, body });
+    let response = Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .header("x-upstream-saw-headers", seen.join(","))
+        .body(Full::new(Bytes::from(text)))
+        .unwrap();
+    Ok(response)
+}
+
+/// A local address whose connects hang: a listening socket whose accept queue is kept full, so
+/// that the kernel drops further SYNs. Connects to it time out instead of being refused.
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _fill: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    /// Builds one and checks that a connect to it does not complete within 300 ms.
+    pub async fn start() -> Blackhole {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fill = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => fill.push(s),
+                Ok(Err(e)) => panic!("black hole {addr}: connect failed instead of hanging: {e}"),
+                Err(_) => return Blackhole { addr, _listener: listener, _fill: fill },
+            }
+        }
+        panic!("black hole {addr}: the accept queue never filled");
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A local address that refuses connects (a port that was just bound and released).
+pub async fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// The distinct header names of a comma-separated `x-upstream-saw-headers` value.
+pub fn saw_headers(value: &str) -> BTreeSet<String> {
+    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
