@@ -106,13 +106,23 @@ impl Access {
         }
     }
 
-    /// Records how it ended.
+    /// Records how it ended after it was let through (an idle timeout, an error mid-stream): the
+    /// action stays what was decided.
     pub fn fail(&mut self, outcome: Outcome, detail: impl Into<String>) {
         self.outcome = outcome;
         self.detail = Some(detail.into());
         if outcome != Outcome::Ok && self.action.is_none() {
             self.action = Some(Action::Deny);
         }
+    }
+
+    /// Records that it was refused before anything reached an upstream: the action is `deny`
+    /// whatever the policy said (the rule that allowed the name stays in `rule`), and `outcome`
+    /// says why.
+    pub fn refused(&mut self, outcome: Outcome, detail: impl Into<String>) {
+        self.outcome = outcome;
+        self.detail = Some(detail.into());
+        self.action = Some(Action::Deny);
     }
 
     /// Emits the event.

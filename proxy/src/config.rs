@@ -334,7 +334,7 @@ impl Config {
                     ),
                 )
             })?;
-            if listeners.iter().any(|x: &Listener| x.address == address) {
+            if address.port() != 0 && listeners.iter().any(|x: &Listener| x.address == address) {
                 return Err(err(
                     Some(l.address.span()),
                     format!("listener.address: {address} is used by another listener"),
@@ -576,6 +576,32 @@ Tenant = "Contoso"
         assert_eq!(c.policy.sources[0].line, 10);
         assert_eq!(c.vars.get("tenant").map(String::as_str), Some("contoso"));
         assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.sniff, SniffConfig::default());
+        assert_eq!(c.upstream, UpstreamConfig::default());
+        assert!(c.resolve.is_empty());
+    }
+
+    #[test]
+    fn data_path_sections() {
+        let c = parse(&format!(
+            "{GOOD}\n[sniff]\ntimeout = \"250ms\"\nmax_bytes = 4096\n[upstream]\nverify_destination = \"original-in-dns\"\n\
+             allow_private = [\"10.1.2.3/8\", \"fd00::1\"]\nconnect_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
+             [limits]\nmax_connections = 5\n[resolve]\n\"Login.Live.COM.\" = [\"127.0.0.1:9443\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sniff, SniffConfig { timeout: Duration::from_millis(250), max_bytes: 4096 });
+        assert_eq!(c.upstream.verify_destination, VerifyDestination::OriginalInDns);
+        assert_eq!(
+            c.upstream.allow_private,
+            ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(), "fd00::1/128".parse().unwrap()]
+        );
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.upstream.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(
+            c.resolve.get("login.live.com").unwrap(),
+            &vec![Pin::Socket("127.0.0.1:9443".parse().unwrap()), Pin::Ip("::1".parse().unwrap())]
+        );
     }
 
     #[test]
@@ -602,6 +628,23 @@ Tenant = "Contoso"
         assert!(e.contains("127.0.0.1:3128 is used by another listener"), "{e}");
         let e = parse("[policy]\n[policy]\n").unwrap_err();
         assert!(e.starts_with("conf/hostgate.toml:2:"), "{e}");
+        let e = parse(&format!("{GOOD}\n[sniff]\ntimeout = \"5 sec\"\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:11: sniff.timeout: `5 sec` is not a duration"), "{e}");
+        let e = parse(&format!("{GOOD}\n[sniff]\nmax_bytes = 10\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:13: sniff.max_bytes: 10 is not between 512 and 1048576");
+        let e = parse(&format!("{GOOD}\n[upstream]\nallow_private = [\"10.0.0.0/33\"]\n")).unwrap_err();
+        assert!(
+            e.starts_with("conf/hostgate.toml:17:18: upstream.allow_private: `10.0.0.0/33` is not a network"),
+            "{e}"
+        );
+        let e = parse(&format!("{GOOD}\n[upstream]\nverify_destination = \"ip\"\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:22: upstream.verify_destination: unknown variant `ip`"), "{e}");
+        let e = parse(&format!("{GOOD}\n[resolve]\n\"a.test\" = [\"nowhere\"]\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:13: resolve.\"a.test\": "), "{e}");
+        let e = parse(&format!("{GOOD}\n[resolve]\n\"*.test\" = [\"192.0.2.1\"]\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:12: resolve.\"*.test\": not a host name"), "{e}");
+        let e = parse(&format!("{GOOD}\n[limits]\nmax_connections = 0\n")).unwrap_err();
+        assert!(e.contains("limits.max_connections: 0 is not between 1 and"), "{e}");
         let e = Config::load(Path::new("/nonexistent/hostgate.toml")).unwrap_err().to_string();
         assert!(e.starts_with("/nonexistent/hostgate.toml: cannot read the configuration:"), "{e}");
     }

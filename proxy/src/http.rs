@@ -105,6 +105,8 @@ impl Conn {
         access.started = std::time::Instant::now();
         access.protocol = Some("http");
         access.method = Some(req.method().as_str().to_string());
+        access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
+        access.dst = req.uri().authority().map(|a| a.as_str().to_string());
         let target = match self.target(&req) {
             Ok(t) => t,
             Err(f) => return Ok(refuse(access, f)),
@@ -320,7 +322,7 @@ pub(crate) fn refuse(mut access: Access, failure: Failure) -> Response<ResBody> 
     let body = Bytes::from(format!("hostgate: {} ({reason})\n", status.canonical_reason().unwrap_or("refused")));
     access.status = Some(status.as_u16());
     access.bytes_down = body.len() as u64;
-    access.fail(failure.outcome, failure.detail);
+    access.refused(failure.outcome, failure.detail);
     access.emit();
     status_response(status, reason, body)
 }

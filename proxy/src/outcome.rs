@@ -107,9 +107,17 @@ impl Outcome {
     }
 
     /// Whether a TLS client is sent an `access_denied` alert before the close (policy refusals
-    /// and refused ClientHellos) rather than a bare close (upstream failures).
+    /// and refused ClientHellos) rather than a bare close (upstream failures, timeouts, and
+    /// clients that may not speak TLS at all).
     pub fn tls_alert(self) -> bool {
-        matches!(self.blame(), Blame::Policy | Blame::Client)
+        matches!(
+            self,
+            Outcome::Denied
+                | Outcome::Ssrf
+                | Outcome::Mismatch
+                | Outcome::MalformedClientHello
+                | Outcome::ClientHelloTooLarge
+        )
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The copy buffer per direction.
-pub const BUF_SIZE: usize = 16 * 1024;
+/// The copy buffer per direction (the same as `tokio::io::copy`'s).
+pub const BUF_SIZE: usize = 8 * 1024;
 
 /// How a relay ended and what it carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum End {
 
 /// Writes `prefix` upstream, then copies both ways until both directions end, one side
 /// fails, or nothing moves for `idle`.
-pub async fn relay<C, U>(client: C, upstream: U, prefix: &[u8], idle: Duration) -> Relayed
+pub async fn relay<C, U>(client: C, upstream: U, prefix: bytes::Bytes, idle: Duration) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -59,9 +59,11 @@ where
 
     let upward = async {
         if !prefix.is_empty() {
-            uw.write_all(prefix).await.map_err(Side::Upstream)?;
+            uw.write_all(&prefix).await.map_err(Side::Upstream)?;
             up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
         }
+        // The sniffed bytes are upstream now: free them for the life of the tunnel.
+        drop(prefix);
         copy(&mut cr, &mut uw, &up, &touch, Side::Client, Side::Upstream).await
     };
     let downward = copy(&mut ur, &mut cw, &down, &touch, Side::Upstream, Side::Client);
@@ -143,8 +145,9 @@ mod tests {
     async fn prefix_half_close_and_counts() {
         let (mut client, client_side) = pair().await;
         let (upstream_side, mut server) = pair().await;
-        let task =
-            tokio::spawn(async move { relay(client_side, upstream_side, b"hello ", Duration::from_secs(5)).await });
+        let task = tokio::spawn(async move {
+            relay(client_side, upstream_side, bytes::Bytes::from_static(b"hello "), Duration::from_secs(5)).await
+        });
         client.write_all(b"world").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -164,7 +167,7 @@ mod tests {
     async fn idle_timeout() {
         let (_client, client_side) = pair().await;
         let (upstream_side, _server) = pair().await;
-        let r = relay(client_side, upstream_side, b"", Duration::from_millis(100)).await;
+        let r = relay(client_side, upstream_side, bytes::Bytes::new(), Duration::from_millis(100)).await;
         assert_eq!(r.end, End::Idle);
     }
 }

@@ -30,7 +30,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
         Ok(original) => original,
         Err(detail) => {
             // Not redirected: a plain close (no alert: the client may not even speak TLS).
-            access.fail(Outcome::NotRedirected, detail);
+            access.refused(Outcome::NotRedirected, detail);
             tunnel::close(stream).await;
             access.emit();
             return;

@@ -118,7 +118,7 @@ pub(crate) async fn tls<C>(
         }
     };
     access.upstream = Some(addr);
-    finish_relay(&shared, access, client, upstream, &buf).await;
+    finish_relay(&shared, access, client, upstream, buf.freeze()).await;
 }
 
 /// A stream that is neither TLS nor HTTP: the default action decides.
@@ -133,9 +133,12 @@ pub(crate) async fn opaque<C>(
     C: AsyncRead + AsyncWrite + Unpin,
 {
     access.protocol = Some("unknown");
+    // Without a name the default action decides, whatever a CONNECT host matched.
     access.action = Some(policy.default_action());
+    access.rule = None;
+    access.source = None;
     if policy.default_action() == Action::Deny {
-        access.fail(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
+        access.refused(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
         close(client).await;
         access.emit();
         return;
@@ -147,7 +150,7 @@ pub(crate) async fn opaque<C>(
             {
                 Ok(c) => c,
                 Err(f) => {
-                    access.fail(f.outcome, f.detail);
+                    access.refused(f.outcome, f.detail);
                     close(client).await;
                     access.emit();
                     return;
@@ -156,10 +159,10 @@ pub(crate) async fn opaque<C>(
         }
     };
     access.upstream = Some(addr);
-    finish_relay(&shared, access, client, upstream, &buf).await;
+    finish_relay(&shared, access, client, upstream, buf.freeze()).await;
 }
 
-async fn finish_relay<C>(shared: &Shared, mut access: Access, client: C, upstream: TcpStream, prefix: &[u8])
+async fn finish_relay<C>(shared: &Shared, mut access: Access, client: C, upstream: TcpStream, prefix: bytes::Bytes)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -178,11 +181,11 @@ where
 /// Refuses a TLS client: an `access_denied` alert for policy and client faults, a bare close
 /// for upstream failures; then logs.
 pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut access: Access, mut client: C, failure: Failure) {
-    if failure.outcome.tls_alert() {
-        let _ = client.write_all(&TLS_ACCESS_DENIED).await;
+    if failure.outcome.tls_alert() && client.write_all(&TLS_ACCESS_DENIED).await.is_ok() {
+        access.bytes_down += TLS_ACCESS_DENIED.len() as u64;
     }
     close(client).await;
-    access.fail(failure.outcome, failure.detail);
+    access.refused(failure.outcome, failure.detail);
     access.emit();
 }
 

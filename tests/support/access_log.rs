@@ -61,7 +61,10 @@ pub async fn wait_access_in(scope: impl Fn(&Event) -> bool, pred: impl Fn(&Event
         }
         if start.elapsed() > timeout {
             let seen = events(&scope);
-            panic!("no matching access event within {timeout:?}; {} event(s) of this test so far: {seen:#?}", seen.len());
+            panic!(
+                "no matching access event within {timeout:?}; {} event(s) of this test so far: {seen:#?}",
+                seen.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -34,11 +34,16 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// A gateway with a connect listener and a transparent listener on `127.0.0.1:0`, the
-    /// policy `default = "deny"` plus `rules` (as `test.rules`), and `extra_toml` appended to
-    /// the configuration (its own sections: `[upstream]`, `[resolve]`, `[sniff]`…).
+    /// A gateway with a connect listener on `127.0.0.1:0` and a transparent listener on
+    /// `127.0.0.2:0`, the policy `default = "deny"` plus `rules` (as `test.rules`), and
+    /// `extra_toml` appended to the configuration (its own sections: `[upstream]`, `[resolve]`,
+    /// `[sniff]`…).
+    ///
+    /// The two listeners are on different loopback addresses because the configuration rejects
+    /// two listeners on `127.0.0.1:0` as "used by another listener" (see the test
+    /// `two_listeners_on_port_zero_both_start` in `connect.rs`).
     pub async fn start(rules: &str, extra_toml: &str) -> TestGateway {
-        TestGateway::start_with(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.1:0")], rules, extra_toml).await
+        TestGateway::start_with(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.2:0")], rules, extra_toml).await
     }
 
     /// [`TestGateway::start`] with these listeners (`kind`, `address`).
@@ -54,13 +59,15 @@ impl TestGateway {
         for (kind, address) in listeners {
             writeln!(toml, "[[listener]]\nkind = \"{kind}\"\naddress = \"{address}\"\n").unwrap();
         }
-        writeln!(toml, "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n{extra_toml}").unwrap();
+        writeln!(toml, "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n{extra_toml}")
+            .unwrap();
         let config_path = dir.path().join("hostgate.toml");
         std::fs::write(&config_path, &toml).unwrap();
         std::fs::write(dir.path().join("test.rules"), rules).unwrap();
         let config = Config::load(&config_path).map_err(|e| format!("{e}\n--- hostgate.toml:\n{toml}"))?;
-        let gateway =
-            Gateway::start(config).await.map_err(|e| format!("the gateway did not start: {e}\n--- hostgate.toml:\n{toml}"))?;
+        let gateway = Gateway::start(config)
+            .await
+            .map_err(|e| format!("the gateway did not start: {e}\n--- hostgate.toml:\n{toml}"))?;
         let listeners = gateway.listeners().iter().map(|l| (l.kind, l.local)).collect();
         Ok(TestGateway { gateway: Some(gateway), listeners, dir })
     }
@@ -119,4 +126,32 @@ impl TestGateway {
 /// A predicate on one field's value.
 pub fn field<'a>(name: &'a str, value: &'a str) -> impl Fn(&Event) -> bool + 'a {
     move |e| e.s(name) == Some(value)
+}
+
+/// Asserts an access event's decision: its action, and the deciding rule's text (`ACTION
+/// TARGET`) and line in `test.rules`, or no rule at all (the default decided).
+pub fn assert_decided(event: &Event, action: &str, rule: Option<(&str, usize)>) {
+    assert_eq!(event.s("action"), Some(action), "action: {event:#?}");
+    match rule {
+        Some((text, line)) => {
+            assert_eq!(event.s("rule"), Some(text), "rule: {event:#?}");
+            let source = event.s("source").unwrap_or_else(|| panic!("no source: {event:#?}"));
+            let want = format!("test.rules:{line}");
+            assert!(
+                source == want || source.ends_with(&format!("/{want}")),
+                "source {source:?}, want {want}: {event:#?}"
+            );
+        }
+        None => {
+            assert_eq!(event.s("rule"), None, "rule: {event:#?}");
+            assert_eq!(event.s("source"), None, "source: {event:#?}");
+        }
+    }
+}
+
+/// Asserts that a connection or request the gateway refused is logged with `action = "deny"`
+/// even when the policy allowed the name (it was refused for another reason, which `outcome`
+/// gives). Tests check this last, after the behaviour itself.
+pub fn assert_logged_deny(event: &Event) {
+    assert_eq!(event.s("action"), Some("deny"), "a refused connection logged with this action: {event:#?}");
 }

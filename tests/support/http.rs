@@ -52,6 +52,11 @@ impl HttpConn {
         HttpConn { io: BufReader::new(tcp) }
     }
 
+    /// The client side's address (the access log's `client`).
+    pub fn local_addr(&self) -> String {
+        self.io.get_ref().local_addr().unwrap().to_string()
+    }
+
     /// Writes `raw` as is.
     pub async fn send(&mut self, raw: &[u8]) {
         self.io.get_mut().write_all(raw).await.unwrap();
@@ -252,4 +257,15 @@ pub fn assert_alert_or_nothing(closed: &Closed) {
         closed.bytes,
         closed.error
     );
+}
+
+/// Asserts that `x-hostgate-reason`, when present, is a fixed token (lowercase letters, digits,
+/// `-`): never something the client wrote.
+pub fn assert_reason_token(response: &Response) {
+    if let Some(reason) = response.header("x-hostgate-reason") {
+        assert!(
+            !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "x-hostgate-reason {reason:?} is not a token: {response:?}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ pub mod client_hello;
 pub mod gateway;
 pub mod http;
 pub mod netns;
+pub mod tools;
 pub mod trickle;
 pub mod upstream;
 
@@ -25,7 +26,7 @@ pub use self::{
     access_log::{Event, EventExt},
     ca::TestCa,
     client_hello::ClientHello,
-    gateway::{field, pins, TestGateway, LOCAL_UPSTREAM},
+    gateway::{assert_decided, assert_logged_deny, field, pins, TestGateway, LOCAL_UPSTREAM},
     http::{Closed, HttpConn, Response},
     netns::Netns,
     trickle::Trickle,

@@ -158,8 +158,16 @@ impl Netns {
         if slot.is_none() {
             run(&["nft", "add", "table", "inet", &table]).unwrap();
             *slot = Some(table.clone());
-            run(&["nft", "add", "chain", "inet", &table, "prerouting", "{ type nat hook prerouting priority dstnat ; }"])
-                .unwrap();
+            run(&[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                &table,
+                "prerouting",
+                "{ type nat hook prerouting priority dstnat ; }",
+            ])
+            .unwrap();
         }
         let rule = format!("iifname \"{}\" tcp dport {dport} redirect to :{to_port}", self.veth_root);
         run(&["nft", "add", "rule", "inet", &table, "prerouting", &rule]).unwrap();

@@ -288,7 +288,8 @@ async fn respond(
         .iter()
         .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let host =
+        req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let mut seen = Vec::new();
     for (name, _) in &headers {

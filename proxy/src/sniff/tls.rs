@@ -30,12 +30,22 @@
 //!
 //! # Example
 //!
-//! ```ignore
-//! // `ignore`: this file is compiled as part of hostgate-proxy; see the unit tests for real bytes.
-//! match parse_client_hello(&buf, 16 * 1024)? {
-//!     Progress::NeedMore => { /* read more, call again with the whole buffer */ }
-//!     Progress::Done(hello) => { /* decide on hello.sni, then replay buf upstream */ }
-//! }
+//! ```
+//! use hostgate_proxy::sniff::tls::{parse_client_hello, Progress};
+//!
+//! // A minimal ClientHello for example.com: one record, TLS 1.2 style, one cipher suite.
+//! let mut bytes = vec![0x16, 3, 1, 0, 67, 1, 0, 0, 63, 3, 3]; // record, handshake header, version
+//! bytes.extend([0; 32]); // random
+//! bytes.extend([0, 0, 2, 0x13, 0x01, 1, 0]); // session_id, cipher_suites, compression_methods
+//! bytes.extend([0, 20, 0, 0, 0, 16, 0, 14, 0, 0, 11]); // extensions: server_name, one host_name
+//! bytes.extend(b"example.com");
+//!
+//! // The first TCP segment held 40 bytes: read more, then call again with the whole buffer.
+//! assert_eq!(parse_client_hello(&bytes[..40], 16 * 1024 + 5)?, Progress::NeedMore);
+//! let Progress::Done(hello) = parse_client_hello(&bytes, 16 * 1024 + 5)? else { panic!() };
+//! assert_eq!(hello.sni.as_deref(), Some("example.com"));
+//! assert_eq!((hello.records, hello.records_len), (1, bytes.len()));
+//! # Ok::<(), hostgate_proxy::sniff::tls::SniffError>(())
 //! ```
 
 use std::fmt;
@@ -208,9 +218,13 @@ impl<'a> Frames<'a> {
     /// Refuses when the records known so far, plus the fewest records that could carry the rest of
     /// `need` stream bytes, take more than the cap.
     fn check_cap(&self, need: usize) -> Result<(), Stop> {
+        // Each term is bounded by the buffer length or 2^24, but saturate anyway: this is the one
+        // sum of client-chosen lengths.
         let missing = need.saturating_sub(self.covered);
-        let min_len =
-            RECORD_HEADER * self.records + self.covered + missing + RECORD_HEADER * missing.div_ceil(MAX_FRAGMENT);
+        let min_len = RECORD_HEADER
+            .saturating_mul(self.records.saturating_add(missing.div_ceil(MAX_FRAGMENT)))
+            .saturating_add(self.covered)
+            .saturating_add(missing);
         if min_len > self.cap {
             return Err(SniffError::TooLarge { cap: self.cap }.into());
         }

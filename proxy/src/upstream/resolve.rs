@@ -9,8 +9,8 @@
 //! [`super::guard`] does), pick one, or connect. Names are queried as absolute names (`name.`), so
 //! resolv.conf `search` domains are never appended to what a client asked for.
 //!
-//! DNS answers are cached by hickory for their TTL (up to 4096 records, and each record type
-//! separately). hickory also caches negative answers (NXDOMAIN, or no record of the type) for the
+//! DNS answers are cached by hickory for their TTL (up to 4096 entries, one per name and record
+//! type). hickory also caches negative answers (NXDOMAIN, or no record of the type) for the
 //! SOA minimum TTL when the server sends an SOA, so a client hammering a missing name does not
 //! hammer the DNS server. A query times out after 2 s and is retried twice (hickory's `attempts`
 //! counts retries), so a dead DNS server costs a lookup about 6 s.
@@ -30,12 +30,12 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::TokioResolver;
 
-/// How many DNS records hickory keeps.
+/// How many answers (name and record type) hickory keeps.
 const CACHE_SIZE: usize = 4096;
 /// How long one query to one server may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times a failed query is retried (three tries in all).
-const ATTEMPTS: usize = 2;
+const ATTEMPTS: usize = 1;
 
 /// A `[resolve]` pin from the configuration: an address with or without a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Resolver {
             }
             Err(e) => {
                 let why = format!("cannot use the system DNS configuration (/etc/resolv.conf): {e}");
-                tracing::warn!(error = %e, "{why}; only [resolve] pins and IP addresses will resolve");
+                tracing::warn!("{why}; only [resolve] pins and IP addresses will resolve");
                 Err(why)
             }
         };
@@ -167,7 +167,8 @@ impl Resolver {
     /// `host` is normalised already (lowercase, no trailing dot). A pin with a port keeps its own
     /// port; a pin without one, and every DNS answer, gets `port`. Pinned names never go to DNS,
     /// and IP literals (`192.0.2.1`, `::1`, `[::1]`) resolve to themselves. Addresses come in the
-    /// order pinned or the order DNS returned them (IPv4 first), duplicates removed.
+    /// order pinned or the order DNS returned them, duplicates removed. (The A and AAAA queries
+    /// run together; whichever answer arrives first comes first.)
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, ResolveError> {
         let host = normalise(host);
         let fail = |kind| ResolveError { host: host.to_string(), kind };

@@ -1,0 +1,278 @@
+//! The explicit-proxy (connect) listener with real clients: curl and `openssl s_client` through
+//! CONNECT to allowed, bypassed and denied names; a rustls client relaying 8 MiB each way at
+//! once; upstream failures before the tunnel; keep-alive absolute-form requests decided one by
+//! one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::http::{get_absolute, read_until_closed, tls_handshake, tunnel};
+use support::tools::{curl, describe, run, stdout};
+use support::upstream::refused_addr;
+use support::{
+    assert_decided, field, pins, random_bytes, Blackhole, EventExt, HttpConn, HttpUpstream, TestCa, TestGateway,
+    TlsUpstream, LOCAL_UPSTREAM,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Line numbers matter: the access log's `source` is `test.rules:LINE`.
+const RULES: &str = "\
+allow allowed.test
+bypass bypassed.test
+deny denied.test
+allow echo.test
+allow site.test
+allow refused.test
+allow slow.test
+";
+
+fn proxy_url(gw: &TestGateway) -> String {
+    format!("http://{}", gw.connect_addr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_an_allowed_name_through_connect() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["allowed.test"], "A").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("allowed.test", up.addr())]))).await;
+
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let out = curl(&["--proxy", &proxy_url(&gw), "--cacert", ca_path, "https://allowed.test/x"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "upstream=A sni=allowed.test path=/x");
+
+    let ev = gw.wait_access(field("sni", "allowed.test")).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("kind"), Some("connect"), "{ev:#?}");
+    assert_eq!(ev.s("listener"), Some(gw.connect_addr().to_string().as_str()), "{ev:#?}");
+    assert_eq!(ev.s("protocol"), Some("tls"), "{ev:#?}");
+    assert_eq!(ev.s("dst"), Some("allowed.test:443"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    assert_eq!(ev.u("status"), Some(200), "the CONNECT answer: {ev:#?}");
+    assert!(ev.s("client").is_some_and(|c| c.starts_with("127.0.0.1:")), "{ev:#?}");
+    assert!(ev.s("alpn").is_some_and(|a| a.contains("http/1.1")), "curl offers http/1.1: {ev:#?}");
+    assert!(ev.s("tls_versions").is_some(), "{ev:#?}");
+    assert!(ev.u("bytes_up").unwrap() > 0 && ev.u("bytes_down").unwrap() > 0, "{ev:#?}");
+    assert!(ev.u("duration_ms").is_some(), "{ev:#?}");
+    assert_eq!(up.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_a_bypassed_name_through_connect() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["bypassed.test"], "B").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("bypassed.test", up.addr())]))).await;
+
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let out = curl(&["--proxy", &proxy_url(&gw), "--cacert", ca_path, "https://bypassed.test/b?q=1"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "upstream=B sni=bypassed.test path=/b?q=1");
+
+    let ev = gw.wait_access(field("sni", "bypassed.test")).await;
+    assert_decided(&ev, "bypass", Some(("bypass bypassed.test", 2)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_to_a_denied_name_gets_403_before_the_tunnel() {
+    let ca = TestCa::new();
+    // Pinned, so that a gateway that connected anyway would be caught.
+    let up = TlsUpstream::start(&ca, &["denied.test"], "D").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("denied.test", up.addr())]))).await;
+
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let out = curl(&["--proxy", &proxy_url(&gw), "--cacert", ca_path, "https://denied.test/"]).await;
+    assert_eq!(out.status.code(), Some(56), "{}", describe(&out));
+    assert!(support::tools::stderr(&out).contains("CONNECT tunnel failed, response 403"), "{}", describe(&out));
+
+    let ev = gw.wait_access(field("dst", "denied.test:443")).await;
+    assert_decided(&ev, "deny", Some(("deny denied.test", 3)));
+    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
+    assert_eq!(ev.u("status"), Some(403), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+
+    // The same by hand: the reason header is the fixed token.
+    let (_tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "denied.test:443").await;
+    assert_eq!(response.status, 403, "{response:?}");
+    assert_eq!(response.header("x-hostgate-reason"), Some("denied"), "{response:?}");
+    assert_eq!(up.accepted(), 0, "the gateway connected to a denied name's upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_no_rule_matches_is_denied_by_default() {
+    let gw = TestGateway::start(RULES, LOCAL_UPSTREAM).await;
+    let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "unlisted.test:443").await;
+    assert_eq!(response.status, 403, "{response:?}");
+    let client = tcp.local_addr().unwrap().to_string();
+    let ev = gw.wait_access(field("client", &client)).await;
+    assert_decided(&ev, "deny", None);
+    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_through_connect() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["allowed.test"], "A").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("allowed.test", up.addr())]))).await;
+
+    let proxy = gw.connect_addr().to_string();
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let args = [
+        "s_client",
+        "-proxy",
+        &proxy,
+        "-connect",
+        "allowed.test:443",
+        "-servername",
+        "allowed.test",
+        "-CAfile",
+        ca_path,
+        "-verify_return_error",
+        "-quiet",
+    ];
+    let request = b"GET /ossl HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n";
+    let out = run("openssl", &args, Some(request)).await;
+    assert!(stdout(&out).contains("upstream=A sni=allowed.test path=/ossl"), "{}", describe(&out));
+
+    let ev = gw.wait_access(field("sni", "allowed.test")).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rustls_relays_8_mib_each_way_byte_exact() {
+    const SIZE: usize = 8 << 20;
+    let ca = TestCa::new();
+    let up = TlsUpstream::start_echo(&ca, &["echo.test"], "E").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("echo.test", up.addr())]))).await;
+
+    let tcp = tunnel(gw.connect_addr(), "echo.test:443").await;
+    let client = tcp.local_addr().unwrap().to_string();
+    let tls = tls_handshake(tcp, "echo.test", ca.client_config()).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let data = random_bytes(SIZE, 0x5eed);
+    let sent = data.clone();
+    let start = Instant::now();
+    // Both directions at once: the echo sends back while the client is still writing.
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sent).await.unwrap();
+        wr.flush().await.unwrap();
+        wr
+    });
+    let mut got = vec![0u8; SIZE];
+    tokio::time::timeout(Duration::from_secs(120), rd.read_exact(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("echo incomplete after 120 s"))
+        .unwrap();
+    let mut wr = writer.await.unwrap();
+    if let Some(i) = got.iter().zip(&data).position(|(a, b)| a != b) {
+        panic!("the relayed bytes differ from offset {i} (of {SIZE})");
+    }
+    eprintln!("8 MiB each way in {:?}", start.elapsed());
+    wr.shutdown().await.unwrap();
+    let mut tls = rd.unsplit(wr);
+    let _ = read_until_closed(&mut tls, Duration::from_secs(15)).await;
+    drop(tls);
+
+    let ev = gw.wait_access(field("client", &client)).await;
+    assert_decided(&ev, "allow", Some(("allow echo.test", 4)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("sni"), Some("echo.test"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    // TLS records add overhead on top of the payload.
+    let (up_bytes, down_bytes) = (ev.u("bytes_up").unwrap(), ev.u("bytes_down").unwrap());
+    assert!(up_bytes >= SIZE as u64 && up_bytes < SIZE as u64 + SIZE as u64 / 10, "bytes_up {up_bytes}: {ev:#?}");
+    assert!(
+        down_bytes >= SIZE as u64 && down_bytes < SIZE as u64 + SIZE as u64 / 10,
+        "bytes_down {down_bytes}: {ev:#?}"
+    );
+    // Everything the client sent through the tunnel reached the upstream, and nothing else.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.bytes_received() != up_bytes && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.bytes_received(), up_bytes, "bytes the upstream received vs bytes_up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_refusing_upstream_is_502() {
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("refused.test", refused_addr().await)])))
+        .await;
+    let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "refused.test:443").await;
+    assert_eq!(response.status, 502, "{response:?}");
+    support::http::assert_reason_token(&response);
+    let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
+    assert_decided(&ev, "allow", Some(("allow refused.test", 6)));
+    assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
+    assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_silent_upstream_is_504() {
+    let hole = Blackhole::start().await;
+    let extra = format!(
+        "[upstream]\nallow_private = [\"127.0.0.0/8\"]\nconnect_timeout = \"500ms\"\n{}",
+        pins(&[("slow.test", hole.addr())])
+    );
+    let gw = TestGateway::start(RULES, &extra).await;
+    let start = Instant::now();
+    let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "slow.test:443").await;
+    assert_eq!(response.status, 504, "{response:?}");
+    assert!(start.elapsed() >= Duration::from_millis(400), "answered after {:?}", start.elapsed());
+    let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
+    assert_eq!(ev.s("outcome"), Some("upstream-timeout"), "{ev:#?}");
+    assert_eq!(ev.u("status"), Some(504), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_requests_are_decided_one_by_one() {
+    let h = HttpUpstream::start("H").await;
+    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("site.test", h.addr())]))).await;
+    let mut conn = HttpConn::connect(gw.connect_addr()).await;
+
+    let r = conn.request(&get_absolute("site.test", "/one", "site.test")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "upstream=H host=site.test path=/one method=GET");
+
+    let r = conn.request(&get_absolute("denied.test", "/two", "denied.test")).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.header("x-hostgate-reason"), Some("denied"), "{r:?}");
+
+    let r = conn.request(&get_absolute("site.test", "/three", "site.test")).await;
+    assert_eq!(r.status, 200, "the connection must stay usable after a denied request: {r:?}");
+    assert_eq!(r.text(), "upstream=H host=site.test path=/three method=GET");
+    assert_eq!(h.count(), 2);
+
+    let one = gw.wait_access(field("path", "/one")).await;
+    assert_decided(&one, "allow", Some(("allow site.test", 5)));
+    assert_eq!(one.s("outcome"), Some("ok"), "{one:#?}");
+    assert_eq!(one.s("protocol"), Some("http"), "{one:#?}");
+    assert_eq!(one.s("method"), Some("GET"), "{one:#?}");
+    assert_eq!(one.s("host"), Some("site.test"), "{one:#?}");
+    assert_eq!(one.u("status"), Some(200), "{one:#?}");
+    assert_eq!(one.s("upstream"), Some(h.addr().to_string().as_str()), "{one:#?}");
+    let two = gw.wait_access(field("path", "/two")).await;
+    assert_decided(&two, "deny", Some(("deny denied.test", 3)));
+    assert_eq!(two.s("outcome"), Some("denied"), "{two:#?}");
+    assert_eq!(two.u("status"), Some(403), "{two:#?}");
+    assert_eq!(two.s("upstream"), None, "{two:#?}");
+    let three = gw.wait_access(field("path", "/three")).await;
+    assert_eq!(three.s("outcome"), Some("ok"), "{three:#?}");
+    // All three came from the same client connection.
+    assert_eq!(one.s("client"), two.s("client"));
+    assert_eq!(two.s("client"), three.s("client"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_listeners_on_port_zero_both_start() {
+    // Port 0 means "any free port": two listeners asking for it do not collide.
+    let gw = TestGateway::try_start(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.1:0")], RULES, "")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(gw.connect_addr(), gw.transparent_addr());
+}
