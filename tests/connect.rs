@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use support::http::{get_absolute, read_until_closed, tls_handshake, tunnel};
 use support::tools::{curl, describe, run, stdout};
-use support::upstream::refused_addr;
+use support::upstream::Refusing;
 use support::{
-    assert_decided, field, pins, random_bytes, Blackhole, EventExt, HttpConn, HttpUpstream, TestCa, TestGateway,
-    TlsUpstream, LOCAL_UPSTREAM,
+    assert_decided, assert_rule, field, pins, random_bytes, Blackhole, EventExt, HttpConn, HttpUpstream, TestCa,
+    TestGateway, TlsUpstream, LOCAL_UPSTREAM,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -201,13 +201,14 @@ async fn rustls_relays_8_mib_each_way_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_a_refusing_upstream_is_502() {
-    let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("refused.test", refused_addr().await)])))
-        .await;
+    let refusing = Refusing::new();
+    let gw =
+        TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("refused.test", refusing.addr())]))).await;
     let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "refused.test:443").await;
     assert_eq!(response.status, 502, "{response:?}");
     support::http::assert_reason_token(&response);
     let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-    assert_decided(&ev, "allow", Some(("allow refused.test", 6)));
+    assert_rule(&ev, "allow refused.test", 6);
     assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
     assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
 }

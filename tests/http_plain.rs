@@ -8,10 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::http::{assert_reason_token, get_absolute};
-use support::upstream::{refused_addr, saw_headers};
+use support::upstream::{saw_headers, Refusing};
 use support::{
-    assert_decided, assert_logged_deny, field, pins, Blackhole, EventExt, HttpConn, HttpUpstream, TestGateway,
-    LOCAL_UPSTREAM,
+    assert_decided, assert_logged_deny, assert_rule, field, pins, Blackhole, EventExt, HttpConn, HttpUpstream,
+    TestGateway, LOCAL_UPSTREAM,
 };
 
 const RULES: &str = "\
@@ -21,17 +21,19 @@ allow slow.test
 deny denied.test
 ";
 
-async fn setup() -> (HttpUpstream, TestGateway) {
+/// An HTTP upstream pinned for `site.test`, a refusing address for `refused.test`, and the
+/// gateway.
+async fn setup() -> (HttpUpstream, Refusing, TestGateway) {
     let h = HttpUpstream::start("H").await;
-    let config =
-        format!("{LOCAL_UPSTREAM}{}", pins(&[("site.test", h.addr()), ("refused.test", refused_addr().await)]));
+    let refusing = Refusing::new();
+    let config = format!("{LOCAL_UPSTREAM}{}", pins(&[("site.test", h.addr()), ("refused.test", refusing.addr())]));
     let gw = TestGateway::start(RULES, &config).await;
-    (h, gw)
+    (h, refusing, gw)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_rules_decide_each_request() {
-    let (h, gw) = setup().await;
+    let (h, _refusing, gw) = setup().await;
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
 
     let r = conn.request(&get_absolute("site.test", "/api/x?y=1", "site.test")).await;
@@ -64,7 +66,7 @@ async fn path_rules_decide_each_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_header_must_agree_with_the_uri() {
-    let (h, gw) = setup().await;
+    let (h, _refusing, gw) = setup().await;
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
     // The URI names an allowed site, the Host header another: whichever the upstream would
     // trust, one of them was not decided.
@@ -93,7 +95,7 @@ async fn host_header_must_agree_with_the_uri() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    let (h, gw) = setup().await;
+    let (h, _refusing, gw) = setup().await;
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
     let r = conn
         .request(
@@ -126,7 +128,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_are_forwarded() {
-    let (h, gw) = setup().await;
+    let (h, _refusing, gw) = setup().await;
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
     let r = conn
         .request("POST http://site.test/api/post HTTP/1.1\r\nHost: site.test\r\nContent-Length: 11\r\n\r\nhello world")
@@ -149,13 +151,13 @@ async fn request_bodies_are_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_upstream_is_502() {
-    let (_h, gw) = setup().await;
+    let (_h, _refusing, gw) = setup().await;
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
     let r = conn.request(&get_absolute("refused.test", "/r", "refused.test")).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert_reason_token(&r);
     let ev = gw.wait_access(field("path", "/r")).await;
-    assert_decided(&ev, "allow", Some(("allow refused.test", 2)));
+    assert_rule(&ev, "allow refused.test", 2);
     assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
     assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
 }
@@ -180,7 +182,7 @@ async fn a_silent_upstream_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reason_header_never_carries_client_bytes() {
-    let (h, gw) = setup().await;
+    let (h, _refusing, gw) = setup().await;
     let odd = "<script>alert(1)</script>\"';%0d%0aSet-Cookie:x=1";
     let requests = [
         // A Host header of odd characters that disagrees with the URI.

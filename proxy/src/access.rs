@@ -116,13 +116,16 @@ impl Access {
         }
     }
 
-    /// Records that it was refused before anything reached an upstream: the action is `deny`
-    /// whatever the policy said (the rule that allowed the name stays in `rule`), and `outcome`
-    /// says why.
+    /// Records that it was refused before anything reached an upstream. When the gateway refused
+    /// (the policy, the SSRF guard, a client fault) the action is `deny` whatever the policy said
+    /// (the rule that allowed the name stays in `rule`); when the upstream failed, the action stays
+    /// what was decided. `outcome` says why.
     pub fn refused(&mut self, outcome: Outcome, detail: impl Into<String>) {
         self.outcome = outcome;
         self.detail = Some(detail.into());
-        self.action = Some(Action::Deny);
+        if outcome.blame() != crate::outcome::Blame::Upstream || self.action.is_none() {
+            self.action = Some(Action::Deny);
+        }
     }
 
     /// Emits the event.

@@ -34,16 +34,11 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
-    /// A gateway with a connect listener on `127.0.0.1:0` and a transparent listener on
-    /// `127.0.0.2:0`, the policy `default = "deny"` plus `rules` (as `test.rules`), and
-    /// `extra_toml` appended to the configuration (its own sections: `[upstream]`, `[resolve]`,
-    /// `[sniff]`…).
-    ///
-    /// The two listeners are on different loopback addresses because the configuration rejects
-    /// two listeners on `127.0.0.1:0` as "used by another listener" (see the test
-    /// `two_listeners_on_port_zero_both_start` in `connect.rs`).
+    /// A gateway with a connect listener and a transparent listener, both on `127.0.0.1:0`, the
+    /// policy `default = "deny"` plus `rules` (as `test.rules`), and `extra_toml` appended to
+    /// the configuration (its own sections: `[upstream]`, `[resolve]`, `[sniff]`…).
     pub async fn start(rules: &str, extra_toml: &str) -> TestGateway {
-        TestGateway::start_with(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.2:0")], rules, extra_toml).await
+        TestGateway::start_with(&[("connect", "127.0.0.1:0"), ("transparent", "127.0.0.1:0")], rules, extra_toml).await
     }
 
     /// [`TestGateway::start`] with these listeners (`kind`, `address`).
@@ -133,20 +128,21 @@ pub fn field<'a>(name: &'a str, value: &'a str) -> impl Fn(&Event) -> bool + 'a 
 pub fn assert_decided(event: &Event, action: &str, rule: Option<(&str, usize)>) {
     assert_eq!(event.s("action"), Some(action), "action: {event:#?}");
     match rule {
-        Some((text, line)) => {
-            assert_eq!(event.s("rule"), Some(text), "rule: {event:#?}");
-            let source = event.s("source").unwrap_or_else(|| panic!("no source: {event:#?}"));
-            let want = format!("test.rules:{line}");
-            assert!(
-                source == want || source.ends_with(&format!("/{want}")),
-                "source {source:?}, want {want}: {event:#?}"
-            );
-        }
+        Some((text, line)) => assert_rule(event, text, line),
         None => {
             assert_eq!(event.s("rule"), None, "rule: {event:#?}");
             assert_eq!(event.s("source"), None, "source: {event:#?}");
         }
     }
+}
+
+/// Asserts the deciding rule's text (`ACTION TARGET`) and line in `test.rules`, whatever
+/// became of the connection afterwards.
+pub fn assert_rule(event: &Event, text: &str, line: usize) {
+    assert_eq!(event.s("rule"), Some(text), "rule: {event:#?}");
+    let source = event.s("source").unwrap_or_else(|| panic!("no source: {event:#?}"));
+    let want = format!("test.rules:{line}");
+    assert!(source == want || source.ends_with(&format!("/{want}")), "source {source:?}, want {want}: {event:#?}");
 }
 
 /// Asserts that a connection or request the gateway refused is logged with `action = "deny"`

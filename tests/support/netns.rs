@@ -9,6 +9,7 @@
 //! test skips.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -58,8 +59,30 @@ impl Netns {
             eprintln!("skipping {hint}: needs root and ip/iptables");
             return None;
         }
-        // K is unique within the process; the pid spreads concurrent processes apart.
-        let k = (std::process::id() % 40) * 6 + NEXT.fetch_add(1, Ordering::SeqCst) % 6 + 1;
+        // Claim a free K: `ip netns add` fails when the name exists (another test, another
+        // process, or a run that was killed). The pid and a counter spread the starting points.
+        let start = std::process::id().wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst));
+        let mut claimed = None;
+        for i in 0..240 {
+            let k = start.wrapping_add(i) % 240 + 1;
+            let name = format!("hgtest{k}");
+            match run(&["ip", "netns", "add", &name]) {
+                Ok(_) => {
+                    claimed = Some(k);
+                    break;
+                }
+                Err(_) if Path::new("/run/netns").join(&name).exists() => continue,
+                Err(e) => {
+                    eprintln!("skipping {hint}: needs root and ip/iptables ({e})");
+                    return None;
+                }
+            }
+        }
+        let Some(k) = claimed else {
+            eprintln!("skipping {hint}: all 240 namespace names hgtest1..240 are taken");
+            return None;
+        };
+        // From here on the namespace is ours, and dropping `ns` removes it.
         let ns = Netns {
             name: format!("hgtest{k}"),
             veth_root: format!("hgt{k}r"),
@@ -71,10 +94,6 @@ impl Netns {
             nft_table: Mutex::new(None),
         };
         ns.remove_stale();
-        if let Err(e) = run(&["ip", "netns", "add", &ns.name]) {
-            eprintln!("skipping {hint}: needs root and ip/iptables ({e})");
-            return None;
-        }
         let (root, inner, name) = (ns.veth_root.as_str(), ns.veth_ns.as_str(), ns.name.as_str());
         let root_cidr = format!("{}/30", ns.root_ip);
         let ns_cidr = format!("{}/30", ns.ns_ip);
@@ -173,9 +192,9 @@ impl Netns {
         run(&["nft", "add", "rule", "inet", &table, "prerouting", &rule]).unwrap();
     }
 
-    /// Removes what a crashed earlier run with the same K may have left.
+    /// Removes what a killed earlier run with the same K may have left outside its namespace
+    /// (a root-side veth, redirect rules). Safe: holding the namespace name means owning K.
     fn remove_stale(&self) {
-        let _ = run(&["ip", "netns", "del", &self.name]);
         let _ = run(&["ip", "link", "del", &self.veth_root]);
         let _ = run(&["nft", "delete", "table", "inet", &format!("hostgate_test_{}", self.k)]);
         if let Ok(out) = run(&["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]) {

@@ -340,12 +340,25 @@ impl Blackhole {
     }
 }
 
-/// A local address that refuses connects (a port that was just bound and released).
-pub async fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// A local address that refuses connects: a socket bound to a port but not listening. Holding
+/// it keeps parallel tests from being given the same port.
+pub struct Refusing {
+    addr: SocketAddr,
+    _socket: TcpSocket,
+}
+
+impl Refusing {
+    /// Binds the socket.
+    pub fn new() -> Refusing {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Refusing { addr: socket.local_addr().unwrap(), _socket: socket }
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// The distinct header names of a comma-separated `x-upstream-saw-headers` value.
