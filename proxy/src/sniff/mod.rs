@@ -50,9 +50,12 @@ pub async fn sniff<S: AsyncRead + Unpin>(
 }
 
 async fn sniff_loop<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, cap: usize) -> Result<Sniffed, Failure> {
+    let mut walk = RecordWalk::default();
     loop {
-        if let Some(found) = classify(buf, cap)? {
-            return Ok(found);
+        if buf.first() != Some(&0x16) || walk.ready(buf, cap) {
+            if let Some(found) = classify(buf, cap)? {
+                return Ok(found);
+            }
         }
         buf.reserve(2048.min(cap + 1 - buf.len().min(cap)));
         let n = io
@@ -65,6 +68,59 @@ async fn sniff_loop<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, cap: u
                 format!("client closed after {} bytes, before anything decidable", buf.len()),
             ));
         }
+    }
+}
+
+/// Decides when a TLS buffer is worth a full parse, so that a client trickling its ClientHello a
+/// byte (or a record) at a time costs linear work, not a re-parse of the whole buffer per read.
+///
+/// It walks the record headers once, incrementally, adding up the handshake bytes the complete
+/// records carry, and learns the ClientHello's declared length from the first four of them. A
+/// full parse runs when those bytes are all there, or when the parser has something to refuse
+/// early: a record that is not a handshake record, an impossible record length, a handshake
+/// that is not a ClientHello or cannot fit the cap, or a buffer over the cap.
+#[derive(Debug, Default)]
+struct RecordWalk {
+    /// Offset of the next record header not walked yet.
+    pos: usize,
+    /// Handshake bytes in the complete records walked.
+    stream: usize,
+    /// The first four handshake bytes (type and u24 length), as far as seen.
+    head: [u8; 4],
+    head_len: usize,
+}
+
+impl RecordWalk {
+    fn ready(&mut self, buf: &[u8], cap: usize) -> bool {
+        if buf.len() > cap {
+            return true;
+        }
+        while let Some(&[kind, major, _, hi, lo]) = buf.get(self.pos..self.pos + 5) {
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if kind != 0x16 || major != 3 || len == 0 || len > 16384 {
+                return true;
+            }
+            let Some(payload) = buf.get(self.pos + 5..self.pos + 5 + len) else { break };
+            for &b in payload.iter().take(4 - self.head_len) {
+                self.head[self.head_len] = b;
+                self.head_len += 1;
+            }
+            self.stream += len;
+            self.pos += 5 + len;
+        }
+        // The handshake header may still be in the record that is arriving: peek at it there
+        // (without committing) so that an impossible length is refused before the record ends.
+        let mut head = self.head;
+        let mut head_len = self.head_len;
+        for &b in buf.get(self.pos + 5..).unwrap_or_default().iter().take(4 - head_len) {
+            head[head_len] = b;
+            head_len += 1;
+        }
+        if head_len < 4 {
+            return false;
+        }
+        let declared = usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
+        head[0] != 1 || declared + 4 + 5 > cap || self.stream >= declared + 4
     }
 }
 
@@ -136,6 +192,69 @@ mod tests {
         assert_eq!(classify(b" GET", 16384).unwrap(), Some(Sniffed::Unknown));
         assert_eq!(classify(b"\x16\x03", 16384).unwrap(), None);
         assert_eq!(classify(b"\x16\x07\x01", 16384).unwrap(), Some(Sniffed::Unknown));
+    }
+
+    /// A minimal ClientHello for `name`: TLS 1.2 body, one cipher suite, server_name only.
+    fn hello(name: &str) -> Vec<u8> {
+        let mut sni = vec![0u8];
+        sni.extend((name.len() as u16).to_be_bytes());
+        sni.extend(name.as_bytes());
+        let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+        list.extend(sni);
+        let mut ext = vec![0, 0];
+        ext.extend((list.len() as u16).to_be_bytes());
+        ext.extend(list);
+        let mut body = vec![3, 3];
+        body.extend([7u8; 32]);
+        body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend((ext.len() as u16).to_be_bytes());
+        body.extend(ext);
+        let mut hs = vec![1];
+        hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend(body);
+        hs
+    }
+
+    fn records(hs: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in hs.chunks(size) {
+            out.extend([0x16, 3, 1]);
+            out.extend((chunk.len() as u16).to_be_bytes());
+            out.extend(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn the_walk_gates_parsing_without_changing_answers() {
+        let hs = hello("example.com");
+        for size in [1, 3, 7, 64, 16384] {
+            let bytes = records(&hs, size);
+            let mut walk = RecordWalk::default();
+            for end in 1..=bytes.len() {
+                let prefix = &bytes[..end];
+                let gated = if walk.ready(prefix, 16384) { classify(prefix, 16384).unwrap() } else { None };
+                let full = classify(prefix, 16384).unwrap();
+                match (&gated, &full) {
+                    (None, None) => {}
+                    (Some(Sniffed::Tls(a)), Some(Sniffed::Tls(b))) => {
+                        assert_eq!(a, b);
+                        assert_eq!(end, bytes.len(), "done early at {end} of {}", bytes.len());
+                        assert_eq!(a.sni.as_deref(), Some("example.com"));
+                    }
+                    _ => panic!("size {size}, prefix {end}: gated {gated:?}, full {full:?}"),
+                }
+            }
+        }
+        // Refusals are not delayed: a declared length over the cap is judged at once.
+        let mut big = records(&hs, 16384);
+        big[6..9].copy_from_slice(&[0x01, 0, 0]);
+        let mut walk = RecordWalk::default();
+        assert!(walk.ready(&big[..9], 16384));
+        assert!(classify(&big[..9], 16384).is_err());
+        // So is a record of another type.
+        let mut walk = RecordWalk::default();
+        assert!(walk.ready(b"\x16\x03\x01\x00\x01\x01\x15\x03\x03\x00\x02", 16384));
     }
 
     #[tokio::test]
