@@ -11,6 +11,11 @@
 //! * `tunnel_throughput/{direct,naive_relay,hostgate_connect}`: 8 MiB each way at once over an
 //!   established tunnel (set up outside the timing). Throughput is in bytes.
 //!
+//! * `clienthello_parse/{hostgate,rustls_acceptor}`: from the bytes of a real rustls ClientHello
+//!   (one record) to its server name: `hostgate_proxy::sniff::tls::parse_client_hello` against
+//!   rustls' own `server::Acceptor` (what a user of rustls would reach for); and
+//!   `clienthello_parse/hostgate_64B_records`: the same hello split into 64-byte records.
+//!
 //! Before timing, `tunnel_memory` is printed: the heap held per open tunnel by the gateway,
 //! measured with a counting allocator as (heap with N tunnels through the gateway - heap with N
 //! direct connections to the same echo server) / N, after each tunnel has carried a round trip.
@@ -169,6 +174,17 @@ async fn open(s: &Setup, path: Path) -> TcpStream {
     c
 }
 
+/// Re-frames a one-record handshake into records of `size` payload bytes.
+fn split_records(hello: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in hello[5..].chunks(size) {
+        out.extend_from_slice(&hello[..3]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 /// Sends `PAYLOAD` bytes while reading them back.
 async fn transfer(c: TcpStream, chunk: &[u8]) {
     let (mut r, mut w) = c.into_split();
@@ -247,6 +263,29 @@ fn main() {
             })
         });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("clienthello_parse");
+    let split = split_records(&s.hello, 64);
+    for (name, bytes) in [("hostgate", &s.hello), ("hostgate_64B_records", &split)] {
+        g.bench_function(name, |b| {
+            b.iter(|| match hostgate_proxy::sniff::tls::parse_client_hello(black_box(bytes), 16 * 1024) {
+                Ok(hostgate_proxy::sniff::tls::Progress::Done(h)) => black_box(h.sni.map(|s| s.len())),
+                other => panic!("{other:?}"),
+            })
+        });
+    }
+    g.bench_function("rustls_acceptor", |b| {
+        b.iter(|| {
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut rd: &[u8] = black_box(&s.hello);
+            acceptor.read_tls(&mut rd).expect("read_tls");
+            match acceptor.accept() {
+                Ok(Some(accepted)) => black_box(accepted.client_hello().server_name().map(str::len)),
+                _ => panic!("no ClientHello"),
+            }
+        })
+    });
     g.finish();
 
     let chunk = vec![0x5au8; 64 * 1024];
