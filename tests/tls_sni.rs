@@ -133,6 +133,33 @@ async fn clienthello_over_the_cap_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ech_is_decided_on_the_outer_sni_and_logged() {
+    let (_ca, http, _echo, gw) = setup("").await;
+    let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
+    let client = tcp.local_addr().unwrap().to_string();
+    tcp.write_all(&ClientHello::new("allowed.test").alpn(&["h2"]).ech().to_bytes()).await.unwrap();
+    // Relayed: the upstream (which cannot decrypt the inner hello and ignores the extension)
+    // answers with its ServerHello.
+    expect_server_hello(&mut tcp).await;
+    drop(tcp);
+    let ev = gw.wait_access(field("client", &client)).await;
+    assert_eq!(ev.s("ech"), Some("true"), "{ev:#?}");
+    assert_eq!(ev.s("sni"), Some("allowed.test"), "{ev:#?}");
+    assert_eq!(ev.s("alpn"), Some("h2"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(http.addr().to_string().as_str()), "{ev:#?}");
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+
+    // Without the extension the log says so.
+    let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
+    let client = tcp.local_addr().unwrap().to_string();
+    tcp.write_all(&ClientHello::new("allowed.test").to_bytes()).await.unwrap();
+    expect_server_hello(&mut tcp).await;
+    drop(tcp);
+    let ev = gw.wait_access(field("client", &client)).await;
+    assert_eq!(ev.s("ech"), Some("false"), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_server_names_are_refused() {
     let (_ca, _http, echo, gw) = setup("").await;
     let cases: [(&str, Vec<Vec<u8>>); 4] = [

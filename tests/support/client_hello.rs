@@ -17,6 +17,10 @@ pub struct ClientHello {
     /// The largest TLS record fragment; the handshake message is split across as many records
     /// as it needs.
     pub record_size: usize,
+    /// Offer Encrypted Client Hello: an outer `encrypted_client_hello` extension (0xfe0d) with a
+    /// made-up config id, encapsulated key and payload (the server cannot decrypt it and, per
+    /// the ECH draft's "GREASE" behaviour, ignores it).
+    pub ech: bool,
 }
 
 impl ClientHello {
@@ -27,7 +31,7 @@ impl ClientHello {
 
     /// A hello with these `host_name` entries, verbatim.
     pub fn with_names(names: Vec<Vec<u8>>) -> ClientHello {
-        ClientHello { names, alpn: Vec::new(), padding: 0, record_size: 16384 }
+        ClientHello { names, alpn: Vec::new(), padding: 0, record_size: 16384, ech: false }
     }
 
     /// Sets the padding length.
@@ -40,6 +44,12 @@ impl ClientHello {
     pub fn record_size(mut self, n: usize) -> ClientHello {
         assert!(n > 0);
         self.record_size = n;
+        self
+    }
+
+    /// Offers ECH (see [`ClientHello::ech`]).
+    pub fn ech(mut self) -> ClientHello {
+        self.ech = true;
         self
     }
 
@@ -93,6 +103,15 @@ impl ClientHello {
             put_u16(&mut data, list.len() as u16);
             data.extend_from_slice(&list);
             ext(&mut exts, 0x0010, &data);
+        }
+        if self.ech {
+            // ECHClientHello, outer: type 0, HPKE suite (HKDF-SHA256, AES-128-GCM), config_id,
+            // enc (32 bytes), payload (64 bytes).
+            let mut data = vec![0x00, 0x00, 0x01, 0x00, 0x01, 0x2a, 0x00, 0x20];
+            data.extend((0u8..32).map(|i| i.wrapping_mul(3)));
+            data.extend_from_slice(&[0x00, 0x40]);
+            data.extend((0u8..64).map(|i| i ^ 0xa5));
+            ext(&mut exts, 0xfe0d, &data);
         }
         if self.padding > 0 {
             ext(&mut exts, 0x0015, &vec![0; self.padding]);
