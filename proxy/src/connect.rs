@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::access::Access;
 use crate::config::ListenerKind;
-use crate::gateway::Shared;
+use crate::gateway::{Shared, Slot};
 use crate::http::{refuse, Conn, Mode, ResBody};
 use crate::io::Prefixed;
 use crate::outcome::{Failure, Outcome};
@@ -32,7 +32,13 @@ use crate::tunnel::{self, Dest};
 use crate::upstream::Target;
 
 /// Serves one client connection of a connect listener.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    slot: Slot,
+    stream: TcpStream,
+    client: SocketAddr,
+    listener: SocketAddr,
+) {
     let policy = shared.policy.load_full();
     let template = Access::new(listener, ListenerKind::Connect, client);
     let conn = Arc::new(Conn::new(shared.clone(), policy.clone(), template.clone(), Mode::Proxy));
@@ -42,9 +48,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: Socket
         let policy = policy.clone();
         let template = template.clone();
         let conn = conn.clone();
+        let slot = slot.clone();
         async move {
             if req.method() == Method::CONNECT {
-                Ok::<_, Infallible>(connect(shared, policy, template, req).await)
+                Ok::<_, Infallible>(connect(shared, slot, policy, template, req).await)
             } else {
                 conn.handle(req).await
             }
@@ -66,6 +73,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: Socket
 /// Answers a CONNECT request, and on success spawns the tunnel.
 async fn connect(
     shared: Arc<Shared>,
+    slot: Slot,
     policy: Arc<Policy>,
     mut access: Access,
     req: Request<Incoming>,
@@ -100,6 +108,8 @@ async fn connect(
     access.upstream = Some(addr);
     access.status = Some(200);
     tokio::spawn(async move {
+        // The tunnel still counts against max_connections after hyper's connection has ended.
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => tunnel(shared, policy, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
             Err(e) => {

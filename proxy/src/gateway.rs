@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use hostgate_matcher::Matches;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ListenerKind, SniffConfig, VerifyDestination};
@@ -38,6 +38,14 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: Duration,
     /// `limits.max_connections` permits.
     limit: Arc<Semaphore>,
+}
+
+/// One client connection's place under `limits.max_connections`. Everything serving the
+/// connection holds a clone (the connection task, and a CONNECT tunnel's task, which outlives
+/// hyper's connection after the upgrade); the place is freed when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    _permit: Arc<OwnedSemaphorePermit>,
 }
 
 thread_local! {
@@ -207,14 +215,15 @@ async fn accept_loop(shared: Arc<Shared>, info: BoundListener, listener: TcpList
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let slot = Slot { _permit: Arc::new(permit) };
                 tokio::spawn(async move {
                     match info.kind {
-                        ListenerKind::Connect => crate::connect::serve(shared, stream, client, info.local).await,
+                        ListenerKind::Connect => crate::connect::serve(shared, slot, stream, client, info.local).await,
                         ListenerKind::Transparent => {
-                            crate::transparent::serve(shared, stream, client, info.local).await
+                            crate::transparent::serve(shared, stream, client, info.local).await;
+                            drop(slot);
                         }
                     }
-                    drop(permit);
                 });
             }
             Err(e) if is_resource_exhaustion(&e) => {
