@@ -43,6 +43,10 @@ pub struct Access {
     pub ech: Option<bool>,
     /// The decision's action.
     pub action: Option<Action>,
+    /// The policy would have denied, but report mode let it through.
+    pub would_deny: bool,
+    /// The policy generation that decided.
+    pub generation: u64,
     /// The deciding rule's text; absent for the default action.
     pub rule: Option<String>,
     /// The deciding rule's `file:line`.
@@ -79,6 +83,8 @@ impl Access {
             tls_versions: None,
             ech: None,
             action: None,
+            would_deny: false,
+            generation: 0,
             rule: None,
             source: None,
             upstream: None,
@@ -93,6 +99,7 @@ impl Access {
     /// Records a decision: its action, and the rule and its source when a rule decided.
     pub fn decided(&mut self, policy: &Policy, decision: &Decision) {
         self.action = Some(decision.action);
+        self.would_deny = decision.would_deny;
         match decision.rule {
             Some(id) => {
                 let rule = policy.rule(id);
@@ -147,6 +154,8 @@ impl Access {
             tls_versions = self.tls_versions.as_deref(),
             ech = self.ech,
             action = self.action.map(Action::as_str),
+            would_deny = self.would_deny.then_some(true),
+            generation = self.generation,
             rule = self.rule.as_deref(),
             source = self.source.as_deref(),
             upstream = self.upstream.map(tracing::field::display),

@@ -129,6 +129,7 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        let grace = c.runtime.shutdown_grace;
         let gateway = match crate::gateway::Gateway::start(c).await {
             Ok(g) => g,
             Err(e) => {
@@ -141,23 +142,46 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
             }
         };
         let p = gateway.policy();
-        tracing::info!(rules = p.rules().len(), default = %p.default_action(), "policy loaded");
-        wait_for_stop().await?;
-        tracing::info!("stopping: no new connections");
-        gateway.shutdown().await;
-        Ok(ExitCode::SUCCESS)
+        tracing::info!(generation = gateway.generation(), rules = p.rules().len(), default = %p.default_action(), "policy loaded");
+        crate::notify::ready();
+        serve_signals(gateway, grace).await
     })
 }
 
-async fn wait_for_stop() -> Result<(), String> {
+/// SIGHUP reloads (requests coalesce); the first SIGTERM or SIGINT starts a graceful shutdown
+/// of up to `grace`; a second one exits at once.
+async fn serve_signals(gateway: crate::gateway::Gateway, grace: std::time::Duration) -> Result<ExitCode, String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reload requested");
+                gateway.request_reload();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
     }
-    Ok(())
+    tracing::info!(grace_ms = grace.as_millis() as u64, "stopping: no new connections; established ones may finish");
+    crate::notify::stopping();
+    let shutdown = gateway.shutdown(grace);
+    tokio::select! {
+        closed = shutdown => {
+            tracing::info!(closed, "stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = term.recv() => {
+            tracing::warn!("second signal: exiting now");
+            Ok(ExitCode::from(1))
+        }
+        _ = int.recv() => {
+            tracing::warn!("second signal: exiting now");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn load(config: &std::path::Path) -> Result<(Config, Policy), String> {

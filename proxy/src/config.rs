@@ -38,6 +38,31 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Static name pins (`[resolve]`): lowercase name without trailing dot → addresses.
     pub resolve: BTreeMap<String, Vec<Pin>>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/policy`).
+    pub admin: AdminConfig,
+    /// Process lifecycle.
+    pub runtime: RuntimeConfig,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where to serve the admin endpoints; none when unset. They have no authentication: keep
+    /// them on loopback or a management network.
+    pub address: Option<SocketAddr>,
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// On SIGTERM/SIGINT, how long established connections may run before they are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { shutdown_grace: Duration::from_secs(30) }
+    }
 }
 
 /// `[sniff]`: how long and how much to read before a decision.
@@ -142,6 +167,9 @@ pub enum ListenerKind {
 pub struct PolicyConfig {
     /// The action when no rule matches.
     pub default: Action,
+    /// Enforce or only report denials, for every source (a source can also be in report mode on
+    /// its own).
+    pub mode: Mode,
     /// Rule files, in order.
     pub sources: Vec<SourceConfig>,
 }
@@ -155,6 +183,20 @@ pub struct SourceConfig {
     pub default: Option<Action>,
     /// The line of the configuration file that names this source.
     pub line: usize,
+    /// Report mode for this file's deny rules (the global `[policy] mode` applies to every file).
+    pub mode: Mode,
+}
+
+/// Whether deny decisions are enforced or only reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny means deny.
+    #[default]
+    Enforce,
+    /// A would-be deny is allowed and logged with `would_deny = true`, so that a new rule list can
+    /// be rolled out and watched before it bites.
+    Report,
 }
 
 /// Logging.
@@ -223,6 +265,24 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     resolve: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    #[serde(default)]
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,6 +326,8 @@ struct RawListener {
 struct RawPolicy {
     #[serde(default = "deny")]
     default: Action,
+    #[serde(default)]
+    mode: Mode,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
 }
@@ -280,6 +342,8 @@ struct RawSource {
     path: Spanned<String>,
     #[serde(default)]
     default: Option<Action>,
+    #[serde(default)]
+    mode: Mode,
 }
 
 #[derive(Deserialize, Default)]
@@ -352,6 +416,7 @@ impl Config {
                 path: base.join(s.path.get_ref()),
                 default: s.default,
                 line: line_col(text, s.path.span().start).0,
+                mode: s.mode,
             });
         }
 
@@ -477,16 +542,41 @@ impl Config {
             }
         }
 
+        let admin = match &raw.admin.address {
+            None => AdminConfig { address: None },
+            Some(a) => {
+                let address = a.get_ref().parse::<SocketAddr>().map_err(|_| {
+                    err(
+                        Some(a.span()),
+                        format!("admin.address: `{}` is not an IP address and port (e.g. 127.0.0.1:9090)", a.get_ref()),
+                    )
+                })?;
+                if address.port() != 0 && listeners.iter().any(|l| l.address == address) {
+                    return Err(err(Some(a.span()), format!("admin.address: {address} is used by a listener")));
+                }
+                AdminConfig { address: Some(address) }
+            }
+        };
+        let runtime = RuntimeConfig {
+            shutdown_grace: duration(
+                "runtime.shutdown_grace",
+                &raw.runtime.shutdown_grace,
+                RuntimeConfig::default().shutdown_grace,
+            )?,
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
-            policy: PolicyConfig { default: raw.policy.default, sources },
+            policy: PolicyConfig { default: raw.policy.default, mode: raw.policy.mode, sources },
             vars,
             log: LogConfig { level, format: raw.log.format },
             sniff,
             upstream,
             limits,
             resolve,
+            admin,
+            runtime,
         })
     }
 }

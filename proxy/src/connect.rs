@@ -39,8 +39,9 @@ pub(crate) async fn serve(
     client: SocketAddr,
     listener: SocketAddr,
 ) {
-    let policy = shared.policy.load_full();
-    let template = Access::new(listener, ListenerKind::Connect, client);
+    let policy = shared.policy.clone();
+    let mut template = Access::new(listener, ListenerKind::Connect, client);
+    template.generation = shared.generation;
     let conn = Arc::new(Conn::new(shared.clone(), policy.clone(), template.clone(), Mode::Proxy));
     let header_timeout = shared.sniff.timeout;
     let svc = service_fn(move |req: Request<Incoming>| {

@@ -1,23 +1,28 @@
-//! The gateway: listeners bound, the compiled policy behind an `arc-swap` handle, and one task
-//! per client connection.
+//! The gateway: listeners bound, the current generation (policy and settings) behind an
+//! `arc-swap` handle, one task per client connection, reloads and shutdown.
 //!
 //! This phase owns start-up (bind every listener before serving any), the accept loops (the
-//! connection limit, back-off when the process runs out of file descriptors) and the state the
-//! per-connection phases share ([`Shared`]). Each accepted connection goes to
-//! [`crate::connect`] or [`crate::transparent`]; nothing here reads a byte a client sends.
+//! connection limit, back-off when the process runs out of file descriptors), the generation
+//! each connection is served by (`Shared`, loaded once per connection), reloads (compiled on a
+//! blocking thread, serialised, coalesced, swapped whole or not at all) and the graceful
+//! shutdown. Each accepted connection goes to `connect` or `transparent`; nothing here reads a
+//! byte a client sends.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use hostgate_matcher::Matches;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ListenerKind, SniffConfig, VerifyDestination};
@@ -25,27 +30,60 @@ use crate::policy::{Decision, LoadError, Policy, Query};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::Connector;
 
-/// What every connection task shares.
+/// One generation of everything a connection is decided and served by: the policy, the
+/// resolver and guard, the sniff and relay settings. A reload builds a new one and swaps it in
+/// whole; each connection loads the current one once, when it is accepted, and keeps it.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// The policy; loaded once per connection.
-    pub(crate) policy: ArcSwap<Policy>,
+    /// 1 for the policy loaded at start, +1 per successful reload.
+    pub(crate) generation: u64,
+    /// The compiled policy.
+    pub(crate) policy: Arc<Policy>,
     /// Resolver, SSRF guard and connect settings.
     pub(crate) connector: Connector,
     /// `[sniff]`.
     pub(crate) sniff: SniffConfig,
     /// `upstream.idle_timeout`.
     pub(crate) idle_timeout: Duration,
-    /// `limits.max_connections` permits.
-    limit: Arc<Semaphore>,
+    /// The configuration it was built from.
+    pub(crate) config: Config,
+    /// When it was swapped in.
+    pub(crate) loaded_at: SystemTime,
+}
+
+impl Shared {
+    fn build(generation: u64, config: Config, policy: Policy) -> Shared {
+        let pins: std::collections::HashMap<_, _> =
+            config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Shared {
+            generation,
+            policy: Arc::new(policy),
+            connector: Connector::new(&config.upstream, Resolver::new(pins)),
+            sniff: config.sniff.clone(),
+            idle_timeout: config.upstream.idle_timeout,
+            config,
+            loaded_at: SystemTime::now(),
+        }
+    }
 }
 
 /// One client connection's place under `limits.max_connections`. Everything serving the
 /// connection holds a clone (the connection task, and a CONNECT tunnel's task, which outlives
 /// hyper's connection after the upgrade); the place is freed when the last clone is dropped.
+/// It also carries the signal that the shutdown grace period is over.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
     _permit: Arc<OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Slot {
+    /// Resolves when the gateway closes the connections still open at the end of the shutdown
+    /// grace period.
+    pub(crate) async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
 }
 
 thread_local! {
@@ -100,12 +138,79 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Why a reload did not apply; the previous generation keeps serving.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The configuration file.
+    Config(crate::config::ConfigError),
+    /// A rule file.
+    Policy(LoadError),
+    /// Something that should not fail did.
+    Internal(String),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::Policy(e) => write!(f, "{e}"),
+            ReloadError::Internal(e) => write!(f, "internal error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// What a successful reload changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The new generation.
+    pub generation: u64,
+    /// Active rules by action: bypass, allow, deny.
+    pub rules: [usize; 3],
+    /// Reading and compiling the rules.
+    pub compile_time: Duration,
+    /// Rules added and removed, per rule file (files without changes are left out).
+    pub changes: Vec<SourceChange>,
+    /// Settings that changed but only apply after a restart (listeners, limits).
+    pub needs_restart: Vec<String>,
+}
+
+/// Rules added and removed in one file by a reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceChange {
+    /// The rule file.
+    pub file: String,
+    /// Rules (as `ACTION TARGET`) that are new.
+    pub added: usize,
+    /// Rules that are gone.
+    pub removed: usize,
+}
+
+/// What the gateway shares with its accept loops, reload task and admin listener.
+#[derive(Debug)]
+struct Core {
+    current: ArcSwap<Shared>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    config_path: PathBuf,
+    listeners: Vec<BoundListener>,
+    /// Serialises reloads; a reload requested while one runs waits, then runs with the newest files.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Reload requests (SIGHUP); several before the reload task wakes count as one.
+    reload_wanted: Notify,
+    /// Set when the shutdown grace period ends: connection tasks close.
+    stop: watch::Sender<bool>,
+    /// Set when shutdown starts: `/readyz` fails, reloads stop.
+    draining: AtomicBool,
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    listeners: Vec<BoundListener>,
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     accept_tasks: Vec<JoinHandle<()>>,
+    reload_task: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -122,66 +227,244 @@ impl Gateway {
             .await
             .map_err(|e| StartError::Internal(format!("policy compile task: {e}")))?
             .map_err(StartError::Policy)?;
-        if config.upstream.verify_destination == VerifyDestination::Original {
-            tracing::warn!(
-                "upstream.verify_destination = \"original\" is insecure: transparent connections go to whatever \
-                 address the client chose, so an allowed name can carry traffic to any host"
-            );
-        }
+        warn_insecure(&config);
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let listener = bind(l.address).map_err(|error| StartError::Bind { address: l.address, error })?;
             let local = listener.local_addr().map_err(|error| StartError::Bind { address: l.address, error })?;
             bound.push((BoundListener { kind: l.kind, local }, listener));
         }
-        let pins: std::collections::HashMap<_, _> =
-            config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let shared = Arc::new(Shared {
-            policy: ArcSwap::from_pointee(policy),
-            connector: Connector::new(&config.upstream, Resolver::new(pins)),
-            sniff: config.sniff.clone(),
-            idle_timeout: config.upstream.idle_timeout,
-            limit: Arc::new(Semaphore::new(config.limits.max_connections)),
+        let max_connections = config.limits.max_connections;
+        let core = Arc::new(Core {
+            config_path: config.path.clone(),
+            current: ArcSwap::from_pointee(Shared::build(1, config, policy)),
+            limit: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            listeners: bound.iter().map(|(info, _)| *info).collect(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_wanted: Notify::new(),
+            stop: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
         });
-        let mut listeners = Vec::with_capacity(bound.len());
         let mut accept_tasks = Vec::with_capacity(bound.len());
         for (info, listener) in bound {
             tracing::info!(kind = kind_str(info.kind), address = %info.local, "listening");
-            listeners.push(info);
-            accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), info, listener)));
+            accept_tasks.push(tokio::spawn(accept_loop(core.clone(), info, listener)));
         }
-        Ok(Gateway { listeners, shared, accept_tasks })
+        let reload_task = tokio::spawn(reload_loop(core.clone()));
+        Ok(Gateway { core, accept_tasks, reload_task })
     }
 
     /// The listeners, in configuration order.
     pub fn listeners(&self) -> &[BoundListener] {
-        &self.listeners
+        &self.core.listeners
     }
 
     /// The address of the first listener of `kind`.
     pub fn local_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
-        self.listeners.iter().find(|l| l.kind == kind).map(|l| l.local)
+        self.core.listeners.iter().find(|l| l.kind == kind).map(|l| l.local)
     }
 
     /// The policy new connections are decided by.
     pub fn policy(&self) -> Arc<Policy> {
-        self.shared.policy.load_full()
+        self.core.current.load().policy.clone()
     }
 
-    /// Replaces the policy for new connections; established ones keep theirs.
-    pub fn set_policy(&self, policy: Policy) {
-        self.shared.policy.store(Arc::new(policy));
+    /// The current policy generation (1 at start, +1 per successful reload).
+    pub fn generation(&self) -> u64 {
+        self.core.current.load().generation
     }
 
-    /// Stops accepting. Connections already accepted run to their end.
-    pub async fn shutdown(self) {
+    /// When the current generation was swapped in.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.core.current.load().loaded_at
+    }
+
+    /// Re-reads the configuration file and every rule file, compiles them on a blocking thread,
+    /// and swaps the result in for new connections; established connections keep theirs.
+    /// Reloads never run concurrently: one that arrives during another waits for it.
+    ///
+    /// # Errors
+    /// Any configuration or rule error (with file and line); the current generation keeps
+    /// serving, untouched.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.core.reload().await
+    }
+
+    /// Asks for a reload (what SIGHUP does) and returns at once. Requests that arrive while a
+    /// reload is running coalesce into one more reload, which reads the newest files.
+    pub fn request_reload(&self) {
+        self.core.reload_wanted.notify_one();
+    }
+
+    /// Whether the gateway can take traffic: listeners bound, a policy loaded, not shutting
+    /// down.
+    pub fn ready(&self) -> Result<(), String> {
+        self.core.ready()
+    }
+
+    /// Stops accepting (listeners close, so new connections are refused), lets established
+    /// connections finish for up to `grace`, then closes the rest. Returns how many were closed
+    /// at the end of the grace period.
+    pub async fn shutdown(self, grace: Duration) -> usize {
+        self.core.draining.store(true, Ordering::SeqCst);
+        self.reload_task.abort();
         for t in &self.accept_tasks {
             t.abort();
         }
         for t in self.accept_tasks {
             let _ = t.await;
         }
+        let max = u32::try_from(self.core.max_connections).unwrap_or(u32::MAX);
+        let active = self.core.max_connections - self.core.limit.available_permits();
+        if active > 0 {
+            tracing::info!(active, grace_ms = grace.as_millis() as u64, "shutdown: waiting for connections to finish");
+        }
+        let drained = tokio::time::timeout(grace, self.core.limit.acquire_many(max)).await;
+        let left = self.core.max_connections - self.core.limit.available_permits();
+        if drained.is_err() && left > 0 {
+            tracing::warn!(closed = left, "shutdown: grace period over; closing the connections still open");
+            self.core.stop.send_replace(true);
+            // Give the tasks a moment to drop their sockets.
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.core.limit.acquire_many(max)).await;
+            return left;
+        }
+        0
     }
+}
+
+impl Core {
+    fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("shutting down".to_string());
+        }
+        if self.listeners.is_empty() {
+            return Err("no listener bound".to_string());
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _serial = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path).map_err(ReloadError::Config)?;
+            let policy = Policy::load(&config).map_err(ReloadError::Policy)?;
+            Ok::<_, ReloadError>((config, policy))
+        })
+        .await
+        .map_err(|e| ReloadError::Internal(format!("reload task: {e}")));
+        let (config, policy) = match loaded.and_then(|r| r) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(
+                    generation = self.current.load().generation,
+                    error = %e,
+                    "reload failed; the current generation keeps serving"
+                );
+                return Err(e);
+            }
+        };
+        let old = self.current.load_full();
+        let generation = old.generation + 1;
+        let changes = rule_changes(&old.policy, &policy);
+        let needs_restart = restart_needed(&old.config, &config);
+        warn_insecure(&config);
+        let rules = count_rules(&policy);
+        let compile_time = policy.compile_time();
+        self.current.store(Arc::new(Shared::build(generation, config, policy)));
+        let summary =
+            changes.iter().map(|c| format!("{}: +{} -{}", c.file, c.added, c.removed)).collect::<Vec<_>>().join("; ");
+        tracing::info!(
+            generation,
+            bypass = rules[0],
+            allow = rules[1],
+            deny = rules[2],
+            compile_ms = compile_time.as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
+            changes = if summary.is_empty() { "none" } else { summary.as_str() },
+            "reloaded; new connections use the new generation"
+        );
+        for what in &needs_restart {
+            tracing::warn!(generation, "reload: {what} changed; this takes effect only after a restart");
+        }
+        Ok(Reloaded { generation, rules, compile_time, changes, needs_restart })
+    }
+}
+
+async fn reload_loop(core: Arc<Core>) {
+    loop {
+        core.reload_wanted.notified().await;
+        crate::notify::reloading();
+        let _ = core.reload().await;
+        crate::notify::ready();
+    }
+}
+
+fn warn_insecure(config: &Config) {
+    if config.upstream.verify_destination == VerifyDestination::Original {
+        tracing::warn!(
+            "upstream.verify_destination = \"original\" is insecure: transparent connections go to whatever \
+             address the client chose, so an allowed name can carry traffic to any host"
+        );
+    }
+}
+
+fn count_rules(policy: &Policy) -> [usize; 3] {
+    let mut rules = [0usize; 3];
+    for s in policy.sources() {
+        for (t, n) in rules.iter_mut().zip(s.by_action) {
+            *t += n;
+        }
+    }
+    rules
+}
+
+/// Rules added and removed per file, comparing `ACTION TARGET` texts as multisets.
+fn rule_changes(old: &Policy, new: &Policy) -> Vec<SourceChange> {
+    let mut diff: BTreeMap<(String, String), isize> = BTreeMap::new();
+    for r in old.rules() {
+        *diff.entry((r.origin.file.to_string(), format!("{} {}", r.action, r.target))).or_default() -= 1;
+    }
+    for r in new.rules() {
+        *diff.entry((r.origin.file.to_string(), format!("{} {}", r.action, r.target))).or_default() += 1;
+    }
+    let mut per_file: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for ((file, _), n) in diff {
+        let e = per_file.entry(file).or_default();
+        if n > 0 {
+            e.0 += n.unsigned_abs();
+        } else if n < 0 {
+            e.1 += n.unsigned_abs();
+        }
+    }
+    per_file
+        .into_iter()
+        .filter(|(_, (a, r))| a + r > 0)
+        .map(|(file, (added, removed))| SourceChange { file, added, removed })
+        .collect()
+}
+
+/// The settings a reload cannot apply.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.listeners != new.listeners {
+        out.push("[[listener]]".to_string());
+    }
+    if old.limits != new.limits {
+        out.push("[limits]".to_string());
+    }
+    if old.admin != new.admin {
+        out.push("[admin]".to_string());
+    }
+    if old.log != new.log {
+        out.push("[log]".to_string());
+    }
+    if old.runtime != new.runtime {
+        out.push("[runtime]".to_string());
+    }
+    out
 }
 
 fn kind_str(kind: ListenerKind) -> &'static str {
@@ -205,24 +488,34 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(shared: Arc<Shared>, info: BoundListener, listener: TcpListener) {
+async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     loop {
         // Wait for a free slot before accepting: over the limit, clients queue in the backlog.
-        let Ok(permit) = shared.limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = core.limit.clone().acquire_owned().await else { return };
         match listener.accept().await {
             Ok((stream, client)) => {
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let slot = Slot { _permit: Arc::new(permit) };
+                // The generation is loaded once per connection and kept for its life.
+                let shared = core.current.load_full();
+                let slot = Slot { _permit: Arc::new(permit), stop: core.stop.subscribe() };
                 tokio::spawn(async move {
-                    match info.kind {
-                        ListenerKind::Connect => crate::connect::serve(shared, slot, stream, client, info.local).await,
-                        ListenerKind::Transparent => {
-                            crate::transparent::serve(shared, stream, client, info.local).await;
-                            drop(slot);
+                    let stop = slot.clone();
+                    let serve = async move {
+                        match info.kind {
+                            ListenerKind::Connect => {
+                                crate::connect::serve(shared, slot, stream, client, info.local).await
+                            }
+                            ListenerKind::Transparent => {
+                                crate::transparent::serve(shared, stream, client, info.local).await;
+                                drop(slot);
+                            }
                         }
+                    };
+                    tokio::select! {
+                        () = serve => {}
+                        () = stop.stopped() => {}
                     }
                 });
             }

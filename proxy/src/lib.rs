@@ -20,6 +20,7 @@ pub mod gateway;
 mod http;
 pub mod import;
 pub mod io;
+pub mod notify;
 pub mod outcome;
 pub mod policy;
 pub mod relay;

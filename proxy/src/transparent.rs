@@ -26,6 +26,7 @@ use crate::tunnel::{self, Dest};
 /// Serves one redirected connection.
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
     let mut access = Access::new(listener, ListenerKind::Transparent, client);
+    access.generation = shared.generation;
     let original = match original_destination(&stream) {
         Ok(original) => original,
         Err(detail) => {
@@ -37,7 +38,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
         }
     };
     access.dst = Some(original.to_string());
-    let policy = shared.policy.load_full();
+    let policy = shared.policy.clone();
     let mut buf = BytesMut::new();
     match sniff(&mut stream, &mut buf, &shared.sniff).await {
         Err(f) => tunnel::refuse(access, stream, f).await,

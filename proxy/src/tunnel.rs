@@ -99,8 +99,9 @@ pub(crate) async fn tls<C>(
             decision.action
         }
         None => {
-            access.action = Some(policy.default_action());
-            policy.default_action()
+            let decision = policy.default_decision();
+            access.decided(&policy, &decision);
+            decision.action
         }
     };
     if action == Action::Deny {
@@ -134,10 +135,9 @@ pub(crate) async fn opaque<C>(
 {
     access.protocol = Some("unknown");
     // Without a name the default action decides, whatever a CONNECT host matched.
-    access.action = Some(policy.default_action());
-    access.rule = None;
-    access.source = None;
-    if policy.default_action() == Action::Deny {
+    let decision = policy.default_decision();
+    access.decided(&policy, &decision);
+    if decision.action == Action::Deny {
         access.refused(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
         close(client).await;
         access.emit();

@@ -26,7 +26,7 @@ use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
 pub use lint::{Lint, LintKind};
 pub use rule::{placeholder_key, Action, Origin, Rule, Scheme};
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, Mode, SourceConfig};
 
 /// Identifies a rule of a [`Policy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +56,9 @@ pub struct Decision {
     pub path_unenforced: bool,
     /// Equally specific rules with different actions matched; the strictest won.
     pub tie: bool,
+    /// The decision would have been deny, but the deciding rule's source (or the whole policy)
+    /// is in report mode: `action` is then `allow`.
+    pub would_deny: bool,
 }
 
 /// Per-source counts.
@@ -146,6 +149,10 @@ pub struct Policy {
     default: Action,
     sources: Vec<SourceStats>,
     compile_time: Duration,
+    /// Every deny is only reported (`[policy] mode = "report"`).
+    report_all: bool,
+    /// Sources whose deny rules are only reported.
+    report_sources: Vec<Arc<str>>,
 }
 
 /// Why a matching rule did or did not decide, for [`Policy::explain`].
@@ -220,6 +227,15 @@ impl Policy {
         }
         let mut p = Policy::compile(rules, config.policy.default, &files)?;
         p.compile_time = started.elapsed();
+        p.report_all = config.policy.mode == Mode::Report;
+        p.report_sources = config
+            .policy
+            .sources
+            .iter()
+            .zip(&files)
+            .filter(|(s, _)| s.mode == Mode::Report)
+            .map(|(_, f)| f.clone())
+            .collect();
         Ok(p)
     }
 
@@ -257,7 +273,15 @@ impl Policy {
                 .unwrap_or(Origin { file: Arc::from("<policy>"), line: 0 });
             LoadError::Rules(vec![RuleError { origin, message: e.to_string() }])
         })?;
-        Ok(Policy { rules, matcher, default, sources, compile_time: started.elapsed() })
+        Ok(Policy {
+            rules,
+            matcher,
+            default,
+            sources,
+            compile_time: started.elapsed(),
+            report_all: false,
+            report_sources: Vec::new(),
+        })
     }
 
     /// Decides a connection or request. `scratch` is a reusable buffer (keep one per task).
@@ -281,10 +305,31 @@ impl Policy {
                 i += 1;
             }
             if let Some((action, rule, path_unenforced)) = best {
-                return Decision { action, rule: Some(rule), path_unenforced, tie: actions.count_ones() > 1 };
+                let report = action == Action::Deny
+                    && (self.report_all || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file));
+                return Decision {
+                    action: if report { Action::Allow } else { action },
+                    rule: Some(rule),
+                    path_unenforced,
+                    tie: actions.count_ones() > 1,
+                    would_deny: report,
+                };
             }
         }
-        Decision { action: self.default, rule: None, path_unenforced: false, tie: false }
+        self.default_decision()
+    }
+
+    /// The decision when nothing names a host (no SNI, an unknown protocol) or no rule matches:
+    /// the default action, report mode applied.
+    pub fn default_decision(&self) -> Decision {
+        let report = self.default == Action::Deny && self.report_all;
+        Decision {
+            action: if report { Action::Allow } else { self.default },
+            rule: None,
+            path_unenforced: false,
+            tie: false,
+            would_deny: report,
+        }
     }
 
     /// Decides, and says what became of every matching rule.
@@ -322,6 +367,16 @@ impl Policy {
     /// Every rule, active or not, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Whether every deny is only reported.
+    pub fn report_all(&self) -> bool {
+        self.report_all
+    }
+
+    /// Whether `file`'s deny rules are only reported.
+    pub fn reports(&self, file: &str) -> bool {
+        self.report_all || self.report_sources.iter().any(|f| &**f == file)
     }
 
     /// The action when no rule matches.
@@ -422,7 +477,7 @@ pub fn parse_rules(
     default: Option<Action>,
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<Rule>, Vec<RuleError>> {
-    let source = SourceConfig { path: Path::new(file).to_path_buf(), default, line: 0 };
+    let source = SourceConfig { path: Path::new(file).to_path_buf(), default, line: 0, mode: Mode::Enforce };
     let (mut rules, mut errors) = (Vec::new(), Vec::new());
     parse_file(&Arc::from(file), text, &source, vars, &mut rules, &mut errors);
     if errors.is_empty() {
