@@ -6,9 +6,11 @@
 //! lines, see [`init_tracing`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{ListenerKind, LogConfig, LogFormat};
+use crate::metrics::{AccessSample, Metrics};
 use crate::outcome::Outcome;
 use crate::policy::{Action, Decision, Policy};
 
@@ -63,11 +65,13 @@ pub struct Access {
     pub outcome: Outcome,
     /// Why, when it did not end well.
     pub detail: Option<String>,
+    /// Where the event is also counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Access {
     /// A record for a connection accepted now.
-    pub fn new(listener: SocketAddr, kind: ListenerKind, client: SocketAddr) -> Access {
+    pub fn new(listener: SocketAddr, kind: ListenerKind, client: SocketAddr, metrics: Arc<Metrics>) -> Access {
         Access {
             listener,
             kind,
@@ -93,6 +97,7 @@ impl Access {
             started: Instant::now(),
             outcome: Outcome::Ok,
             detail: None,
+            metrics,
         }
     }
 
@@ -135,8 +140,20 @@ impl Access {
         }
     }
 
-    /// Emits the event.
+    /// Emits the event (and counts it in the metrics).
     pub fn emit(&self) {
+        let listener = self.listener.to_string();
+        self.metrics.access(&AccessSample {
+            listener: &listener,
+            kind: listener_kind(self.kind),
+            protocol: self.protocol.unwrap_or("none"),
+            action: self.action.map_or("deny", Action::as_str),
+            outcome: self.outcome.as_str(),
+            source: self.source.as_deref(),
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            would_deny: self.would_deny,
+        });
         let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tracing::info!(
             target: "access",

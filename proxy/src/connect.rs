@@ -40,7 +40,7 @@ pub(crate) async fn serve(
     listener: SocketAddr,
 ) {
     let policy = shared.policy.clone();
-    let mut template = Access::new(listener, ListenerKind::Connect, client);
+    let mut template = Access::new(listener, ListenerKind::Connect, client, shared.metrics.clone());
     template.generation = shared.generation;
     let conn = Arc::new(Conn::new(shared.clone(), policy.clone(), template.clone(), Mode::Proxy));
     let header_timeout = shared.sniff.timeout;
@@ -96,7 +96,7 @@ async fn connect(
     // The tunnel's content is not known yet: decide as TLS, or as plain HTTP on port 80. The
     // sniffed content is decided again (and must agree) before a byte goes upstream.
     let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
-    let decision = crate::gateway::decide(&policy, &Query { host: &host, scheme, port, path: None });
+    let decision = crate::gateway::decide(&shared, &Query { host: &host, scheme, port, path: None });
     access.decided(&policy, &decision);
     if decision.action == Action::Deny {
         return refuse(access, Failure::new(Outcome::Denied, "policy"));
@@ -139,7 +139,10 @@ async fn tunnel<C>(
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::new();
-    match sniff(&mut client, &mut buf, &shared.sniff).await {
+    let started = std::time::Instant::now();
+    let sniffed = sniff(&mut client, &mut buf, &shared.sniff).await;
+    shared.metrics.sniff_latency(started.elapsed());
+    match sniffed {
         Err(f) => tunnel::refuse(access, client, f).await,
         Ok(Sniffed::Tls(hello)) => {
             let dest = Dest::Connected { host, port, upstream, addr };

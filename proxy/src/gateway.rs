@@ -25,7 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ListenerKind, SniffConfig, VerifyDestination};
+use crate::admin::AdminState;
+use crate::config::{Config, ListenerKind, Mode, SniffConfig, VerifyDestination};
+use crate::metrics::{Metrics, ReloadSample, TunnelGuard};
 use crate::policy::{Decision, LoadError, Policy, Query};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::Connector;
@@ -49,16 +51,19 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// When it was swapped in.
     pub(crate) loaded_at: SystemTime,
+    /// The gateway's metrics (the same for every generation).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
-    fn build(generation: u64, config: Config, policy: Policy) -> Shared {
+    fn build(generation: u64, config: Config, policy: Policy, metrics: Arc<Metrics>) -> Shared {
         let pins: std::collections::HashMap<_, _> =
             config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Shared {
             generation,
             policy: Arc::new(policy),
-            connector: Connector::new(&config.upstream, Resolver::new(pins)),
+            connector: Connector::new(&config.upstream, Resolver::new(pins), metrics.clone()),
+            metrics,
             sniff: config.sniff.clone(),
             idle_timeout: config.upstream.idle_timeout,
             config,
@@ -74,6 +79,7 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
     _permit: Arc<OwnedSemaphorePermit>,
+    _open: Arc<TunnelGuard>,
     stop: watch::Receiver<bool>,
 }
 
@@ -90,12 +96,16 @@ thread_local! {
     static SCRATCH: RefCell<Matches> = RefCell::new(Matches::new());
 }
 
-/// Decides with a per-thread scratch buffer, so deciding allocates nothing once warm.
-pub(crate) fn decide(policy: &Policy, q: &Query<'_>) -> Decision {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut scratch) => policy.decide(q, &mut scratch),
-        Err(_) => policy.decide(q, &mut Matches::new()),
-    })
+/// Decides by the generation's policy with a per-thread scratch buffer (so deciding allocates
+/// nothing once warm), timing it for the metrics.
+pub(crate) fn decide(shared: &Shared, q: &Query<'_>) -> Decision {
+    let started = Instant::now();
+    let decision = SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut scratch) => shared.policy.decide(q, &mut scratch),
+        Err(_) => shared.policy.decide(q, &mut Matches::new()),
+    });
+    shared.metrics.decision_latency(started.elapsed());
+    decision
 }
 
 /// A listener as bound.
@@ -203,6 +213,8 @@ struct Core {
     stop: watch::Sender<bool>,
     /// Set when shutdown starts: `/readyz` fails, reloads stop.
     draining: AtomicBool,
+    metrics: Arc<Metrics>,
+    admin_addr: Option<SocketAddr>,
 }
 
 /// A running gateway.
@@ -234,10 +246,28 @@ impl Gateway {
             let local = listener.local_addr().map_err(|error| StartError::Bind { address: l.address, error })?;
             bound.push((BoundListener { kind: l.kind, local }, listener));
         }
+        let admin = match config.admin.address {
+            None => None,
+            Some(address) => {
+                let listener = bind(address).map_err(|error| StartError::Bind { address, error })?;
+                let local = listener.local_addr().map_err(|error| StartError::Bind { address, error })?;
+                Some((listener, local))
+            }
+        };
         let max_connections = config.limits.max_connections;
+        let metrics = Arc::new(Metrics::new());
+        metrics.reload(&ReloadSample {
+            ok: true,
+            generation: 1,
+            rules: count_rules(&policy).map(|n| n as u64),
+            duration: policy.compile_time(),
+            at: SystemTime::now(),
+        });
         let core = Arc::new(Core {
             config_path: config.path.clone(),
-            current: ArcSwap::from_pointee(Shared::build(1, config, policy)),
+            current: ArcSwap::from_pointee(Shared::build(1, config, policy, metrics.clone())),
+            metrics,
+            admin_addr: admin.as_ref().map(|(_, local)| *local),
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             listeners: bound.iter().map(|(info, _)| *info).collect(),
@@ -250,6 +280,11 @@ impl Gateway {
         for (info, listener) in bound {
             tracing::info!(kind = kind_str(info.kind), address = %info.local, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(core.clone(), info, listener)));
+        }
+        if let Some((listener, local)) = admin {
+            tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy");
+            let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
+            accept_tasks.push(tokio::spawn(crate::admin::serve(listener, state)));
         }
         let reload_task = tokio::spawn(reload_loop(core.clone()));
         Ok(Gateway { core, accept_tasks, reload_task })
@@ -273,6 +308,16 @@ impl Gateway {
     /// The current policy generation (1 at start, +1 per successful reload).
     pub fn generation(&self) -> u64 {
         self.core.current.load().generation
+    }
+
+    /// The admin listener's address, when `[admin] address` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.core.admin_addr
+    }
+
+    /// The metrics in the Prometheus text format (what `/metrics` serves).
+    pub fn metrics(&self) -> String {
+        self.core.metrics.encode()
     }
 
     /// When the current generation was swapped in.
@@ -358,11 +403,15 @@ impl Core {
         let (config, policy) = match loaded.and_then(|r| r) {
             Ok(x) => x,
             Err(e) => {
-                tracing::error!(
-                    generation = self.current.load().generation,
-                    error = %e,
-                    "reload failed; the current generation keeps serving"
-                );
+                let generation = self.current.load().generation;
+                tracing::error!(generation, error = %e, "reload failed; the current generation keeps serving");
+                self.metrics.reload(&ReloadSample {
+                    ok: false,
+                    generation,
+                    rules: [0; 3],
+                    duration: started.elapsed(),
+                    at: SystemTime::now(),
+                });
                 return Err(e);
             }
         };
@@ -373,7 +422,14 @@ impl Core {
         warn_insecure(&config);
         let rules = count_rules(&policy);
         let compile_time = policy.compile_time();
-        self.current.store(Arc::new(Shared::build(generation, config, policy)));
+        self.current.store(Arc::new(Shared::build(generation, config, policy, self.metrics.clone())));
+        self.metrics.reload(&ReloadSample {
+            ok: true,
+            generation,
+            rules: rules.map(|n| n as u64),
+            duration: started.elapsed(),
+            at: SystemTime::now(),
+        });
         let summary =
             changes.iter().map(|c| format!("{}: +{} -{}", c.file, c.added, c.removed)).collect::<Vec<_>>().join("; ");
         tracing::info!(
@@ -390,6 +446,50 @@ impl Core {
             tracing::warn!(generation, "reload: {what} changed; this takes effect only after a restart");
         }
         Ok(Reloaded { generation, rules, compile_time, changes, needs_restart })
+    }
+}
+
+/// What the admin listener sees of the gateway.
+struct AdminView(Arc<Core>);
+
+impl AdminState for AdminView {
+    fn metrics(&self) -> String {
+        self.0.metrics.encode()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.0.ready()
+    }
+
+    fn policy_json(&self) -> serde_json::Value {
+        let current = self.0.current.load();
+        let p = &current.policy;
+        let loaded = current.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sources: Vec<serde_json::Value> = p
+            .sources()
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "file": &*s.file,
+                    "bypass": s.by_action[0],
+                    "allow": s.by_action[1],
+                    "deny": s.by_action[2],
+                    "inactive": s.inactive,
+                    "mode": if p.reports(&s.file) { "report" } else { "enforce" },
+                })
+            })
+            .collect();
+        let rules = count_rules(p);
+        serde_json::json!({
+            "generation": current.generation,
+            "loaded_at_unix": loaded,
+            "config": current.config.path.display().to_string(),
+            "default": p.default_action().as_str(),
+            "mode": if current.config.policy.mode == Mode::Report { "report" } else { "enforce" },
+            "rules": { "bypass": rules[0], "allow": rules[1], "deny": rules[2] },
+            "compile_ms": p.compile_time().as_secs_f64() * 1000.0,
+            "sources": sources,
+        })
     }
 }
 
@@ -499,7 +599,8 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
                 let _ = stream.set_nodelay(true);
                 // The generation is loaded once per connection and kept for its life.
                 let shared = core.current.load_full();
-                let slot = Slot { _permit: Arc::new(permit), stop: core.stop.subscribe() };
+                let open = core.metrics.connection(&info.local.to_string());
+                let slot = Slot { _permit: Arc::new(permit), _open: Arc::new(open), stop: core.stop.subscribe() };
                 tokio::spawn(async move {
                     let stop = slot.clone();
                     let serve = async move {

@@ -118,7 +118,7 @@ impl Conn {
             _ => target.authority.clone(),
         });
         let decision = crate::gateway::decide(
-            &self.policy,
+            &self.shared,
             &Query { host: &target.host, scheme: Scheme::Http, port: target.port, path: Some(&target.path) },
         );
         access.decided(&self.policy, &decision);

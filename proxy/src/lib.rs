@@ -13,6 +13,7 @@
 //! - [`cli`]: `hostgate run`, `check`, `explain` and `import`.
 
 pub mod access;
+pub mod admin;
 pub mod cli;
 pub mod config;
 mod connect;
@@ -20,6 +21,7 @@ pub mod gateway;
 mod http;
 pub mod import;
 pub mod io;
+pub mod metrics;
 pub mod notify;
 pub mod outcome;
 pub mod policy;

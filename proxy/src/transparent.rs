@@ -25,7 +25,7 @@ use crate::tunnel::{self, Dest};
 
 /// Serves one redirected connection.
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
-    let mut access = Access::new(listener, ListenerKind::Transparent, client);
+    let mut access = Access::new(listener, ListenerKind::Transparent, client, shared.metrics.clone());
     access.generation = shared.generation;
     let original = match original_destination(&stream) {
         Ok(original) => original,
@@ -40,7 +40,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
     access.dst = Some(original.to_string());
     let policy = shared.policy.clone();
     let mut buf = BytesMut::new();
-    match sniff(&mut stream, &mut buf, &shared.sniff).await {
+    let started = std::time::Instant::now();
+    let sniffed = sniff(&mut stream, &mut buf, &shared.sniff).await;
+    shared.metrics.sniff_latency(started.elapsed());
+    match sniffed {
         Err(f) => tunnel::refuse(access, stream, f).await,
         Ok(Sniffed::Tls(hello)) => {
             tunnel::tls(shared, policy, access, stream, buf, hello, Dest::Transparent { original }).await

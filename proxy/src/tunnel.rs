@@ -94,7 +94,7 @@ pub(crate) async fn tls<C>(
     let port = dest.port();
     let action = match &name {
         Some(host) => {
-            let decision = crate::gateway::decide(&policy, &Query { host, scheme: Scheme::Https, port, path: None });
+            let decision = crate::gateway::decide(&shared, &Query { host, scheme: Scheme::Https, port, path: None });
             access.decided(&policy, &decision);
             decision.action
         }
@@ -166,7 +166,9 @@ async fn finish_relay<C>(shared: &Shared, mut access: Access, client: C, upstrea
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let open = shared.metrics.tunnel(&access.listener.to_string());
     let r = relay(client, upstream, prefix, shared.idle_timeout).await;
+    drop(open);
     access.bytes_up = r.up;
     access.bytes_down = r.down;
     match r.end {

@@ -10,11 +10,13 @@ pub mod guard;
 pub mod resolve;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::config::{UpstreamConfig, VerifyDestination};
+use crate::metrics::{DnsResult, Metrics};
 use crate::outcome::{Failure, Outcome};
 use guard::Guard;
 use resolve::Resolver;
@@ -26,6 +28,7 @@ pub struct Connector {
     guard: Guard,
     verify: VerifyDestination,
     connect_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// Where a connection wants to go.
@@ -42,12 +45,13 @@ pub struct Target<'a> {
 
 impl Connector {
     /// A connector for `[upstream]` with this resolver.
-    pub fn new(cfg: &UpstreamConfig, resolver: Resolver) -> Connector {
+    pub fn new(cfg: &UpstreamConfig, resolver: Resolver, metrics: Arc<Metrics>) -> Connector {
         Connector {
             resolver,
             guard: Guard::new(cfg.allow_private.clone()),
             verify: cfg.verify_destination,
             connect_timeout: cfg.connect_timeout,
+            metrics,
         }
     }
 
@@ -102,7 +106,10 @@ impl Connector {
         let candidates = self.candidates(target).await?;
         let mut last = Failure::new(Outcome::UpstreamRefused, "no candidates");
         for addr in candidates {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await;
+            self.metrics.upstream_connect(started.elapsed(), matches!(result, Ok(Ok(_))));
+            match result {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     return Ok((stream, addr));
@@ -121,8 +128,18 @@ impl Connector {
 
     async fn resolve(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
         match self.resolver.resolve(name, port).await {
-            Ok(r) => Ok(r.addrs),
-            Err(e) => Err(Failure::new(Outcome::ResolveFailed, e.to_string())),
+            Ok(r) => {
+                self.metrics.dns(match (r.pinned, r.cached) {
+                    (true, _) => DnsResult::Pinned,
+                    (false, true) => DnsResult::CacheHit,
+                    (false, false) => DnsResult::CacheMiss,
+                });
+                Ok(r.addrs)
+            }
+            Err(e) => {
+                self.metrics.dns(DnsResult::Error);
+                Err(Failure::new(Outcome::ResolveFailed, e.to_string()))
+            }
         }
     }
 }

@@ -105,6 +105,9 @@ struct Inner {
     pins: HashMap<String, Vec<Pin>>,
     /// The DNS resolver, or why there is none.
     dns: Result<TokioResolver, String>,
+    /// Positive answers until their TTL runs out: hickory caches too, but cannot say whether an
+    /// answer came from its cache, and the gateway counts hits and misses.
+    answers: std::sync::Mutex<HashMap<String, (Vec<IpAddr>, std::time::Instant)>>,
 }
 
 impl Resolver {
@@ -159,7 +162,7 @@ impl Resolver {
             // Callers pass normalised names; this only makes a stray capital or dot harmless.
             map.entry(normalise(&name).into_owned()).or_default().extend(list);
         }
-        Resolver { inner: Arc::new(Inner { pins: map, dns }) }
+        Resolver { inner: Arc::new(Inner { pins: map, dns, answers: std::sync::Mutex::new(HashMap::new()) }) }
     }
 
     /// All addresses for `host` on `port`.
@@ -177,10 +180,17 @@ impl Resolver {
             if addrs.is_empty() {
                 return Err(fail(ResolveErrorKind::NoAddresses));
             }
-            return Ok(Resolved { addrs, pinned: true });
+            return Ok(Resolved { addrs, pinned: true, cached: false });
         }
         if let Some(ip) = ip_literal(&host) {
-            return Ok(Resolved { addrs: vec![SocketAddr::new(ip, port)], pinned: false });
+            return Ok(Resolved { addrs: vec![SocketAddr::new(ip, port)], pinned: false, cached: false });
+        }
+        if let Some(ips) = self.cached(&host) {
+            return Ok(Resolved {
+                addrs: dedup(ips.into_iter().map(|ip| SocketAddr::new(ip, port))),
+                pinned: false,
+                cached: true,
+            });
         }
         let dns = match &self.inner.dns {
             Ok(dns) => dns,
@@ -195,7 +205,26 @@ impl Resolver {
         if addrs.is_empty() {
             return Err(fail(ResolveErrorKind::NoAddresses));
         }
-        Ok(Resolved { addrs, pinned: false })
+        self.remember(&host, addrs.iter().map(SocketAddr::ip).collect(), lookup.valid_until());
+        Ok(Resolved { addrs, pinned: false, cached: false })
+    }
+
+    fn cached(&self, host: &str) -> Option<Vec<IpAddr>> {
+        let answers = self.inner.answers.lock().ok()?;
+        let (ips, until) = answers.get(host)?;
+        (std::time::Instant::now() < *until).then(|| ips.clone())
+    }
+
+    fn remember(&self, host: &str, ips: Vec<IpAddr>, until: std::time::Instant) {
+        let Ok(mut answers) = self.inner.answers.lock() else { return };
+        if answers.len() >= CACHE_SIZE {
+            let now = std::time::Instant::now();
+            answers.retain(|_, (_, until)| *until > now);
+            if answers.len() >= CACHE_SIZE {
+                answers.clear();
+            }
+        }
+        answers.insert(host.to_string(), (ips, until));
     }
 }
 
@@ -225,6 +254,8 @@ pub struct Resolved {
     pub addrs: Vec<SocketAddr>,
     /// Whether they came from a `[resolve]` pin rather than DNS or an IP literal.
     pub pinned: bool,
+    /// Whether a DNS answer came from the cache (no query sent).
+    pub cached: bool,
 }
 
 /// Why a name could not be resolved.
@@ -400,10 +431,11 @@ mod tests {
                     sa("[2001:db8::2]:9443")
                 ],
                 pinned: true,
+                cached: false,
             }
         );
         let got = resolver.resolve("one.example", 80).await.unwrap();
-        assert_eq!(got, Resolved { addrs: vec![sa("198.51.100.1:9443")], pinned: true });
+        assert_eq!(got, Resolved { addrs: vec![sa("198.51.100.1:9443")], pinned: true, cached: false });
         // Clones share the pins.
         let clone = resolver.clone();
         assert!(clone.resolve("one.example", 80).await.unwrap().pinned);
@@ -433,7 +465,7 @@ mod tests {
             ("[2001:db8::5]", "[2001:db8::5]:443"),
         ] {
             let got = resolver.resolve(host, 443).await.unwrap();
-            assert_eq!(got, Resolved { addrs: vec![sa(want)], pinned: false }, "{host}");
+            assert_eq!(got, Resolved { addrs: vec![sa(want)], pinned: false, cached: false }, "{host}");
         }
     }
 
@@ -556,14 +588,14 @@ mod tests {
         let resolver = Resolver::with_servers(pins(&[("pinned.test", &["192.0.2.99"])]), vec![server.addr]);
 
         let got = resolver.resolve("a.test", 443).await.unwrap();
-        assert_eq!(got, Resolved { addrs: vec![sa("192.0.2.7:443")], pinned: false });
+        assert_eq!(got, Resolved { addrs: vec![sa("192.0.2.7:443")], pinned: false, cached: false });
         assert_eq!(server.count("a.test", A), 1);
         let aaaa = server.count("a.test", AAAA);
         assert!(aaaa <= 1, "{aaaa} AAAA queries");
 
         // From the cache: no new query of either type, and a clone shares the cache.
         let got = resolver.clone().resolve("a.test", 8443).await.unwrap();
-        assert_eq!(got, Resolved { addrs: vec![sa("192.0.2.7:8443")], pinned: false });
+        assert_eq!(got, Resolved { addrs: vec![sa("192.0.2.7:8443")], pinned: false, cached: true });
         assert_eq!(server.count("a.test", A), 1);
         assert_eq!(server.count("a.test", AAAA), aaaa);
 
