@@ -223,6 +223,9 @@ pub struct Gateway {
     core: Arc<Core>,
     accept_tasks: Vec<JoinHandle<()>>,
     reload_task: JoinHandle<()>,
+    /// Serves until the end of shutdown, so that `/readyz` says "shutting down" during the grace
+    /// period and `/metrics` can still be scraped.
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -281,13 +284,13 @@ impl Gateway {
             tracing::info!(kind = kind_str(info.kind), address = %info.local, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(core.clone(), info, listener)));
         }
-        if let Some((listener, local)) = admin {
+        let admin_task = admin.map(|(listener, local)| {
             tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy");
             let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
-            accept_tasks.push(tokio::spawn(crate::admin::serve(listener, state)));
-        }
+            tokio::spawn(crate::admin::serve(listener, state))
+        });
         let reload_task = tokio::spawn(reload_loop(core.clone()));
-        Ok(Gateway { core, accept_tasks, reload_task })
+        Ok(Gateway { core, accept_tasks, reload_task, admin_task })
     }
 
     /// The listeners, in configuration order.
@@ -367,14 +370,19 @@ impl Gateway {
         }
         let drained = tokio::time::timeout(grace, self.core.limit.acquire_many(max)).await;
         let left = self.core.max_connections - self.core.limit.available_permits();
+        let mut closed = 0;
         if drained.is_err() && left > 0 {
             tracing::warn!(closed = left, "shutdown: grace period over; closing the connections still open");
             self.core.stop.send_replace(true);
             // Give the tasks a moment to drop their sockets.
             let _ = tokio::time::timeout(Duration::from_secs(1), self.core.limit.acquire_many(max)).await;
-            return left;
+            closed = left;
         }
-        0
+        if let Some(admin) = self.admin_task {
+            admin.abort();
+            let _ = admin.await;
+        }
+        closed
     }
 }
 
