@@ -2,6 +2,8 @@
 //! parsed and checked sample by sample; `/healthz`, `/readyz` (including while shutting down) and
 //! `/policy`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 mod support;
 
 use std::collections::BTreeMap;
