@@ -1,14 +1,14 @@
 //! The explicit-proxy (connect) listener with real clients: curl and `openssl s_client` through
 //! CONNECT to allowed, bypassed and denied names; a rustls client relaying 8 MiB each way at
 //! once; upstream failures before the tunnel; keep-alive absolute-form requests decided one by
-//! one.
+//! one; an IPv6 listener; `max_connections` holding clients in the backlog.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::http::{get_absolute, read_until_closed, tls_handshake, tunnel};
+use support::http::{get_absolute, read_connect_answer, read_until_closed, send_connect, tls_handshake, tunnel};
 use support::tools::{curl, describe, run, stdout};
 use support::upstream::Refusing;
 use support::{
@@ -276,4 +276,113 @@ async fn two_listeners_on_port_zero_both_start() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(gw.connect_addr(), gw.transparent_addr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_an_ipv6_listener() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["allowed.test"], "A6").await;
+    let extra = format!("{LOCAL_UPSTREAM}{}", pins(&[("allowed.test", up.addr())]));
+    let gw = TestGateway::start_with(&[("connect", "[::1]:0")], RULES, &extra).await;
+    let listener = gw.connect_addr();
+    assert!(listener.is_ipv6() && listener.ip().is_loopback(), "{listener}");
+
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let out = curl(&["--proxy", &proxy_url(&gw), "--cacert", ca_path, "https://allowed.test/v6"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "upstream=A6 sni=allowed.test path=/v6");
+
+    let ev = gw.wait_access(field("sni", "allowed.test")).await;
+    assert_eq!(ev.s("listener"), Some(format!("[::1]:{}", listener.port()).as_str()), "{ev:#?}");
+    assert!(ev.s("client").is_some_and(|c| c.starts_with("[::1]:")), "{ev:#?}");
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+}
+
+/// One HTTP request through an established TLS session; returns the response body.
+async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: &mut S, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let closed = read_until_closed(tls, Duration::from_secs(15)).await;
+    let text = String::from_utf8_lossy(&closed.bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{text:?}");
+    body.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_the_next_client_in_the_backlog() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["allowed.test"], "A").await;
+    let extra = format!("{LOCAL_UPSTREAM}[limits]\nmax_connections = 1\n{}", pins(&[("allowed.test", up.addr())]));
+    // One listener: the slot is the tunnels' alone (see the next test for two listeners).
+    let gw = TestGateway::start_with(&[("connect", "127.0.0.1:0")], RULES, &extra).await;
+
+    // The one slot: a tunnel with a TLS session through it, kept open.
+    let first = tunnel(gw.connect_addr(), "allowed.test:443").await;
+    let first_client = first.local_addr().unwrap().to_string();
+    let mut first = tls_handshake(first, "allowed.test", ca.client_config()).await.unwrap();
+
+    // The second client's TCP connect completes (the kernel's backlog), but nobody reads its
+    // CONNECT: no answer while the first holds the slot.
+    let mut second = send_connect(gw.connect_addr(), "allowed.test:443").await;
+    let second_client = second.local_addr().unwrap().to_string();
+    match tokio::time::timeout(Duration::from_millis(500), second.read_u8()).await {
+        Err(_) => {}
+        Ok(r) => panic!("the second client was answered while the first held the only slot: {r:?}"),
+    }
+    assert_eq!(up.accepted(), 1, "the gateway connected upstream for the second client");
+    assert!(gw.access_events(field("client", &second_client)).is_empty(), "the second client was served");
+
+    // The first tunnel ends; its slot goes to the second client.
+    assert_eq!(get_over(&mut first, "/first").await, "upstream=A sni=allowed.test path=/first");
+    drop(first);
+    let ev = gw.wait_access(field("client", &first_client)).await;
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+
+    let answer = read_connect_answer(&mut second, "allowed.test:443").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut second = tls_handshake(second, "allowed.test", ca.client_config()).await.unwrap();
+    assert_eq!(get_over(&mut second, "/second").await, "upstream=A sni=allowed.test path=/second");
+    drop(second);
+    let ev = gw.wait_access(field("client", &second_client)).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.u("status"), Some(200), "{ev:#?}");
+    assert_eq!(up.handshakes(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_shared_by_listeners_without_starving_one() {
+    // Two listeners share the limit; the transparent one gets no client at all. The slot is
+    // held by a keep-alive client connection of plain HTTP requests (no tunnel).
+    let h = HttpUpstream::start("H").await;
+    let extra = format!("{LOCAL_UPSTREAM}[limits]\nmax_connections = 1\n{}", pins(&[("site.test", h.addr())]));
+    let gw = TestGateway::start(RULES, &extra).await;
+    // A gateway that has been up for a moment: both accept loops have started.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut first = HttpConn::connect(gw.connect_addr()).await;
+    first.send(get_absolute("site.test", "/first", "site.test").as_bytes()).await;
+    let r = first.read_response().await.unwrap_or_else(|e| {
+        panic!("no answer to the only client of the connect listener (its slot went to the idle listener?): {e}")
+    });
+    assert_eq!(r.text(), "upstream=H host=site.test path=/first method=GET", "{r:?}");
+
+    let mut second = HttpConn::connect(gw.connect_addr()).await;
+    let second_client = second.local_addr();
+    second.send(get_absolute("site.test", "/second", "site.test").as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.count(), 1, "the second client was served while the first held the only slot");
+
+    drop(first);
+    let r = second.read_response().await.unwrap_or_else(|e| {
+        panic!("no answer to the second client after the first closed (its slot went to the idle listener?): {e}")
+    });
+    assert_eq!(r.text(), "upstream=H host=site.test path=/second method=GET", "{r:?}");
+    let ev = gw.wait_access(field("client", &second_client)).await;
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("path"), Some("/second"), "{ev:#?}");
 }

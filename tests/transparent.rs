@@ -1,17 +1,23 @@
 //! The transparent listener, fed by REDIRECT rules (iptables, and the nftables recipe) from a
 //! network namespace whose curl believes it talks to `203.0.113.10`, an address the client
 //! chose. The gateway must connect to the *name* (pinned to a local upstream), decide plain
-//! HTTP by Host and the original port, and with `verify_destination = "original-in-dns"` refuse
-//! a destination that is not among the name's addresses.
+//! HTTP by Host and the original port, apply the default action to a ClientHello without SNI,
+//! and with `verify_destination = "original-in-dns"` refuse a destination that is not among the
+//! name's addresses. An attacker's server on an address the client chose shows what the
+//! insecure `original` gives away and that the default `name` does not. The same over IPv6
+//! (`ip6tables`, `IP6T_SO_ORIGINAL_DST`).
 //!
-//! Needs root, `ip`, `iptables` and `nft`; each test prints why and passes when it cannot run.
+//! Needs root, `ip`, `iptables` and `nft` (and IPv6 NAT for the IPv6 test); each test prints
+//! why and passes when it cannot run.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use support::tools::stdout;
+use support::tools::{describe, stdout};
+use support::upstream::Mode;
 use support::{
     assert_decided, assert_logged_deny, field, pins, EventExt, HttpUpstream, Netns, TestCa, TestGateway, TlsUpstream,
     LOCAL_UPSTREAM,
@@ -73,7 +79,16 @@ async fn setup(hint: &str, upstream: &str, redirect: Redirect) -> Option<Setup> 
 impl Setup {
     /// curl inside the namespace, resolving `host` on `port` to [`CHOSEN`].
     async fn curl(&self, host: &str, port: u16, url: &str, extra: &[&str]) -> std::process::Output {
-        let resolve = format!("{host}:{port}:{CHOSEN}");
+        self.curl_via(host, port, CHOSEN.parse().unwrap(), url, extra).await
+    }
+
+    /// curl inside the namespace, resolving `host` on `port` to `chosen`.
+    async fn curl_via(&self, host: &str, port: u16, chosen: IpAddr, url: &str, extra: &[&str]) -> std::process::Output {
+        let chosen = match chosen {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let resolve = format!("{host}:{port}:{chosen}");
         let ca = self.ca.ca_pem_path().to_str().unwrap().to_string();
         let mut args =
             vec!["curl", "-sS", "--max-time", "10", "--noproxy", "*", "--resolve", &resolve, "--cacert", &ca];
@@ -188,4 +203,122 @@ async fn original_in_dns_refuses_a_destination_the_name_does_not_have() {
     assert_eq!(ev.s("upstream"), None, "{ev:#?}");
     assert_eq!(s.tls.accepted(), 0);
     assert_logged_deny(&ev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clienthello_without_sni_gets_the_default_action() {
+    let Some(s) = setup("a_clienthello_without_sni_gets_the_default_action", LOCAL_UPSTREAM, Redirect::Iptables).await
+    else {
+        return;
+    };
+    // An IP literal in the URL: curl sends no SNI (`-k`: were the handshake let through, no
+    // certificate would name the address).
+    let url = format!("https://{CHOSEN}/nosni");
+    let out =
+        s.ns.exec_async(&["curl", "-sS", "-k", "--max-time", "10", "--noproxy", "*", &url], Duration::from_secs(20))
+            .await;
+    assert_eq!(out.status.code(), Some(35), "the default (deny) must end the handshake: {}", describe(&out));
+
+    let ev = s.gw.wait_access(field("dst", &format!("{CHOSEN}:443"))).await;
+    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
+    assert_eq!(ev.s("protocol"), Some("tls"), "{ev:#?}");
+    assert_eq!(ev.s("sni"), None, "curl sent no SNI: {ev:#?}");
+    assert_decided(&ev, "deny", None);
+    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    assert_eq!(s.tls.accepted(), 0, "the gateway connected upstream for a denied connection");
+}
+
+/// A server that is not `allowed.test` but has a certificate for it (the CA trusts it: think of
+/// a mis-issued certificate, or a client that does not verify), on `198.51.100.K:443`, an
+/// address on the root namespace's `lo` that the namespace's curl chooses for `allowed.test`.
+/// The REDIRECT rule matches only packets arriving on the veth, so the gateway's own connection
+/// to that address is not redirected and would reach the attacker.
+async fn attacker(s: &Setup) -> (IpAddr, TlsUpstream) {
+    let ip = s.ns.add_lo_address();
+    let attacker = TlsUpstream::start_on(&s.ca, &["allowed.test"], "attacker", Mode::Http, (ip, 443).into()).await;
+    (IpAddr::V4(ip), attacker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_destination_original_goes_where_the_client_chose() {
+    let upstream = format!("{LOCAL_UPSTREAM}verify_destination = \"original\"\n");
+    let Some(s) = setup("verify_destination_original_goes_where_the_client_chose", &upstream, Redirect::Iptables).await
+    else {
+        return;
+    };
+    let (ip, attacker) = attacker(&s).await;
+    let out = s.curl_via("allowed.test", 443, ip, "https://allowed.test/o", &[]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    // This is what `original` is insecure about: an allowed SNI carried to the client's address.
+    assert_eq!(stdout(&out), "upstream=attacker sni=allowed.test path=/o");
+
+    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("dst"), Some(format!("{ip}:443").as_str()), "{ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(format!("{ip}:443").as_str()), "connected to the original destination: {ev:#?}");
+    assert_eq!(attacker.handshakes(), 1);
+    assert_eq!(s.tls.accepted(), 0, "the name's pin is not used with `original`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_destination_name_ignores_where_the_client_chose() {
+    // The default: no `verify_destination` line.
+    let Some(s) =
+        setup("verify_destination_name_ignores_where_the_client_chose", LOCAL_UPSTREAM, Redirect::Iptables).await
+    else {
+        return;
+    };
+    let (ip, attacker) = attacker(&s).await;
+    let out = s.curl_via("allowed.test", 443, ip, "https://allowed.test/n", &[]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "upstream=T sni=allowed.test path=/n");
+
+    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("dst"), Some(format!("{ip}:443").as_str()), "the original destination: {ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(s.tls.addr().to_string().as_str()), "connected to the name's pin: {ev:#?}");
+    assert_eq!(attacker.accepted(), 0, "the attacker's server was reached");
+    assert_eq!(s.tls.handshakes(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_ip6tables_redirect_connects_to_the_name() {
+    const HINT: &str = "ipv6_ip6tables_redirect_connects_to_the_name";
+    let Some(ns) = Netns::create(HINT) else {
+        return;
+    };
+    if let Err(why) = ns.enable_ipv6() {
+        eprintln!("skipping {HINT}: {why}");
+        return;
+    }
+    let ca = TestCa::new();
+    let tls = TlsUpstream::start(&ca, &["allowed.test"], "T6").await;
+    let extra = format!("{LOCAL_UPSTREAM}{}", pins(&[("allowed.test", tls.addr())]));
+    let gw = TestGateway::start_with(&[("transparent", &ns.listener_address6())], RULES, &extra).await;
+    assert_eq!(gw.transparent_addr().ip(), IpAddr::V6(ns.root_ip6()));
+    ns.redirect_ip6tables(443, gw.transparent_addr().port());
+
+    let chosen = "2001:db8::10";
+    let resolve = format!("allowed.test:443:[{chosen}]");
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let url = "https://allowed.test/v6";
+    let args =
+        ["curl", "-6", "-sS", "--max-time", "10", "--noproxy", "*", "--resolve", &resolve, "--cacert", ca_path, url];
+    let out = ns.exec_async(&args, Duration::from_secs(20)).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "upstream=T6 sni=allowed.test path=/v6");
+
+    let ev = gw.wait_access(field("sni", "allowed.test")).await;
+    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
+    assert_eq!(ev.s("dst"), Some(format!("[{chosen}]:443").as_str()), "IP6T_SO_ORIGINAL_DST: {ev:#?}");
+    assert_eq!(ev.s("listener"), Some(gw.transparent_addr().to_string().as_str()), "{ev:#?}");
+    let client = format!("[{}]:", ns.ns_ip6());
+    assert!(ev.s("client").is_some_and(|c| c.starts_with(&client)), "client {client}…: {ev:#?}");
+    assert_eq!(ev.s("upstream"), Some(tls.addr().to_string().as_str()), "{ev:#?}");
+    assert_eq!(tls.handshakes(), 1);
 }

@@ -599,10 +599,12 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        // Wait for a free slot before accepting: over the limit, clients queue in the backlog.
-        let Ok(permit) = core.limit.clone().acquire_owned().await else { return };
         match listener.accept().await {
             Ok((stream, client)) => {
+                // Over the limit, the accepted connection waits here for a slot (and the ones
+                // behind it in the kernel backlog). Taking the slot after `accept` rather than
+                // before means an idle listener never holds one that a busy listener needs.
+                let Ok(permit) = core.limit.clone().acquire_owned().await else { return };
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
                 // The generation is loaded once per connection and kept for its life.
@@ -630,7 +632,6 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 tracing::warn!(listener = %info.local, error = %e, backoff_ms = backoff.as_millis() as u64, "accept: out of resources; backing off");
-                drop(permit);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

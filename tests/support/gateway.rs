@@ -113,7 +113,7 @@ impl TestGateway {
     /// Stops the gateway.
     pub async fn shutdown(mut self) {
         if let Some(g) = self.gateway.take() {
-            g.shutdown().await;
+            g.shutdown(std::time::Duration::ZERO).await;
         }
     }
 }

@@ -173,11 +173,24 @@ pub async fn read_head<R: AsyncBufRead + Unpin>(io: &mut R) -> io::Result<(u16, 
 /// nothing of the tunnel is consumed). A non-2xx answer's body is read too. The stream is the
 /// tunnel when the status is 200.
 pub async fn connect_tunnel(proxy: SocketAddr, authority: &str) -> (TcpStream, Response) {
+    let mut tcp = send_connect(proxy, authority).await;
+    let response = read_connect_answer(&mut tcp, authority).await;
+    (tcp, response)
+}
+
+/// Connects to the proxy and writes `CONNECT authority` without waiting for the answer (read it
+/// with [`read_connect_answer`]).
+pub async fn send_connect(proxy: SocketAddr, authority: &str) -> TcpStream {
     let mut tcp = tokio::time::timeout(STEP, TcpStream::connect(proxy)).await.expect("connect timed out").unwrap();
     tcp.set_nodelay(true).unwrap();
     let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: hostgate-e2e\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
-    let response = tokio::time::timeout(STEP, async {
+    tcp
+}
+
+/// Reads the answer to a `CONNECT authority` written on `tcp`, as [`connect_tunnel`] does.
+pub async fn read_connect_answer(tcp: &mut TcpStream, authority: &str) -> Response {
+    tokio::time::timeout(STEP, async {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let b = tcp.read_u8().await?;
@@ -195,8 +208,7 @@ pub async fn connect_tunnel(proxy: SocketAddr, authority: &str) -> (TcpStream, R
     })
     .await
     .unwrap_or_else(|_| panic!("no answer to CONNECT {authority}"))
-    .unwrap_or_else(|e| panic!("bad answer to CONNECT {authority}: {e}"));
-    (tcp, response)
+    .unwrap_or_else(|e| panic!("bad answer to CONNECT {authority}: {e}"))
 }
 
 /// [`connect_tunnel`] that insists on `200`.

@@ -1,7 +1,8 @@
 //! Helpers of the end-to-end tests: a test CA and upstream servers, a gateway started in-process
 //! from a configuration written to a temporary directory, access-log capture, raw HTTP and
-//! CONNECT clients, adversarial TLS clients (trickled writes, hand-built ClientHellos) and
-//! network namespaces for the transparent listener.
+//! CONNECT clients, adversarial TLS clients (trickled writes, hand-built ClientHellos),
+//! network namespaces for the transparent listener, and the `hostgate` binary as a child
+//! process.
 //!
 //! Every test binary does `mod support;` and uses some of it, hence `dead_code`; the items are
 //! `pub` so that the submodules can share them, which the workspace's `unreachable_pub` would
@@ -14,6 +15,7 @@ pub mod client_hello;
 pub mod gateway;
 pub mod http;
 pub mod netns;
+pub mod process;
 pub mod tools;
 pub mod trickle;
 pub mod upstream;

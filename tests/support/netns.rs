@@ -4,11 +4,15 @@
 //! namespace's outbound TCP to the gateway's transparent listener.
 //!
 //! REDIRECT rewrites the destination to the incoming interface's primary address, so the
-//! transparent listener of these tests binds `10.231.K.1:0`. Everything is removed on drop.
-//! Needs root and `ip`, `iptables`, `nft`; [`Netns::create`] returns `None` otherwise and the
-//! test skips.
+//! transparent listener of these tests binds `10.231.K.1:0`. On request the pair also gets IPv6
+//! (`fd42:K::1/64` and `fd42:K::2/64`, a default IPv6 route, `ip6tables` REDIRECT rules), and the
+//! root namespace's `lo` gets `198.51.100.K/32`, a "public" address a test can put a server on
+//! that the namespace's clients choose as their destination. Holding the namespace name means
+//! owning K, so all of this is the test's own. Everything is removed on drop.
+//! Needs root and `ip`, `iptables`, `nft` (and `ip6tables` for IPv6); [`Netns::create`] returns
+//! `None` otherwise and the test skips.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,8 +34,10 @@ pub struct Netns {
     /// The namespace side's address (the client's source address).
     pub ns_ip: Ipv4Addr,
     k: u32,
-    iptables: Mutex<Vec<Vec<String>>>,
+    /// Redirect rules to delete on drop: the program (`iptables` or `ip6tables`) and the rule.
+    iptables: Mutex<Vec<(&'static str, Vec<String>)>>,
     nft_table: Mutex<Option<String>>,
+    lo_address: Mutex<Option<Ipv4Addr>>,
 }
 
 fn run(args: &[&str]) -> Result<Output, String> {
@@ -92,6 +98,7 @@ impl Netns {
             k,
             iptables: Mutex::new(Vec::new()),
             nft_table: Mutex::new(None),
+            lo_address: Mutex::new(None),
         };
         ns.remove_stale();
         let (root, inner, name) = (ns.veth_root.as_str(), ns.veth_ns.as_str(), ns.name.as_str());
@@ -114,13 +121,75 @@ impl Netns {
                 panic!("setting up namespace {name}: {e}");
             }
         }
-        wait_for_address(ns.root_ip);
+        wait_for_address(IpAddr::V4(ns.root_ip));
         Some(ns)
+    }
+
+    /// The root side's IPv6 address, `fd42:K::1` (see [`Netns::enable_ipv6`]).
+    pub fn root_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd42, self.k as u16, 0, 0, 0, 0, 0, 1)
+    }
+
+    /// The namespace side's IPv6 address, `fd42:K::2` (see [`Netns::enable_ipv6`]).
+    pub fn ns_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd42, self.k as u16, 0, 0, 0, 0, 0, 2)
+    }
+
+    /// Gives the veth pair IPv6 addresses ([`Netns::root_ip6`], [`Netns::ns_ip6`], `/64`,
+    /// without duplicate address detection) and the namespace a default IPv6 route through the
+    /// root side. `Err` (the reason to skip) when this machine has no IPv6 or no IPv6 NAT table;
+    /// panics when a setup step fails otherwise.
+    pub fn enable_ipv6(&self) -> Result<(), String> {
+        if !Path::new("/proc/sys/net/ipv6").exists() {
+            return Err("the kernel has no IPv6 (/proc/sys/net/ipv6 is missing)".into());
+        }
+        if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+            if v.trim() != "0" {
+                return Err("IPv6 is disabled (net.ipv6.conf.all.disable_ipv6 = 1)".into());
+            }
+        }
+        run(&["ip6tables", "-V"]).map_err(|e| format!("no ip6tables: {e}"))?;
+        run(&["ip6tables", "-w", "-t", "nat", "-S", "PREROUTING"])
+            .map_err(|e| format!("no IPv6 NAT (ip6tables -t nat): {e}"))?;
+        let (root, inner, name) = (self.veth_root.as_str(), self.veth_ns.as_str(), self.name.as_str());
+        let root_cidr = format!("{}/64", self.root_ip6());
+        let ns_cidr = format!("{}/64", self.ns_ip6());
+        let root_ip = self.root_ip6().to_string();
+        let steps: [&[&str]; 3] = [
+            &["ip", "-6", "addr", "add", &root_cidr, "dev", root, "nodad"],
+            &["ip", "netns", "exec", name, "ip", "-6", "addr", "add", &ns_cidr, "dev", inner, "nodad"],
+            &["ip", "netns", "exec", name, "ip", "-6", "route", "add", "default", "via", &root_ip],
+        ];
+        for step in steps {
+            if let Err(e) = run(step) {
+                panic!("setting up IPv6 in namespace {name}: {e}");
+            }
+        }
+        wait_for_address(IpAddr::V6(self.root_ip6()));
+        Ok(())
+    }
+
+    /// Adds `198.51.100.K/32` to the root namespace's `lo` (removed on drop) and returns it: an
+    /// address the namespace's clients can choose as a destination and a test can listen on.
+    pub fn add_lo_address(&self) -> Ipv4Addr {
+        let ip = Ipv4Addr::new(198, 51, 100, self.k as u8);
+        let mut slot = self.lo_address.lock().unwrap();
+        if slot.is_none() {
+            run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]).unwrap();
+            *slot = Some(ip);
+            wait_for_address(IpAddr::V4(ip));
+        }
+        ip
     }
 
     /// The address for the gateway's transparent listener: the root side, port 0.
     pub fn listener_address(&self) -> String {
         format!("{}:0", self.root_ip)
+    }
+
+    /// The address for an IPv6 transparent listener: the root side's IPv6 address, port 0.
+    pub fn listener_address6(&self) -> String {
+        format!("[{}]:0", self.root_ip6())
     }
 
     /// Runs a command inside the namespace (blocking).
@@ -147,6 +216,15 @@ impl Netns {
 
     /// `iptables -t nat -A PREROUTING -i VETH -p tcp --dport D -j REDIRECT --to-ports P`.
     pub fn redirect_iptables(&self, dport: u16, to_port: u16) {
+        self.redirect_xtables("iptables", dport, to_port);
+    }
+
+    /// The same rule for IPv6, with `ip6tables` (after [`Netns::enable_ipv6`]).
+    pub fn redirect_ip6tables(&self, dport: u16, to_port: u16) {
+        self.redirect_xtables("ip6tables", dport, to_port);
+    }
+
+    fn redirect_xtables(&self, program: &'static str, dport: u16, to_port: u16) {
         let spec: Vec<String> = [
             "PREROUTING",
             "-i",
@@ -163,10 +241,10 @@ impl Netns {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut args = vec!["iptables", "-w", "-t", "nat", "-A"];
+        let mut args = vec![program, "-w", "-t", "nat", "-A"];
         args.extend(spec.iter().map(String::as_str));
         run(&args).unwrap();
-        self.iptables.lock().unwrap().push(spec);
+        self.iptables.lock().unwrap().push((program, spec));
     }
 
     /// The nftables recipe: table `inet hostgate_test_K`, chain
@@ -193,15 +271,18 @@ impl Netns {
     }
 
     /// Removes what a killed earlier run with the same K may have left outside its namespace
-    /// (a root-side veth, redirect rules). Safe: holding the namespace name means owning K.
+    /// (a root-side veth, redirect rules, the `lo` address). Safe: holding the namespace name
+    /// means owning K.
     fn remove_stale(&self) {
         let _ = run(&["ip", "link", "del", &self.veth_root]);
         let _ = run(&["nft", "delete", "table", "inet", &format!("hostgate_test_{}", self.k)]);
-        if let Ok(out) = run(&["iptables", "-w", "-t", "nat", "-S", "PREROUTING"]) {
+        let _ = run(&["ip", "addr", "del", &format!("198.51.100.{}/32", self.k), "dev", "lo"]);
+        for program in ["iptables", "ip6tables"] {
+            let Ok(out) = run(&[program, "-w", "-t", "nat", "-S", "PREROUTING"]) else { continue };
             let marker = format!("-i {} ", self.veth_root);
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some(rule) = line.strip_prefix("-A ").filter(|l| l.contains(&marker)) {
-                    let mut args = vec!["iptables", "-w", "-t", "nat", "-D"];
+                    let mut args = vec![program, "-w", "-t", "nat", "-D"];
                     args.extend(rule.split_whitespace());
                     let _ = run(&args);
                 }
@@ -212,8 +293,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        for spec in self.iptables.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            let mut args = vec!["iptables", "-w", "-t", "nat", "-D"];
+        for (program, spec) in self.iptables.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let mut args = vec![program, "-w", "-t", "nat", "-D"];
             args.extend(spec.iter().map(String::as_str));
             if let Err(e) = run(&args) {
                 eprintln!("cleanup: {e}");
@@ -221,6 +302,11 @@ impl Drop for Netns {
         }
         if let Some(table) = self.nft_table.lock().unwrap_or_else(|e| e.into_inner()).take() {
             if let Err(e) = run(&["nft", "delete", "table", "inet", &table]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        if let Some(ip) = self.lo_address.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Err(e) = run(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"]) {
                 eprintln!("cleanup: {e}");
             }
         }
@@ -235,7 +321,7 @@ impl Drop for Netns {
 
 /// Waits until `ip` can be bound (the address is usable as soon as `ip addr add` returns, but
 /// be robust to a slow kernel).
-fn wait_for_address(ip: Ipv4Addr) {
+fn wait_for_address(ip: IpAddr) {
     for _ in 0..50 {
         if std::net::TcpListener::bind(SocketAddr::from((ip, 0))).is_ok() {
             return;

@@ -1,6 +1,6 @@
 //! Upstream servers for the gateway to reach, on `127.0.0.1:0`: a TLS server (HTTP answers that
-//! name the SNI it saw, or a byte-exact echo), a plain HTTP server (hyper) that reports what it
-//! received, and a black hole whose connects time out.
+//! name the SNI it saw, or a byte-exact echo; also on an address the test chooses), a plain HTTP
+//! server (hyper) that reports what it received, and a black hole whose connects time out.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -34,7 +34,8 @@ pub enum Mode {
     Echo,
 }
 
-/// A TLS server on `127.0.0.1:0` with a certificate for its names, signed by a [`TestCa`].
+/// A TLS server (on `127.0.0.1:0` unless [`TlsUpstream::start_on`]) with a certificate for its
+/// names, signed by a [`TestCa`].
 pub struct TlsUpstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -56,12 +57,17 @@ impl TlsUpstream {
 
     /// A server in `mode`.
     pub async fn start_mode(ca: &TestCa, names: &[&str], label: &str, mode: Mode) -> TlsUpstream {
+        TlsUpstream::start_on(ca, names, label, mode, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// A server in `mode` listening on `bind` (an address the test made local, a fixed port).
+    pub async fn start_on(ca: &TestCa, names: &[&str], label: &str, mode: Mode, bind: SocketAddr) -> TlsUpstream {
         let mut config = ca.issue(names);
         if mode == Mode::Http {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(bind).await.unwrap_or_else(|e| panic!("TLS upstream on {bind}: {e}"));
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let handshakes = Arc::new(AtomicUsize::new(0));
