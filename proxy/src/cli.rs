@@ -143,18 +143,38 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         };
         let p = gateway.policy();
         tracing::info!(generation = gateway.generation(), rules = p.rules().len(), default = %p.default_action(), "policy loaded");
+        // Handlers first: a SIGHUP right after READY=1 must reload, not kill the process.
+        let signals = Signals::install()?;
         crate::notify::ready();
-        serve_signals(gateway, grace).await
+        serve_signals(gateway, grace, signals).await
     })
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
+            hup: signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?,
+        })
+    }
 }
 
 /// SIGHUP reloads (requests coalesce); the first SIGTERM or SIGINT starts a graceful shutdown
 /// of up to `grace`; a second one exits at once.
-async fn serve_signals(gateway: crate::gateway::Gateway, grace: std::time::Duration) -> Result<ExitCode, String> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+async fn serve_signals(
+    gateway: crate::gateway::Gateway,
+    grace: std::time::Duration,
+    signals: Signals,
+) -> Result<ExitCode, String> {
+    let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             _ = hup.recv() => {

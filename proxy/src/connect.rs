@@ -109,14 +109,22 @@ async fn connect(
     access.upstream = Some(addr);
     access.status = Some(200);
     tokio::spawn(async move {
-        // The tunnel still counts against max_connections after hyper's connection has ended.
-        let _slot = slot;
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => tunnel(shared, policy, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
-            Err(e) => {
-                access.fail(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
-                access.emit();
+        // The tunnel still counts against max_connections after hyper's connection has ended,
+        // and is closed with the others when a shutdown's grace period runs out.
+        let serve = async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    tunnel(shared, policy, access, TokioIo::new(upgraded), host, port, upstream, addr).await
+                }
+                Err(e) => {
+                    access.fail(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
+                    access.emit();
+                }
             }
+        };
+        tokio::select! {
+            () = serve => {}
+            () = slot.stopped() => {}
         }
     });
     let mut res = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed());
