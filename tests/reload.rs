@@ -725,6 +725,16 @@ async fn echo_tunnel() -> (TestCa, TlsUpstream, Env, tokio_rustls::client::TlsSt
     (ca, up, env, tls, client)
 }
 
+/// Starts `gateway.shutdown(grace)` in a task: when it started, and the task's (closed, took).
+fn spawn_shutdown(gateway: Gateway, grace: Duration) -> (Instant, tokio::task::JoinHandle<(usize, Duration)>) {
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let closed = gateway.shutdown(grace).await;
+        (closed, started.elapsed())
+    });
+    (started, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_new_connections_drains_then_closes_what_is_left() {
     const GRACE: Duration = Duration::from_secs(2);
@@ -732,11 +742,7 @@ async fn shutdown_refuses_new_connections_drains_then_closes_what_is_left() {
     let proxy = env.connect;
     let gateway = env.gateway.take().unwrap();
 
-    let started = Instant::now();
-    let shutdown = tokio::spawn(async move {
-        let closed = gateway.shutdown(GRACE).await;
-        (closed, started.elapsed())
-    });
+    let (started, shutdown) = spawn_shutdown(gateway, GRACE);
     let refused = until_refused(proxy, started, Duration::from_secs(1)).await;
     eprintln!("new connections refused {refused:?} into the shutdown");
     assert!(refused < Duration::from_millis(300), "new connections still accepted {refused:?} into the shutdown");
@@ -783,11 +789,7 @@ async fn shutdown_returns_early_when_the_last_tunnel_ends() {
     let proxy = env.connect;
     let gateway = env.gateway.take().unwrap();
 
-    let started = Instant::now();
-    let shutdown = tokio::spawn(async move {
-        let closed = gateway.shutdown(GRACE).await;
-        (closed, started.elapsed())
-    });
+    let (started, shutdown) = spawn_shutdown(gateway, GRACE);
     until_refused(proxy, started, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     echo_round(&mut tls, b"during the grace period").await;

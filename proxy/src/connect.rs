@@ -26,7 +26,7 @@ use crate::gateway::{Shared, Slot};
 use crate::http::{refuse, Conn, Mode, ResBody};
 use crate::io::Prefixed;
 use crate::outcome::{Failure, Outcome};
-use crate::policy::{Action, Policy, Query, Scheme};
+use crate::policy::{Action, Query, Scheme};
 use crate::sniff::{sniff, Sniffed};
 use crate::tunnel::{self, Dest};
 use crate::upstream::Target;
@@ -39,20 +39,18 @@ pub(crate) async fn serve(
     client: SocketAddr,
     listener: SocketAddr,
 ) {
-    let policy = shared.policy.clone();
     let mut template = Access::new(listener, ListenerKind::Connect, client, shared.metrics.clone());
     template.generation = shared.generation;
-    let conn = Arc::new(Conn::new(shared.clone(), policy.clone(), template.clone(), Mode::Proxy));
+    let conn = Arc::new(Conn::new(shared.clone(), template.clone(), Mode::Proxy));
     let header_timeout = shared.sniff.timeout;
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
-        let policy = policy.clone();
         let template = template.clone();
         let conn = conn.clone();
         let slot = slot.clone();
         async move {
             if req.method() == Method::CONNECT {
-                Ok::<_, Infallible>(connect(shared, slot, policy, template, req).await)
+                Ok::<_, Infallible>(connect(shared, slot, template, req).await)
             } else {
                 conn.handle(req).await
             }
@@ -72,13 +70,7 @@ pub(crate) async fn serve(
 }
 
 /// Answers a CONNECT request, and on success spawns the tunnel.
-async fn connect(
-    shared: Arc<Shared>,
-    slot: Slot,
-    policy: Arc<Policy>,
-    mut access: Access,
-    req: Request<Incoming>,
-) -> Response<ResBody> {
+async fn connect(shared: Arc<Shared>, slot: Slot, mut access: Access, req: Request<Incoming>) -> Response<ResBody> {
     access.started = std::time::Instant::now();
     access.method = Some("CONNECT".to_string());
     let Some(authority) = req.uri().authority().cloned() else {
@@ -97,7 +89,7 @@ async fn connect(
     // sniffed content is decided again (and must agree) before a byte goes upstream.
     let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
     let decision = crate::gateway::decide(&shared, &Query { host: &host, scheme, port, path: None });
-    access.decided(&policy, &decision);
+    access.decided(&shared.policy, &decision);
     if decision.action == Action::Deny {
         return refuse(access, Failure::new(Outcome::Denied, "policy"));
     }
@@ -113,9 +105,7 @@ async fn connect(
         // and is closed with the others when a shutdown's grace period runs out.
         let serve = async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    tunnel(shared, policy, access, TokioIo::new(upgraded), host, port, upstream, addr).await
-                }
+                Ok(upgraded) => tunnel(shared, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
                 Err(e) => {
                     access.fail(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
                     access.emit();
@@ -136,7 +126,6 @@ async fn connect(
 #[allow(clippy::too_many_arguments)]
 async fn tunnel<C>(
     shared: Arc<Shared>,
-    policy: Arc<Policy>,
     mut access: Access,
     mut client: C,
     host: Host,
@@ -154,17 +143,17 @@ async fn tunnel<C>(
         Err(f) => tunnel::refuse(access, client, f).await,
         Ok(Sniffed::Tls(hello)) => {
             let dest = Dest::Connected { host, port, upstream, addr };
-            tunnel::tls(shared, policy, access, client, buf, hello, dest).await;
+            tunnel::tls(shared, access, client, buf, hello, dest).await;
         }
         Ok(Sniffed::Unknown) => {
             let dest = Dest::Connected { host, port, upstream, addr };
-            tunnel::opaque(shared, policy, access, client, buf, dest).await;
+            tunnel::opaque(shared, access, client, buf, dest).await;
         }
         Ok(Sniffed::Http) => {
             // Plain HTTP in the tunnel: every request is decided, and must name the CONNECT host.
             drop(upstream);
             access.upstream = None;
-            let conn = Arc::new(Conn::new(shared.clone(), policy, access, Mode::Tunnel { host, port }));
+            let conn = Arc::new(Conn::new(shared.clone(), access, Mode::Tunnel { host, port }));
             let svc = service_fn(move |req| conn.clone().handle(req));
             let io = TokioIo::new(Prefixed::new(buf.freeze(), client));
             let _ = hyper::server::conn::http1::Builder::new()

@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use crate::access::Access;
 use crate::gateway::Shared;
 use crate::outcome::{Failure, Outcome};
-use crate::policy::{Action, Policy, Query, Scheme};
+use crate::policy::{Action, Query, Scheme};
 use crate::upstream::Target;
 
 /// The body of every response the gateway sends.
@@ -62,7 +62,6 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) struct Conn {
     shared: Arc<Shared>,
-    policy: Arc<Policy>,
     template: Access,
     mode: Mode,
     upstream: Mutex<Option<Upstream>>,
@@ -95,8 +94,8 @@ struct RequestTarget {
 
 impl Conn {
     /// State for a new client connection.
-    pub(crate) fn new(shared: Arc<Shared>, policy: Arc<Policy>, template: Access, mode: Mode) -> Conn {
-        Conn { shared, policy, template, mode, upstream: Mutex::new(None) }
+    pub(crate) fn new(shared: Arc<Shared>, template: Access, mode: Mode) -> Conn {
+        Conn { shared, template, mode, upstream: Mutex::new(None) }
     }
 
     /// Serves one request; never fails (failures become responses).
@@ -121,7 +120,7 @@ impl Conn {
             &self.shared,
             &Query { host: &target.host, scheme: Scheme::Http, port: target.port, path: Some(&target.path) },
         );
-        access.decided(&self.policy, &decision);
+        access.decided(&self.shared.policy, &decision);
         if decision.action == Action::Deny {
             return Ok(refuse(access, Failure::new(Outcome::Denied, "policy")));
         }

@@ -38,7 +38,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
         }
     };
     access.dst = Some(original.to_string());
-    let policy = shared.policy.clone();
     let mut buf = BytesMut::new();
     let started = std::time::Instant::now();
     let sniffed = sniff(&mut stream, &mut buf, &shared.sniff).await;
@@ -46,14 +45,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
     match sniffed {
         Err(f) => tunnel::refuse(access, stream, f).await,
         Ok(Sniffed::Tls(hello)) => {
-            tunnel::tls(shared, policy, access, stream, buf, hello, Dest::Transparent { original }).await
+            tunnel::tls(shared, access, stream, buf, hello, Dest::Transparent { original }).await
         }
-        Ok(Sniffed::Unknown) => {
-            tunnel::opaque(shared, policy, access, stream, buf, Dest::Transparent { original }).await
-        }
+        Ok(Sniffed::Unknown) => tunnel::opaque(shared, access, stream, buf, Dest::Transparent { original }).await,
         Ok(Sniffed::Http) => {
             let timeout = shared.sniff.timeout;
-            let conn = Arc::new(Conn::new(shared, policy, access, Mode::Transparent { original }));
+            let conn = Arc::new(Conn::new(shared, access, Mode::Transparent { original }));
             let svc = service_fn(move |req| conn.clone().handle(req));
             let io = TokioIo::new(Prefixed::new(buf.freeze(), stream));
             if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::access::Access;
 use crate::gateway::Shared;
 use crate::outcome::{Failure, Outcome, TLS_ACCESS_DENIED};
-use crate::policy::{Action, Policy, Query, Scheme};
+use crate::policy::{Action, Query, Scheme};
 use crate::relay::{relay, End};
 use crate::sniff::tls::ClientHello;
 use crate::upstream::Target;
@@ -58,7 +58,6 @@ impl Dest {
 /// Decides a TLS connection by its ClientHello, then relays it or refuses it.
 pub(crate) async fn tls<C>(
     shared: Arc<Shared>,
-    policy: Arc<Policy>,
     mut access: Access,
     client: C,
     buf: BytesMut,
@@ -67,6 +66,7 @@ pub(crate) async fn tls<C>(
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let policy = &shared.policy;
     access.protocol = Some("tls");
     access.sni = hello.sni.clone();
     access.alpn = hello.alpn_list();
@@ -95,12 +95,12 @@ pub(crate) async fn tls<C>(
     let action = match &name {
         Some(host) => {
             let decision = crate::gateway::decide(&shared, &Query { host, scheme: Scheme::Https, port, path: None });
-            access.decided(&policy, &decision);
+            access.decided(policy, &decision);
             decision.action
         }
         None => {
             let decision = policy.default_decision();
-            access.decided(&policy, &decision);
+            access.decided(policy, &decision);
             decision.action
         }
     };
@@ -123,20 +123,15 @@ pub(crate) async fn tls<C>(
 }
 
 /// A stream that is neither TLS nor HTTP: the default action decides.
-pub(crate) async fn opaque<C>(
-    shared: Arc<Shared>,
-    policy: Arc<Policy>,
-    mut access: Access,
-    client: C,
-    buf: BytesMut,
-    dest: Dest,
-) where
+pub(crate) async fn opaque<C>(shared: Arc<Shared>, mut access: Access, client: C, buf: BytesMut, dest: Dest)
+where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let policy = &shared.policy;
     access.protocol = Some("unknown");
     // Without a name the default action decides, whatever a CONNECT host matched.
     let decision = policy.default_decision();
-    access.decided(&policy, &decision);
+    access.decided(policy, &decision);
     if decision.action == Action::Deny {
         access.refused(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
         close(client).await;
