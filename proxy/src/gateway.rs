@@ -645,6 +645,7 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
+    let label = info.local.to_string();
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
@@ -656,7 +657,7 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
                 let _ = stream.set_nodelay(true);
                 // The generation is loaded once per connection and kept for its life.
                 let shared = core.current.load_full();
-                let open = core.metrics.connection(&info.local.to_string());
+                let open = core.metrics.connection(&label);
                 let slot = Slot { _permit: Arc::new(permit), _open: Arc::new(open), stop: core.stop.subscribe() };
                 tokio::spawn(async move {
                     let stop = slot.clone();
