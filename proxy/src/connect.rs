@@ -17,7 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::access::Access;
@@ -56,14 +56,7 @@ pub(crate) async fn serve(
             }
         }
     });
-    let result = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .preserve_header_case(true)
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades()
-        .await;
+    let result = crate::http::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "connect listener: client connection ended with an error");
     }
@@ -156,11 +149,7 @@ async fn tunnel<C>(
             let conn = Arc::new(Conn::new(shared.clone(), access, Mode::Tunnel { host, port }));
             let svc = service_fn(move |req| conn.clone().handle(req));
             let io = TokioIo::new(Prefixed::new(buf.freeze(), client));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.sniff.timeout)
-                .serve_connection(io, svc)
-                .await;
+            let _ = crate::http::server(shared.sniff.timeout).serve_connection(io, svc).await;
         }
     }
 }

@@ -278,6 +278,18 @@ impl Conn {
     }
 }
 
+/// The HTTP/1 server settings for every client connection that carries HTTP (explicit proxy,
+/// redirected, or inside a CONNECT tunnel): `header_timeout` to send a request head, header case
+/// kept as the client wrote it, 64 KiB of head at most.
+pub(crate) fn server(header_timeout: std::time::Duration) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .preserve_header_case(true)
+        .max_buf_size(64 * 1024);
+    b
+}
+
 /// Whether a URI authority and a Host header name the same place (case-insensitive host,
 /// default port filled in).
 fn same_authority(a: &Authority, b: &Authority, default_port: u16) -> bool {

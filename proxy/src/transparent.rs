@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use nix::sys::socket::{getsockopt, sockopt};
 use tokio::net::TcpStream;
 
@@ -53,14 +53,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
             let conn = Arc::new(Conn::new(shared, access, Mode::Transparent { original }));
             let svc = service_fn(move |req| conn.clone().handle(req));
             let io = TokioIo::new(Prefixed::new(buf.freeze(), stream));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .preserve_header_case(true)
-                .max_buf_size(64 * 1024)
-                .serve_connection(io, svc)
-                .await
-            {
+            if let Err(e) = crate::http::server(timeout).serve_connection(io, svc).await {
                 tracing::debug!(%client, error = %e, "transparent HTTP connection ended with an error");
             }
         }

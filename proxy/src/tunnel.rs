@@ -53,6 +53,17 @@ impl Dest {
             Dest::Connected { port, .. } => *port,
         }
     }
+
+    /// The upstream connection: the CONNECT tunnel's, or a new one to `name` (or, without a
+    /// name, the original destination) for a redirected connection.
+    async fn connect(self, shared: &Shared, name: Option<&str>) -> Result<(TcpStream, SocketAddr), Failure> {
+        match self {
+            Dest::Connected { upstream, addr, .. } => Ok((upstream, addr)),
+            Dest::Transparent { original } => {
+                shared.connector.connect(Target { name, port: original.port(), original: Some(original) }).await
+            }
+        }
+    }
 }
 
 /// Decides a TLS connection by its ClientHello, then relays it or refuses it.
@@ -108,15 +119,9 @@ pub(crate) async fn tls<C>(
         let detail = if name.is_some() { "policy" } else { "no server name; default action" };
         return refuse(access, client, Failure::new(Outcome::Denied, detail)).await;
     }
-    let (upstream, addr) = match dest {
-        Dest::Connected { upstream, addr, .. } => (upstream, addr),
-        Dest::Transparent { original } => {
-            let target = Target { name: name.as_ref().map(Host::as_str), port, original: Some(original) };
-            match shared.connector.connect(target).await {
-                Ok(c) => c,
-                Err(f) => return refuse(access, client, f).await,
-            }
-        }
+    let (upstream, addr) = match dest.connect(&shared, name.as_ref().map(Host::as_str)).await {
+        Ok(c) => c,
+        Err(f) => return refuse(access, client, f).await,
     };
     access.upstream = Some(addr);
     finish_relay(&shared, access, client, upstream, buf.freeze()).await;
@@ -132,26 +137,14 @@ where
     // Without a name the default action decides, whatever a CONNECT host matched.
     let decision = policy.default_decision();
     access.decided(policy, &decision);
+    // Not TLS: refusals are a plain close, never an alert.
     if decision.action == Action::Deny {
-        access.refused(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
-        close(client).await;
-        access.emit();
-        return;
+        let f = Failure::new(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
+        return refuse_with(access, client, f, false).await;
     }
-    let (upstream, addr) = match dest {
-        Dest::Connected { upstream, addr, .. } => (upstream, addr),
-        Dest::Transparent { original } => {
-            match shared.connector.connect(Target { name: None, port: original.port(), original: Some(original) }).await
-            {
-                Ok(c) => c,
-                Err(f) => {
-                    access.refused(f.outcome, f.detail);
-                    close(client).await;
-                    access.emit();
-                    return;
-                }
-            }
-        }
+    let (upstream, addr) = match dest.connect(&shared, None).await {
+        Ok(c) => c,
+        Err(f) => return refuse_with(access, client, f, false).await,
     };
     access.upstream = Some(addr);
     finish_relay(&shared, access, client, upstream, buf.freeze()).await;
@@ -177,8 +170,19 @@ where
 
 /// Refuses a TLS client: an `access_denied` alert for policy and client faults, a bare close
 /// for upstream failures; then logs.
-pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut access: Access, mut client: C, failure: Failure) {
-    if failure.outcome.tls_alert() && client.write_all(&TLS_ACCESS_DENIED).await.is_ok() {
+pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(access: Access, client: C, failure: Failure) {
+    let alert = failure.outcome.tls_alert();
+    refuse_with(access, client, failure, alert).await;
+}
+
+/// Refuses a client, with an `access_denied` alert first when `alert`, then logs.
+async fn refuse_with<C: AsyncRead + AsyncWrite + Unpin>(
+    mut access: Access,
+    mut client: C,
+    failure: Failure,
+    alert: bool,
+) {
+    if alert && client.write_all(&TLS_ACCESS_DENIED).await.is_ok() {
         access.bytes_down += TLS_ACCESS_DENIED.len() as u64;
     }
     close(client).await;
