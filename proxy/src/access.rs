@@ -65,6 +65,15 @@ pub struct Access {
     pub outcome: Outcome,
     /// Why, when it did not end well.
     pub detail: Option<String>,
+    /// How an allowed TLS connection was handled: `inspected`, or relayed opaquely and why
+    /// (`bypass`, `off` when inspection is off, `non-http`, `no-sni`); `inspected-relay` for a
+    /// terminated connection that did not carry HTTP.
+    pub inspection: Option<&'static str>,
+    /// Requests served on an inspected connection.
+    pub requests: Option<u64>,
+    /// Whether this event's bytes go into `hostgate_bytes_total`. An inspected connection's
+    /// event does not count its (TLS) bytes there: its requests' events count their bodies.
+    pub bytes_in_metrics: bool,
     /// Where the event is also counted.
     pub metrics: Arc<Metrics>,
 }
@@ -97,6 +106,9 @@ impl Access {
             started: Instant::now(),
             outcome: Outcome::Ok,
             detail: None,
+            inspection: None,
+            requests: None,
+            bytes_in_metrics: true,
             metrics,
         }
     }
@@ -150,8 +162,8 @@ impl Access {
             action: self.action.map_or("deny", Action::as_str),
             outcome: self.outcome.as_str(),
             source: self.source.as_deref(),
-            bytes_up: self.bytes_up,
-            bytes_down: self.bytes_down,
+            bytes_up: if self.bytes_in_metrics { self.bytes_up } else { 0 },
+            bytes_down: if self.bytes_in_metrics { self.bytes_down } else { 0 },
             would_deny: self.would_deny,
         });
         let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -170,6 +182,8 @@ impl Access {
             alpn = self.alpn.as_deref(),
             tls_versions = self.tls_versions.as_deref(),
             ech = self.ech,
+            inspection = self.inspection,
+            requests = self.requests,
             action = self.action.map(Action::as_str),
             would_deny = self.would_deny.then_some(true),
             generation = self.generation,

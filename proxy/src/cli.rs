@@ -1,7 +1,8 @@
-//! The command line: `hostgate check`, `hostgate explain`, `hostgate import`.
+//! The command line: `hostgate run`, `hostgate check`, `hostgate explain`, `hostgate import`
+//! and `hostgate ca init`.
 //!
 //! This module owns argument parsing and what the tools print. The work is done by
-//! [`crate::config`], [`crate::policy`] and [`crate::import`].
+//! [`crate::config`], [`crate::policy`], [`crate::import`] and [`crate::inspect::ca`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use hostgate_matcher::Host;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::inspect::ca::{self, Authority, InitOptions};
 use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
 
 /// hostgate: an egress gateway that decides every outbound connection by the name it asks for.
@@ -70,6 +72,35 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Manage the TLS-inspection certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create a new inspection CA: DIR/hostgate-ca.pem (the certificate, to install on the
+    /// clients) and DIR/hostgate-ca.key (its private key, mode 0600).
+    Init {
+        /// The directory to write the two files to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The certificate's common name.
+        #[arg(long, value_name = "NAME", default_value = "hostgate inspection CA")]
+        common_name: String,
+        /// How many days the certificate is valid for.
+        #[arg(long, value_name = "N", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..))]
+        days: u32,
+        /// Restrict the CA to names in this domain (a critical NameConstraints extension that
+        /// clients enforce); may be repeated.
+        #[arg(long = "permit-dns", value_name = "DOMAIN")]
+        permit_dns: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -101,6 +132,10 @@ pub fn main() -> ExitCode {
             explain(&config, scheme, port, path.as_deref(), json, &hosts, &mut out)
         }
         Command::Import { from: ImportFormat::MsLearn, out: dir, files } => import(&files, &dir, &mut out),
+        Command::Ca { command: CaCommand::Init { out: dir, common_name, days, permit_dns, force } } => {
+            let opts = InitOptions { common_name, validity_days: days, permitted_dns: permit_dns, force };
+            ca_init(&dir, &opts, &mut out)
+        }
     };
     match result {
         Ok(code) => code,
@@ -392,5 +427,30 @@ fn import(files: &[PathBuf], dir: &std::path::Path, out: &mut impl Write) -> Res
         )
         .map_err(w)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hostgate ca init`: create the CA, load it back (the checks the gateway will make), and say
+/// what to do with it.
+fn ca_init(dir: &std::path::Path, opts: &InitOptions, out: &mut impl Write) -> Result<ExitCode, String> {
+    let w = |e: std::io::Error| e.to_string();
+    let files = ca::init(dir, opts).map_err(|e| e.to_string())?;
+    let authority = Authority::load(&files.cert, &files.key).map_err(|e| e.to_string())?;
+    // Absolute paths, so that the configuration lines work wherever the configuration file is.
+    let absolute = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (cert, key) = (absolute(&files.cert), absolute(&files.key));
+    let quoted = |p: &std::path::Path| toml::Value::String(p.display().to_string()).to_string();
+    writeln!(out, "wrote {} (the CA certificate)", cert.display()).map_err(w)?;
+    writeln!(out, "wrote {} (its private key, mode 0600: keep it secret)", key.display()).map_err(w)?;
+    writeln!(out, "subject {}, valid until {}", authority.subject(), ca::format_utc(authority.not_after()))
+        .map_err(w)?;
+    writeln!(out, "next: add to the configuration: [inspect] ca_cert = {} ca_key = {}", quoted(&cert), quoted(&key))
+        .map_err(w)?;
+    writeln!(
+        out,
+        "next: install {} as a trusted root on the clients (README: Deploying the inspection CA)",
+        cert.display()
+    )
+    .map_err(w)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,61 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Process lifecycle.
     pub runtime: RuntimeConfig,
+    /// TLS inspection of `allow` connections; `None` when off (no `[inspect]`, or
+    /// `enabled = false`): `allow` then relays TLS opaquely, like `bypass`.
+    pub inspect: Option<InspectConfig>,
+}
+
+/// `[inspect]`: TLS inspection of `allow` connections with leaf certificates minted by a local CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectConfig {
+    /// The CA certificate (PEM), resolved against the configuration file's directory.
+    pub ca_cert: PathBuf,
+    /// The CA private key (PEM, PKCS#8), resolved likewise. Keep it mode 0600.
+    pub ca_key: PathBuf,
+    /// How long a minted leaf certificate is valid (it is re-minted before it expires).
+    pub leaf_validity: Duration,
+    /// How many minted leaf certificates are kept.
+    pub cert_cache: usize,
+    /// Trust the system's roots (`/etc/ssl/certs`) for upstream certificates.
+    pub system_roots: bool,
+    /// More trust anchors (PEM files) for upstream certificates, resolved like `ca_cert`.
+    pub extra_roots: Vec<PathBuf>,
+    /// Accept any upstream certificate. Insecure: the gateway then cannot tell the real server
+    /// from an impostor, and the client, which trusts the gateway, cannot either.
+    pub insecure_skip_upstream_verify: bool,
+    /// What an allowed TLS connection that does not carry HTTP gets.
+    pub non_http: NonHttp,
+}
+
+impl InspectConfig {
+    /// The defaults for a CA at these paths.
+    pub fn new(ca_cert: PathBuf, ca_key: PathBuf) -> InspectConfig {
+        InspectConfig {
+            ca_cert,
+            ca_key,
+            leaf_validity: Duration::from_secs(24 * 3600),
+            cert_cache: 10_000,
+            system_roots: true,
+            extra_roots: Vec::new(),
+            insecure_skip_upstream_verify: false,
+            non_http: NonHttp::Deny,
+        }
+    }
+}
+
+/// What an allowed, inspected TLS connection gets when it does not carry HTTP: a ClientHello
+/// whose ALPN offers neither `h2` nor `http/1.1`, or (without ALPN) first bytes that are not an
+/// HTTP request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonHttp {
+    /// Refuse it (`access_denied`, or a close after the handshake).
+    #[default]
+    Deny,
+    /// Relay it uninspected: spliced before the handshake when the ALPN says so, otherwise the
+    /// decrypted bytes are relayed between the two TLS sessions.
+    Relay,
 }
 
 /// `[admin]`.
@@ -269,6 +324,31 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     runtime: RawRuntime,
+    #[serde(default)]
+    inspect: Option<Spanned<RawInspect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInspect {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    ca_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    ca_key: Option<Spanned<String>>,
+    #[serde(default)]
+    leaf_validity: Option<Spanned<String>>,
+    #[serde(default)]
+    cert_cache: Option<Spanned<i64>>,
+    #[serde(default)]
+    system_roots: Option<bool>,
+    #[serde(default)]
+    extra_roots: Vec<Spanned<String>>,
+    #[serde(default)]
+    insecure_skip_upstream_verify: bool,
+    #[serde(default)]
+    non_http: NonHttp,
 }
 
 #[derive(Deserialize, Default)]
@@ -565,6 +645,46 @@ impl Config {
             )?,
         };
 
+        let inspect = match raw.inspect {
+            None => None,
+            Some(section) => {
+                let span = section.span();
+                let i = section.into_inner();
+                if i.enabled == Some(false) {
+                    None
+                } else {
+                    let file = |field: &str, v: &Option<Spanned<String>>| match v {
+                        Some(p) if !p.get_ref().trim().is_empty() => Ok(base.join(p.get_ref().trim())),
+                        Some(p) => Err(err(Some(p.span()), format!("inspect.{field}: empty path"))),
+                        None => Err(err(
+                            Some(span.clone()),
+                            format!("inspect.{field}: missing (`hostgate ca init --out DIR` creates a CA)"),
+                        )),
+                    };
+                    let mut c = InspectConfig::new(file("ca_cert", &i.ca_cert)?, file("ca_key", &i.ca_key)?);
+                    c.leaf_validity = duration("inspect.leaf_validity", &i.leaf_validity, c.leaf_validity)?;
+                    if c.leaf_validity < Duration::from_secs(60) || c.leaf_validity > Duration::from_secs(397 * 86_400)
+                    {
+                        return Err(err(
+                            i.leaf_validity.as_ref().map(Spanned::span),
+                            "inspect.leaf_validity: must be between 1m and 397 days (9528h)".to_string(),
+                        ));
+                    }
+                    c.cert_cache = int("inspect.cert_cache", &i.cert_cache, c.cert_cache, 1, 1 << 24)?;
+                    c.system_roots = i.system_roots.unwrap_or(true);
+                    for r in &i.extra_roots {
+                        if r.get_ref().trim().is_empty() {
+                            return Err(err(Some(r.span()), "inspect.extra_roots: empty path".to_string()));
+                        }
+                        c.extra_roots.push(base.join(r.get_ref().trim()));
+                    }
+                    c.insecure_skip_upstream_verify = i.insecure_skip_upstream_verify;
+                    c.non_http = i.non_http;
+                    Some(c)
+                }
+            }
+        };
+
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
@@ -577,6 +697,7 @@ impl Config {
             resolve,
             admin,
             runtime,
+            inspect,
         })
     }
 }

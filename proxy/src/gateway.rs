@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind, Mode, SniffConfig, VerifyDestination};
+use crate::inspect::{CaError, Inspector};
 use crate::metrics::{Metrics, ReloadSample, TunnelGuard};
 use crate::policy::{Decision, LoadError, Policy, Query};
 use crate::upstream::resolve::Resolver;
@@ -53,10 +54,18 @@ pub(crate) struct Shared {
     pub(crate) loaded_at: SystemTime,
     /// The gateway's metrics (the same for every generation).
     pub(crate) metrics: Arc<Metrics>,
+    /// TLS inspection, when `[inspect]` turns it on.
+    pub(crate) inspect: Option<Arc<Inspector>>,
 }
 
 impl Shared {
-    fn build(generation: u64, config: Config, policy: Policy, metrics: Arc<Metrics>) -> Shared {
+    fn build(
+        generation: u64,
+        config: Config,
+        policy: Policy,
+        inspect: Option<Arc<Inspector>>,
+        metrics: Arc<Metrics>,
+    ) -> Shared {
         let pins: std::collections::HashMap<_, _> =
             config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Shared {
@@ -68,6 +77,40 @@ impl Shared {
             idle_timeout: config.upstream.idle_timeout,
             config,
             loaded_at: SystemTime::now(),
+            inspect,
+        }
+    }
+}
+
+/// Loads `[inspect]`'s CA and trust anchors (blocking: it reads files), keeping `previous`'s
+/// certificate cache when the CA is the same.
+fn load_inspector(
+    config: &Config,
+    previous: Option<&Inspector>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Inspector>>, CaError> {
+    let Some(cfg) = &config.inspect else { return Ok(None) };
+    let inspector = Inspector::load(cfg, previous, metrics.clone())?;
+    Ok(Some(Arc::new(inspector)))
+}
+
+/// Logs what inspection will do, and warns when it is insecure.
+fn log_inspection(inspect: Option<&Inspector>) {
+    match inspect {
+        None => tracing::info!("TLS inspection is off: allowed TLS connections are relayed uninspected"),
+        Some(i) => {
+            tracing::info!(
+                ca = i.ca_subject(),
+                upstream_roots = i.roots(),
+                leaf_validity_s = i.config().leaf_validity.as_secs(),
+                "TLS inspection is on for `allow`; `bypass` is never inspected"
+            );
+            if i.config().insecure_skip_upstream_verify {
+                tracing::warn!(
+                    "inspect.insecure_skip_upstream_verify = true is insecure: upstream certificates are not \
+                     checked, so an impostor on the path is trusted, and so are its answers to clients"
+                );
+            }
         }
     }
 }
@@ -122,6 +165,8 @@ pub struct BoundListener {
 pub enum StartError {
     /// The policy did not load or compile.
     Policy(LoadError),
+    /// The inspection CA or the upstream trust anchors did not load.
+    Inspect(CaError),
     /// A listener could not be bound.
     Bind {
         /// The configured address.
@@ -139,6 +184,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Policy(e) => write!(f, "{e}"),
+            StartError::Inspect(e) => write!(f, "{e}"),
             StartError::Bind { address, error } => write!(f, "cannot listen on {address}: {error}"),
             StartError::NoListeners => f.write_str("the configuration has no [[listener]]"),
             StartError::Internal(e) => write!(f, "internal error: {e}"),
@@ -155,6 +201,8 @@ pub enum ReloadError {
     Config(crate::config::ConfigError),
     /// A rule file.
     Policy(LoadError),
+    /// The inspection CA or the upstream trust anchors.
+    Inspect(CaError),
     /// Something that should not fail did.
     Internal(String),
 }
@@ -164,6 +212,7 @@ impl fmt::Display for ReloadError {
         match self {
             ReloadError::Config(e) => write!(f, "{e}"),
             ReloadError::Policy(e) => write!(f, "{e}"),
+            ReloadError::Inspect(e) => write!(f, "{e}"),
             ReloadError::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
@@ -238,11 +287,17 @@ impl Gateway {
             return Err(StartError::NoListeners);
         }
         let cfg = config.clone();
-        let policy = tokio::task::spawn_blocking(move || Policy::load(&cfg))
-            .await
-            .map_err(|e| StartError::Internal(format!("policy compile task: {e}")))?
-            .map_err(StartError::Policy)?;
+        let metrics = Arc::new(Metrics::new());
+        let m = metrics.clone();
+        let (policy, inspect) = tokio::task::spawn_blocking(move || {
+            let policy = Policy::load(&cfg).map_err(StartError::Policy)?;
+            let inspect = load_inspector(&cfg, None, &m).map_err(StartError::Inspect)?;
+            Ok::<_, StartError>((policy, inspect))
+        })
+        .await
+        .map_err(|e| StartError::Internal(format!("policy compile task: {e}")))??;
         warn_insecure(&config);
+        log_inspection(inspect.as_deref());
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let listener = bind(l.address).map_err(|error| StartError::Bind { address: l.address, error })?;
@@ -258,7 +313,6 @@ impl Gateway {
             }
         };
         let max_connections = config.limits.max_connections;
-        let metrics = Arc::new(Metrics::new());
         metrics.reload(&ReloadSample {
             ok: true,
             generation: 1,
@@ -268,7 +322,7 @@ impl Gateway {
         });
         let core = Arc::new(Core {
             config_path: config.path.clone(),
-            current: ArcSwap::from_pointee(Shared::build(1, config, policy, metrics.clone())),
+            current: ArcSwap::from_pointee(Shared::build(1, config, policy, inspect, metrics.clone())),
             metrics,
             admin_addr: admin.as_ref().map(|(_, local)| *local),
             limit: Arc::new(Semaphore::new(max_connections)),
@@ -402,17 +456,21 @@ impl Core {
         let path = self.config_path.clone();
         let old = self.current.load_full();
         let old_policy = old.policy.clone();
+        let old_inspect = old.inspect.clone();
+        let metrics = self.metrics.clone();
         // Everything proportional to the rule count (reading, parsing, compiling, the diff against
-        // the running rules) happens on the blocking pool, never on a runtime worker.
+        // the running rules) happens on the blocking pool, never on a runtime worker; so does
+        // reading the CA and the trust anchors.
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(ReloadError::Config)?;
             let policy = Policy::load(&config).map_err(ReloadError::Policy)?;
+            let inspect = load_inspector(&config, old_inspect.as_deref(), &metrics).map_err(ReloadError::Inspect)?;
             let changes = rule_changes(&old_policy, &policy);
-            Ok::<_, ReloadError>((config, policy, changes))
+            Ok::<_, ReloadError>((config, policy, inspect, changes))
         })
         .await
         .map_err(|e| ReloadError::Internal(format!("reload task: {e}")));
-        let (config, policy, changes) = match loaded.and_then(|r| r) {
+        let (config, policy, inspect, changes) = match loaded.and_then(|r| r) {
             Ok(x) => x,
             Err(e) => {
                 let generation = self.current.load().generation;
@@ -430,9 +488,12 @@ impl Core {
         let generation = old.generation + 1;
         let needs_restart = restart_needed(&old.config, &config);
         warn_insecure(&config);
+        if old.config.inspect != config.inspect {
+            log_inspection(inspect.as_deref());
+        }
         let rules = count_rules(&policy);
         let compile_time = policy.compile_time();
-        self.current.store(Arc::new(Shared::build(generation, config, policy, self.metrics.clone())));
+        self.current.store(Arc::new(Shared::build(generation, config, policy, inspect, self.metrics.clone())));
         // If no connection still holds the old generation, freeing it (a large matcher and rule
         // table) happens on the blocking pool too.
         tokio::task::spawn_blocking(move || drop(old));

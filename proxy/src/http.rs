@@ -197,7 +197,7 @@ impl Conn {
     async fn forward(&self, req: Request<Incoming>, target: RequestTarget, mut access: Access) -> Response<ResBody> {
         let (mut parts, body) = req.into_parts();
         let up_count = Arc::new(AtomicU64::new(0));
-        let body = Counted { inner: body, count: up_count.clone() };
+        let body = Counted::new(body, up_count.clone());
 
         remove_hop_by_hop(&mut parts.headers);
         if !parts.headers.contains_key(header::HOST) {
@@ -262,7 +262,7 @@ impl Conn {
                 remove_hop_by_hop(&mut parts.headers);
                 parts.headers.append(header::VIA, HeaderValue::from_static("1.1 hostgate"));
                 access.status = Some(parts.status.as_u16());
-                let body = Logged { inner: body, access: Some(access), up: up_count, down: 0 };
+                let body = Logged::new(body, access, up_count);
                 Response::from_parts(parts, body.boxed())
             }
             Err(e) => {
@@ -327,10 +327,26 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The answer to a refused or failed request, logged now. The reason header is the outcome's
 /// fixed token; nothing the client sent is echoed.
-pub(crate) fn refuse(mut access: Access, failure: Failure) -> Response<ResBody> {
+pub(crate) fn refuse(access: Access, failure: Failure) -> Response<ResBody> {
     let status = failure.outcome.status();
     let reason = failure.outcome.as_str();
-    let body = Bytes::from(format!("hostgate: {} ({reason})\n", status.canonical_reason().unwrap_or("refused")));
+    let body = format!("hostgate: {} ({reason})\n", status.canonical_reason().unwrap_or("refused"));
+    refuse_with_body(access, failure, body)
+}
+
+/// Like [`refuse`], with the failure's detail in the body too: only for failures whose detail
+/// comes from the upstream (a certificate or handshake error), never from the client.
+pub(crate) fn refuse_explained(access: Access, failure: Failure) -> Response<ResBody> {
+    let status = failure.outcome.status();
+    let reason = failure.outcome.as_str();
+    let body = format!("hostgate: {} ({reason})\n{}\n", status.canonical_reason().unwrap_or("refused"), failure.detail);
+    refuse_with_body(access, failure, body)
+}
+
+fn refuse_with_body(mut access: Access, failure: Failure, body: String) -> Response<ResBody> {
+    let status = failure.outcome.status();
+    let reason = failure.outcome.as_str();
+    let body = Bytes::from(body);
     access.status = Some(status.as_u16());
     access.bytes_down = body.len() as u64;
     access.refused(failure.outcome, failure.detail);
@@ -352,6 +368,13 @@ pub(crate) fn status_response(status: StatusCode, reason: &'static str, body: By
 pub(crate) struct Counted {
     inner: Incoming,
     count: Arc<AtomicU64>,
+}
+
+impl Counted {
+    /// Counts `inner`'s data bytes into `count`.
+    pub(crate) fn new(inner: Incoming, count: Arc<AtomicU64>) -> Counted {
+        Counted { inner, count }
+    }
 }
 
 impl Body for Counted {
@@ -379,7 +402,7 @@ impl Body for Counted {
 
 /// A response body that counts its bytes and emits the request's access event when it ends
 /// (or is dropped: the client went away).
-struct Logged {
+pub(crate) struct Logged {
     inner: Incoming,
     access: Option<Access>,
     up: Arc<AtomicU64>,
@@ -387,6 +410,11 @@ struct Logged {
 }
 
 impl Logged {
+    /// Streams `inner` and emits `access` when it ends; `up` is the request body's count.
+    pub(crate) fn new(inner: Incoming, access: Access, up: Arc<AtomicU64>) -> Logged {
+        Logged { inner, access: Some(access), up, down: 0 }
+    }
+
     fn finish(&mut self, failure: Option<Failure>) {
         if let Some(mut access) = self.access.take() {
             access.bytes_up = self.up.load(Ordering::Relaxed);

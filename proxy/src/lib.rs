@@ -9,8 +9,10 @@
 //!   ([`upstream`]) → relay ([`relay`], [`http`]) → log ([`access`]). [`connect`] and
 //!   [`transparent`] are the two listener kinds; [`tunnel`] is where TLS and opaque streams are
 //!   decided; [`outcome`] maps every failure to what the client sees.
+//! - [`inspect`]: TLS inspection of `allow` connections (a local CA mints leaf certificates;
+//!   every request inside is decided); [`inspect::ca`] is the certificate authority.
 //! - [`import`]: turns Microsoft Learn network-requirement pages into rule files.
-//! - [`cli`]: `hostgate run`, `check`, `explain` and `import`.
+//! - [`cli`]: `hostgate run`, `check`, `explain`, `import` and `ca init`.
 
 pub mod access;
 pub mod admin;
@@ -20,6 +22,7 @@ mod connect;
 pub mod gateway;
 mod http;
 pub mod import;
+pub mod inspect;
 pub mod io;
 pub mod metrics;
 pub mod notify;

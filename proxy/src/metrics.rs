@@ -25,6 +25,9 @@
 //! | `hostgate_policy_generation` | gauge | |
 //! | `hostgate_rules` | gauge | `action` (`bypass`, `allow`, `deny`) |
 //! | `hostgate_last_reload_success_timestamp_seconds` | gauge | |
+//! | `hostgate_inspect_certificates_total` | counter | `result` (`minted`, `cached`, `failed`) |
+//! | `hostgate_inspect_mint_seconds` | histogram | |
+//! | `hostgate_tls_handling_total` | counter | `inspection` (the access log's field: `inspected`, `bypass`, `off`, …) |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +48,8 @@ const DECISION_BUCKETS: &[f64] =
 /// An upstream TCP connect, up to the 10 s default `upstream.connect_timeout` and beyond.
 const CONNECT_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Minting one leaf certificate: one ECDSA signature, tens of microseconds.
+const MINT_BUCKETS: &[f64] = &[1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1];
 /// Loading and compiling the policy: milliseconds for a few rules, seconds for a million.
 const RELOAD_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -81,6 +86,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InspectionLabels {
+    inspection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -110,6 +120,21 @@ pub struct Metrics {
     /// Bypass, allow, deny.
     rules: [Gauge; 3],
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Minted, cached, failed.
+    certificates: [Counter; 3],
+    mint: Histogram,
+    tls_handling: Family<InspectionLabels, Counter>,
+}
+
+/// Where an inspected connection's leaf certificate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertResult {
+    /// Minted for this connection (or for a concurrent one for the same name, and shared).
+    Minted,
+    /// Found in the cache.
+    Cached,
+    /// Minting failed.
+    Failed,
 }
 
 /// One access event that ended: a TLS or opaque connection, or an HTTP request. The fields are
@@ -301,8 +326,33 @@ impl Metrics {
             last_success.clone(),
         );
 
+        let certs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "hostgate_inspect_certificates",
+            "Leaf certificates for inspected connections, by where they came from",
+            certs.clone(),
+        );
+        let certificates =
+            ["minted", "cached", "failed"].map(|result| certs.get_or_create_owned(&ResultLabels { result }));
+        let mint = Histogram::new(MINT_BUCKETS.iter().copied());
+        registry.register_with_unit(
+            "hostgate_inspect_mint",
+            "Time to mint one leaf certificate",
+            Unit::Seconds,
+            mint.clone(),
+        );
+        let tls_handling = Family::<InspectionLabels, Counter>::default();
+        registry.register(
+            "hostgate_tls_handling",
+            "Allowed TLS connections by how they were handled: inspected, or relayed opaquely and why",
+            tls_handling.clone(),
+        );
+
         Metrics {
             registry,
+            certificates,
+            mint,
+            tls_handling,
             connections,
             decisions,
             bytes_up,
@@ -397,6 +447,26 @@ impl Metrics {
         }
         let at = r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         self.last_success.set(at);
+    }
+
+    /// Where a leaf certificate came from (`hostgate_inspect_certificates_total{result}`).
+    pub fn certificate(&self, result: CertResult) {
+        let i = match result {
+            CertResult::Minted => 0,
+            CertResult::Cached => 1,
+            CertResult::Failed => 2,
+        };
+        self.certificates[i].inc();
+    }
+
+    /// How long minting one leaf certificate took (`hostgate_inspect_mint_seconds`).
+    pub fn mint_latency(&self, d: Duration) {
+        self.mint.observe(d.as_secs_f64());
+    }
+
+    /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
+    pub fn tls_handling(&self, inspection: &'static str) {
+        self.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
     }
 
     /// The OpenMetrics text exposition of every metric, ending in `# EOF`.

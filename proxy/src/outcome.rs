@@ -44,6 +44,16 @@ pub enum Outcome {
     IdleTimeout,
     /// The client broke the exchange (reset, or closed before the response).
     ClientError,
+    /// Inside an inspected connection, a request named another host than the SNI (domain
+    /// fronting), and no rule allows that host on its own.
+    Fronting,
+    /// The upstream's certificate did not verify (untrusted issuer, wrong name, expired, …).
+    UpstreamCertificate,
+    /// The TLS handshake with the upstream failed for another reason (an alert, no common
+    /// protocol version or cipher suite, a timeout).
+    UpstreamTls,
+    /// The gateway itself failed (a leaf certificate could not be minted).
+    Internal,
 }
 
 impl Outcome {
@@ -66,6 +76,10 @@ impl Outcome {
             Outcome::BadRequest => "bad-request",
             Outcome::IdleTimeout => "idle-timeout",
             Outcome::ClientError => "client-error",
+            Outcome::Fronting => "fronting",
+            Outcome::UpstreamCertificate => "upstream-certificate",
+            Outcome::UpstreamTls => "upstream-tls",
+            Outcome::Internal => "internal",
         }
     }
 
@@ -73,8 +87,11 @@ impl Outcome {
     pub fn blame(self) -> Blame {
         match self {
             Outcome::Ok => Blame::None,
-            Outcome::Denied | Outcome::Ssrf => Blame::Policy,
+            Outcome::Denied | Outcome::Ssrf | Outcome::Fronting => Blame::Policy,
+            Outcome::Internal => Blame::Internal,
             Outcome::ResolveFailed
+            | Outcome::UpstreamCertificate
+            | Outcome::UpstreamTls
             | Outcome::UpstreamRefused
             | Outcome::UpstreamTimeout
             | Outcome::UpstreamError
@@ -94,8 +111,15 @@ impl Outcome {
     pub fn status(self) -> StatusCode {
         match self {
             Outcome::Ok => StatusCode::OK,
-            Outcome::Denied | Outcome::Ssrf | Outcome::Mismatch | Outcome::NotRedirected => StatusCode::FORBIDDEN,
-            Outcome::ResolveFailed | Outcome::UpstreamRefused | Outcome::UpstreamError => StatusCode::BAD_GATEWAY,
+            Outcome::Denied | Outcome::Ssrf | Outcome::Mismatch | Outcome::NotRedirected | Outcome::Fronting => {
+                StatusCode::FORBIDDEN
+            }
+            Outcome::ResolveFailed
+            | Outcome::UpstreamRefused
+            | Outcome::UpstreamError
+            | Outcome::UpstreamCertificate
+            | Outcome::UpstreamTls => StatusCode::BAD_GATEWAY,
+            Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::UpstreamTimeout | Outcome::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             Outcome::Timeout => StatusCode::REQUEST_TIMEOUT,
             Outcome::MalformedClientHello
@@ -138,6 +162,8 @@ pub enum Blame {
     Upstream,
     /// The policy refused.
     Policy,
+    /// The gateway failed.
+    Internal,
 }
 
 /// A failure of the data path: the outcome and a detail for the log (never sent to clients).

@@ -1,9 +1,10 @@
 //! Tunnels: a sniffed TLS (or unrecognised) byte stream, decided once by its ClientHello and
-//! then relayed opaquely.
+//! then relayed opaquely, or, for `allow` with inspection on, handed to [`crate::inspect`].
 //!
 //! This phase owns the TLS decision (SNI validation, the CONNECT-host match, the policy
-//! lookup), the deny path (an `access_denied` alert, then close) and turning the relay's end
-//! into the access record. Transparent connections and CONNECT tunnels both end up here; it
+//! lookup), whether an allowed connection is inspected or spliced (and the access log's
+//! `inspection` field saying which and why), the deny path (an `access_denied` alert, then
+//! close) and turning the relay's end into the access record. Transparent connections and CONNECT tunnels both end up here; it
 //! does not sniff, and connects upstream only for transparent connections (a CONNECT tunnel
 //! arrives already connected).
 
@@ -16,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::access::Access;
+use crate::config::NonHttp;
 use crate::gateway::Shared;
 use crate::outcome::{Failure, Outcome, TLS_ACCESS_DENIED};
 use crate::policy::{Action, Query, Scheme};
@@ -66,7 +68,7 @@ impl Dest {
     }
 }
 
-/// Decides a TLS connection by its ClientHello, then relays it or refuses it.
+/// Decides a TLS connection by its ClientHello, then inspects, relays or refuses it.
 pub(crate) async fn tls<C>(
     shared: Arc<Shared>,
     mut access: Access,
@@ -75,7 +77,7 @@ pub(crate) async fn tls<C>(
     hello: ClientHello,
     dest: Dest,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let policy = &shared.policy;
     access.protocol = Some("tls");
@@ -119,12 +121,44 @@ pub(crate) async fn tls<C>(
         let detail = if name.is_some() { "policy" } else { "no server name; default action" };
         return refuse(access, client, Failure::new(Outcome::Denied, detail)).await;
     }
+    // Allowed: inspected, or spliced and why.
+    let inspect = match (action, &shared.inspect, &name) {
+        (Action::Bypass, _, _) => Err("bypass"),
+        (_, None, _) => Err("off"),
+        (_, Some(_), None) => Err("no-sni"),
+        (_, Some(i), Some(name)) => match crate::inspect::http_alpn(&hello.alpn) {
+            Some(alpn) => Ok((i.clone(), alpn, name.clone())),
+            None if i.config().non_http == NonHttp::Relay => Err("non-http"),
+            None => {
+                let detail = format!("ALPN {} is not HTTP; inspect.non_http = \"deny\"", hello.alpn.join(","));
+                // A TLS client: an alert, unlike unknown protocols in general.
+                return refuse_with(access, client, Failure::new(Outcome::UnknownProtocol, detail), true).await;
+            }
+        },
+    };
+    shared.metrics.tls_handling(match &inspect {
+        Ok(_) => "inspected",
+        Err(why) => why,
+    });
+    let original = match &dest {
+        Dest::Transparent { original } => Some(*original),
+        Dest::Connected { .. } => None,
+    };
     let (upstream, addr) = match dest.connect(&shared, name.as_ref().map(Host::as_str)).await {
         Ok(c) => c,
         Err(f) => return refuse(access, client, f).await,
     };
     access.upstream = Some(addr);
-    finish_relay(&shared, access, client, upstream, buf.freeze()).await;
+    match inspect {
+        Ok((inspector, alpn, name)) => {
+            let upstream_at = crate::inspect::Upstream { name, port, original };
+            crate::inspect::intercept(shared, inspector, access, client, buf, alpn, upstream_at, upstream).await;
+        }
+        Err(why) => {
+            access.inspection = Some(why);
+            finish_relay(&shared, access, client, upstream, buf.freeze()).await;
+        }
+    }
 }
 
 /// A stream that is neither TLS nor HTTP: the default action decides.

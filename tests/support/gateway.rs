@@ -85,6 +85,16 @@ impl TestGateway {
         addr
     }
 
+    /// The gateway's metrics, as `/metrics` serves them.
+    pub fn metrics(&self) -> String {
+        self.gateway.as_ref().expect("running").metrics()
+    }
+
+    /// The running gateway.
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("running")
+    }
+
     /// The directory of `hostgate.toml` and `test.rules`.
     pub fn config_dir(&self) -> &Path {
         self.dir.path()

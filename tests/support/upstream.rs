@@ -371,3 +371,162 @@ impl Refusing {
 pub fn saw_headers(value: &str) -> BTreeSet<String> {
     value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
+
+/// One request as an [`HttpsUpstream`] saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The SNI of the connection it came on.
+    pub sni: String,
+    /// The `:authority` (HTTP/2) or Host header (HTTP/1.1).
+    pub authority: String,
+    /// The method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Every header, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+/// An HTTPS server (hyper, HTTP/1.1 and HTTP/2 by ALPN) with a certificate for its names. Every
+/// request gets `200` and `upstream=<label> version=<v> sni=<sni> authority=<a> path=<p>`, except
+/// `/big/<n>`, answered with `n` bytes of `x` streamed in 16 KiB chunks, and `/echo`, answered
+/// with the request body.
+pub struct HttpsUpstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    handshakes: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl HttpsUpstream {
+    /// A server offering `alpn` (e.g. `[b"h2", b"http/1.1"]`; empty: no ALPN, HTTP/1.1).
+    pub async fn start(ca: &TestCa, names: &[&str], label: &str, alpn: &[&[u8]]) -> HttpsUpstream {
+        let mut config = ca.issue(names);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let label: Arc<str> = Arc::from(label);
+        let task = {
+            let (seen, handshakes) = (seen.clone(), handshakes.clone());
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, seen, handshakes, label) =
+                        (acceptor.clone(), seen.clone(), handshakes.clone(), label.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        handshakes.fetch_add(1, Ordering::SeqCst);
+                        let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let (seen, label, sni) = (seen.clone(), label.clone(), sni.clone());
+                            async move { Ok::<_, Infallible>(https_answer(req, &seen, &label, &sni).await) }
+                        });
+                        let io = TokioIo::new(tls);
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                        }
+                    });
+                }
+            })
+        };
+        HttpsUpstream { addr, seen, handshakes, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The requests seen so far.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// TLS handshakes completed so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn https_answer(
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<SeenRequest>>,
+    label: &str,
+    sni: &str,
+) -> Response<AnswerBody> {
+    let version = format!("{:?}", req.version());
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get("host").and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_else(|| "-".to_string());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let method = req.method().as_str().to_string();
+    seen.lock().unwrap().push(SeenRequest {
+        version: version.clone(),
+        sni: sni.to_string(),
+        authority: authority.clone(),
+        method,
+        path: path.clone(),
+        headers,
+    });
+    if let Some(n) = path.strip_prefix("/big/").and_then(|n| n.parse::<usize>().ok()) {
+        return Response::new(Repeat { left: n, chunk: Bytes::from(vec![b'x'; 16 * 1024]) }.boxed());
+    }
+    if path == "/echo" {
+        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        return Response::new(Full::new(body).boxed());
+    }
+    let body = format!("upstream={label} version={version} sni={sni} authority={authority} path={path}");
+    Response::new(Full::new(Bytes::from(body)).boxed())
+}
+
+/// `n` bytes of `x` as 16 KiB frames, produced as they are polled.
+struct Repeat {
+    left: usize,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let take = self.left.min(self.chunk.len());
+        self.left -= take;
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.slice(..take)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+}

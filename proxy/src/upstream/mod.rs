@@ -55,6 +55,11 @@ impl Connector {
         }
     }
 
+    /// How long a connect (and, for inspected connections, the upstream TLS handshake) may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The addresses `target` may be connected to, in order of preference.
     ///
     /// # Errors
