@@ -28,10 +28,12 @@ bypass bypassed.test
 deny denied.test
 allow https://paths.test/ncsi.txt
 allow explicit.test
+allow admin.test
+deny https://admin.test/admin
 ";
 
 const NAMES: &[&str] =
-    &["inspected.test", "bypassed.test", "denied.test", "paths.test", "explicit.test", "other.test", "untrusted.test"];
+    &["inspected.test", "bypassed.test", "denied.test", "paths.test", "explicit.test", "other.test", "untrusted.test", "admin.test"];
 
 /// hostgate's inspection CA, made by `ca::init` in a temporary directory.
 struct InspectionCa {
@@ -182,16 +184,22 @@ async fn http2_and_http1_inside_the_inspected_tunnel_and_path_rules() {
         assert_eq!(status, "403", "{flag}: {}", describe(&out));
         assert!(body.to_ascii_lowercase().contains("x-hostgate-reason: denied"), "{flag}: {body}");
     }
-    // The upstream never saw the denied path.
+    // A deny rule with a path does not deny the whole name when the path can be seen: only
+    // that path is refused.
+    let out = s.curl("https://admin.test/", &s.ca.cert(), &[]).await;
+    assert_eq!(status_and_body(&out).0, "200", "{}", describe(&out));
+    let out = s.curl("https://admin.test/admin/users", &s.ca.cert(), &[]).await;
+    assert_eq!(status_and_body(&out).0, "403", "{}", describe(&out));
+    // The upstream never saw the denied paths.
     let seen = s.up.seen();
-    assert!(seen.iter().all(|r| r.path != "/other"), "{seen:?}");
+    assert!(seen.iter().all(|r| r.path != "/other" && !r.path.starts_with("/admin")), "{seen:?}");
     assert_eq!(seen.iter().filter(|r| r.path == "/ncsi.txt").count(), 2, "{seen:?}");
     let denied = s.gw.wait_access(|e| field("path", "/other")(e) && field("status", "403")(e)).await;
     assert_eq!(denied.get("outcome").map(String::as_str), Some("denied"), "{denied:?}");
     assert_eq!(denied.get("protocol").map(String::as_str), Some("https"), "{denied:?}");
     // The connection-level decision said the path rule could not be checked yet; the requests
     // were each decided with their path.
-    assert_eq!(seen.iter().filter(|r| r.version == "HTTP/2.0").count(), 1, "{seen:?}");
+    assert_eq!(seen.iter().filter(|r| r.sni == "paths.test" && r.version == "HTTP/2.0").count(), 1, "{seen:?}");
 }
 
 /// A request inside an inspected tunnel, over a client connection the test holds.

@@ -171,7 +171,7 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("hostgate: {e}");
                 return Ok(ExitCode::from(match e {
-                    crate::gateway::StartError::Policy(_) => 64,
+                    crate::gateway::StartError::Policy(_) | crate::gateway::StartError::Inspect(_) => 64,
                     _ => 1,
                 }));
             }
@@ -297,6 +297,35 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
         counts.glob
     )
     .map_err(w)?;
+    match &c.inspect {
+        None => writeln!(out, "inspection: off (allow is relayed uninspected, like bypass)").map_err(w)?,
+        Some(cfg) => {
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+            let i = crate::inspect::Inspector::load(cfg, None, metrics).map_err(|e| e.to_string())?;
+            let roots = if cfg.insecure_skip_upstream_verify {
+                "upstream certificates NOT verified (insecure_skip_upstream_verify)".to_string()
+            } else {
+                format!("{} upstream trust anchors", i.roots())
+            };
+            writeln!(
+                out,
+                "inspection: on; CA {} (valid until {}); {roots}; leaves valid {} s, {} cached at most; non-HTTP {}",
+                i.ca_subject(),
+                crate::inspect::ca::format_utc(i.ca_not_after()),
+                cfg.leaf_validity.as_secs(),
+                cfg.cert_cache,
+                match cfg.non_http {
+                    crate::config::NonHttp::Deny => "denied",
+                    crate::config::NonHttp::Relay => "relayed",
+                }
+            )
+            .map_err(w)?;
+            let left = i.ca_not_after().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            if left < std::time::Duration::from_secs(30 * 86_400) {
+                writeln!(out, "warning: the inspection CA expires in {} days", left.as_secs() / 86_400).map_err(w)?;
+            }
+        }
+    }
     let lints = p.lint();
     let mut by_kind: Vec<(LintKind, usize)> = Vec::new();
     for l in &lints {

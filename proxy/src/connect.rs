@@ -81,7 +81,7 @@ async fn connect(shared: Arc<Shared>, slot: Slot, mut access: Access, req: Reque
     // The tunnel's content is not known yet: decide as TLS, or as plain HTTP on port 80. The
     // sniffed content is decided again (and must agree) before a byte goes upstream.
     let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
-    let decision = crate::gateway::decide(&shared, &Query { host: &host, scheme, port, path: None });
+    let decision = crate::gateway::decide_connection(&shared, &Query { host: &host, scheme, port, path: None });
     access.decided(&shared.policy, &decision);
     if decision.action == Action::Deny {
         return refuse(access, Failure::new(Outcome::Denied, "policy"));

@@ -142,10 +142,22 @@ thread_local! {
 /// Decides by the generation's policy with a per-thread scratch buffer (so deciding allocates
 /// nothing once warm), timing it for the metrics.
 pub(crate) fn decide(shared: &Shared, q: &Query<'_>) -> Decision {
+    decide_with(shared, q, Policy::decide)
+}
+
+/// Decides a connection whose requests will each be decided with their path
+/// ([`Policy::decide_connection`]): a CONNECT to port 80 (plain HTTP inside), and TLS when
+/// inspection is on. Otherwise, as [`decide`].
+pub(crate) fn decide_connection(shared: &Shared, q: &Query<'_>) -> Decision {
+    let per_request = q.scheme == crate::policy::Scheme::Http || shared.inspect.is_some();
+    decide_with(shared, q, if per_request { Policy::decide_connection } else { Policy::decide })
+}
+
+fn decide_with(shared: &Shared, q: &Query<'_>, how: fn(&Policy, &Query<'_>, &mut Matches) -> Decision) -> Decision {
     let started = Instant::now();
     let decision = SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut scratch) => shared.policy.decide(q, &mut scratch),
-        Err(_) => shared.policy.decide(q, &mut Matches::new()),
+        Ok(mut scratch) => how(&shared.policy, q, &mut scratch),
+        Err(_) => how(&shared.policy, q, &mut Matches::new()),
     });
     shared.metrics.decision_latency(started.elapsed());
     decision

@@ -107,7 +107,8 @@ pub(crate) async fn tls<C>(
     let port = dest.port();
     let action = match &name {
         Some(host) => {
-            let decision = crate::gateway::decide(&shared, &Query { host, scheme: Scheme::Https, port, path: None });
+            let decision =
+                crate::gateway::decide_connection(&shared, &Query { host, scheme: Scheme::Https, port, path: None });
             access.decided(policy, &decision);
             decision.action
         }

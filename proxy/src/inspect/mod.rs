@@ -134,6 +134,11 @@ impl Inspector {
         self.authority.subject()
     }
 
+    /// When the CA certificate expires.
+    pub fn ca_not_after(&self) -> std::time::SystemTime {
+        self.authority.not_after()
+    }
+
     /// How many upstream trust anchors are loaded (0 with `insecure_skip_upstream_verify`).
     pub fn roots(&self) -> usize {
         self.roots

@@ -134,12 +134,22 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
             });
         }
         if let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) {
-            out.push(lint(
-                LintKind::PathUnenforceable,
-                format!(
-                    "path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"
-                ),
-            ));
+            // Inspection shows the path of `allow` and `deny` traffic; `bypass` is never inspected.
+            if !p.inspected {
+                out.push(lint(
+                    LintKind::PathUnenforceable,
+                    format!(
+                        "path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"
+                    ),
+                ));
+            } else if r.action == Action::Bypass {
+                out.push(lint(
+                    LintKind::PathUnenforceable,
+                    format!(
+                        "path `{path}` is not enforceable on a bypass rule: bypassed TLS is never inspected, so this rule decides by host alone"
+                    ),
+                ));
+            }
         }
         let Some(pattern) = &r.pattern else { continue };
         let text = pattern.as_str();

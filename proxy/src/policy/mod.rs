@@ -153,6 +153,9 @@ pub struct Policy {
     report_all: bool,
     /// Sources whose deny rules are only reported.
     report_sources: Vec<Arc<str>>,
+    /// `[inspect]` is on: paths of `allow` and `deny` rules are visible over TLS (the lint
+    /// needs to know; deciding does not).
+    inspected: bool,
 }
 
 /// Why a matching rule did or did not decide, for [`Policy::explain`].
@@ -228,6 +231,7 @@ impl Policy {
         let mut p = Policy::compile(rules, config.policy.default, &files)?;
         p.compile_time = started.elapsed();
         p.report_all = config.policy.mode == Mode::Report;
+        p.inspected = config.inspect.is_some();
         p.report_sources = config
             .policy
             .sources
@@ -281,13 +285,37 @@ impl Policy {
             compile_time: started.elapsed(),
             report_all: false,
             report_sources: Vec::new(),
+            inspected: false,
         })
     }
 
     /// Decides a connection or request. `scratch` is a reusable buffer (keep one per task).
     pub fn decide(&self, q: &Query<'_>, scratch: &mut Matches) -> Decision {
+        self.decide_inner(q, scratch, false)
+    }
+
+    /// Decides a connection whose requests will each be decided again with their path: inspected
+    /// TLS, plain HTTP in a CONNECT tunnel. Rules with a path constraint do not decide the
+    /// connection (their paths are checked per request), except that a host-level deny (or the
+    /// default deny) becomes `allow` when an at least as specific `allow` rule with a path
+    /// matches: some requests may be allowed, so the connection must be let in to decide them.
+    /// That rule is then the decision's rule, with `path_unenforced`.
+    pub fn decide_connection(&self, q: &Query<'_>, scratch: &mut Matches) -> Decision {
+        self.decide_inner(&Query { path: None, ..*q }, scratch, true)
+    }
+
+    fn decide_inner(&self, q: &Query<'_>, scratch: &mut Matches, per_request: bool) -> Decision {
         self.matcher.find_all_host(q.host, scratch);
         let hits = scratch.as_slice();
+        // The most specific `allow` rule with a path seen so far (per_request only).
+        let mut path_allow: Option<RuleId> = None;
+        let opened = |rule: RuleId| Decision {
+            action: Action::Allow,
+            rule: Some(rule),
+            path_unenforced: true,
+            tie: false,
+            would_deny: false,
+        };
         let mut i = 0;
         while i < hits.len() {
             let level = hits[i].specificity();
@@ -295,7 +323,16 @@ impl Policy {
             let mut actions = 0u8;
             while i < hits.len() && hits[i].specificity() == level {
                 let id = *self.matcher.value(hits[i].id());
-                if let Fit::Yes { path_unenforced } = fits(&self.rules[id.0 as usize], q) {
+                let rule = &self.rules[id.0 as usize];
+                if per_request && rule.path.is_some() {
+                    if rule.action == Action::Allow && path_allow.is_none() && matches!(fits(rule, q), Fit::Yes { .. })
+                    {
+                        path_allow = Some(id);
+                    }
+                    i += 1;
+                    continue;
+                }
+                if let Fit::Yes { path_unenforced } = fits(rule, q) {
                     let action = self.rules[id.0 as usize].action;
                     actions |= 1 << action as u8;
                     if best.is_none_or(|(a, _, _)| action > a) {
@@ -305,6 +342,9 @@ impl Policy {
                 i += 1;
             }
             if let Some((action, rule, path_unenforced)) = best {
+                if let (Action::Deny, Some(open)) = (action, path_allow) {
+                    return opened(open);
+                }
                 let report = action == Action::Deny
                     && (self.report_all || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file));
                 return Decision {
@@ -316,7 +356,10 @@ impl Policy {
                 };
             }
         }
-        self.default_decision()
+        match path_allow {
+            Some(open) if self.default == Action::Deny => opened(open),
+            _ => self.default_decision(),
+        }
     }
 
     /// The decision when nothing names a host (no SNI, an unknown protocol) or no rule matches:
@@ -552,6 +595,31 @@ mod tests {
         // `*.msftncsi.com` and `.msftncsi.com` tie below the apex: deny is stricter.
         assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Http, 80, Some("/x")), (Action::Deny, Some(2)));
         assert_eq!(decide(&p, "msftncsi.com", Scheme::Http, 80, Some("/x")), (Action::Bypass, Some(3)));
+    }
+
+    #[test]
+    fn a_connection_whose_requests_are_decided_later_ignores_path_rules_unless_they_open_it() {
+        let p = policy("allow x.com\ndeny https://x.com/admin\nallow https://paths.com/ncsi.txt\ndeny https://paths.com/x\nbypass b.com\nallow https://b.com/p\ndeny a.d.com\nallow https://*.d.com/p\n");
+        let conn = |host: &str| {
+            let host = Host::new(host).unwrap();
+            let d = p.decide_connection(
+                &Query { host: &host, scheme: Scheme::Https, port: 443, path: Some("/ignored") },
+                &mut Matches::new(),
+            );
+            (d.action, d.rule.map(|r| p.rule(r).origin.line), d.path_unenforced)
+        };
+        // Without inspection the deny path rule would deny all of x.com (a tie at host level).
+        assert_eq!(decide(&p, "x.com", Scheme::Https, 443, None), (Action::Deny, Some(2)));
+        assert_eq!(conn("x.com"), (Action::Allow, Some(1), false));
+        // Only path rules: the allow one opens the connection; the requests decide.
+        assert_eq!(conn("paths.com"), (Action::Allow, Some(3), true));
+        assert_eq!(decide(&p, "paths.com", Scheme::Https, 443, Some("/x")), (Action::Deny, Some(4)));
+        // A host-level bypass is not turned into inspection by a path rule.
+        assert_eq!(conn("b.com"), (Action::Bypass, Some(5), false));
+        // A less specific path rule does not open a more specifically denied name.
+        assert_eq!(conn("a.d.com"), (Action::Deny, Some(7), false));
+        assert_eq!(conn("b.d.com"), (Action::Allow, Some(8), true));
+        assert_eq!(conn("nothing.com"), (Action::Deny, None, false));
     }
 
     #[test]
