@@ -553,3 +553,53 @@ async fn transparent_inspection_in_a_namespace() {
     assert_eq!(ev.get("inspection").map(String::as_str), Some("inspected"), "{ev:?}");
     assert_eq!(ev.get("kind").map(String::as_str), Some("transparent"), "{ev:?}");
 }
+
+#[tokio::test]
+async fn reloads_keep_the_certificate_cache_refuse_a_broken_ca_and_take_a_new_one() {
+    let s = setup(&[b"http/1.1"], "").await;
+    let gw = s.gw.gateway();
+    let get = |config: ClientConfig| {
+        let proxy = s.gw.connect_addr();
+        async move {
+            let tcp = tunnel(proxy, "inspected.test:443").await;
+            tls_handshake(tcp, "inspected.test", config).await.map(|_| ())
+        }
+    };
+    get(s.ca.client(&[b"http/1.1"])).await.unwrap();
+    assert_eq!(certificates(&s.gw, "minted"), 1);
+
+    // Same CA: the cache survives the reload.
+    gw.reload().await.unwrap();
+    get(s.ca.client(&[b"http/1.1"])).await.unwrap();
+    assert_eq!((certificates(&s.gw, "minted"), certificates(&s.gw, "cached")), (1, 1));
+
+    // A broken key: the reload fails, naming the file, and the old CA keeps serving.
+    let good_key = std::fs::read(s.ca.key()).unwrap();
+    std::fs::write(s.ca.key(), "garbage").unwrap();
+    let generation = gw.generation();
+    let err = gw.reload().await.unwrap_err().to_string();
+    assert!(err.contains(s.ca.key().to_str().unwrap()), "{err}");
+    assert_eq!(gw.generation(), generation);
+    get(s.ca.client(&[b"http/1.1"])).await.unwrap();
+    std::fs::write(s.ca.key(), good_key).unwrap();
+
+    // A new CA in the same files: new leaves come from it; clients of the old one refuse them.
+    let old_client = s.ca.client(&[b"http/1.1"]);
+    let opts = hostgate_proxy::inspect::ca::InitOptions { force: true, ..Default::default() };
+    hostgate_proxy::inspect::ca::init(s.ca.dir.path(), &opts).unwrap();
+    gw.reload().await.unwrap();
+    let err = get(old_client).await.unwrap_err();
+    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+    get(s.ca.client(&[b"http/1.1"])).await.unwrap();
+    assert_eq!(certificates(&s.gw, "minted"), 2);
+
+    // Inspection turned off by a reload: allow is spliced again.
+    let path = s.gw.config_dir().join("hostgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[inspect]\n", "[inspect]\nenabled = false\n");
+    std::fs::write(&path, text).unwrap();
+    gw.reload().await.unwrap();
+    let tcp = tunnel(s.gw.connect_addr(), "inspected.test:443").await;
+    tls_handshake(tcp, "inspected.test", s.upstream_ca.client_config()).await.unwrap();
+    let ev = s.gw.wait_access(|e| field("inspection", "off")(e)).await;
+    assert_eq!(ev.get("sni").map(String::as_str), Some("inspected.test"), "{ev:?}");
+}
