@@ -118,8 +118,11 @@ async fn check_loads_the_inspection_ca() {
     assert!(o.status.success(), "{}", describe(&o));
     let roots = dir.path().join("roots.pem");
     std::fs::copy(dir.path().join("ca/hostgate-ca.pem"), &roots).unwrap();
-    std::fs::write(dir.path().join("a.rules"), "allow a.test\nallow https://b.test/ncsi.txt\nbypass https://c.test/x\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("a.rules"),
+        "allow a.test\nallow https://b.test/ncsi.txt\nbypass https://c.test/x\n",
+    )
+    .unwrap();
     let config = dir.path().join("hostgate.toml");
     std::fs::write(
         &config,
@@ -133,13 +136,19 @@ async fn check_loads_the_inspection_ca() {
     assert!(o.status.success(), "{}", describe(&o));
     let out = stdout(&o);
     assert!(out.contains("inspection: on; CA CN=hostgate inspection CA, O=hostgate (valid until "), "{out}");
-    assert!(out.contains("; 1 upstream trust anchors; leaves valid 86400 s, 10000 cached at most; non-HTTP denied"), "{out}");
+    assert!(
+        out.contains("; 1 upstream trust anchors; leaves valid 86400 s, 10000 cached at most; non-HTTP denied"),
+        "{out}"
+    );
     // With inspection on, an allow rule's path is enforceable; a bypass rule's never is.
     assert!(!out.contains("`/ncsi.txt` is not enforceable"), "{out}");
     assert!(out.contains("path `/x` is not enforceable on a bypass rule"), "{out}");
 
-    std::fs::write(dir.path().join("ca/hostgate-ca.key"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("ca/hostgate-ca.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let o = run(env!("CARGO_BIN_EXE_hostgate"), &args, None).await;
     assert!(!o.status.success(), "{}", describe(&o));
     assert!(stderr(&o).contains("hostgate-ca.key"), "{}", describe(&o));

@@ -32,8 +32,16 @@ allow admin.test
 deny https://admin.test/admin
 ";
 
-const NAMES: &[&str] =
-    &["inspected.test", "bypassed.test", "denied.test", "paths.test", "explicit.test", "other.test", "untrusted.test", "admin.test"];
+const NAMES: &[&str] = &[
+    "inspected.test",
+    "bypassed.test",
+    "denied.test",
+    "paths.test",
+    "explicit.test",
+    "other.test",
+    "untrusted.test",
+    "admin.test",
+];
 
 /// hostgate's inspection CA, made by `ca::init` in a temporary directory.
 struct InspectionCa {
