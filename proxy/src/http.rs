@@ -132,15 +132,7 @@ impl Conn {
         let uri = req.uri();
         let path = uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
         let path = if path.is_empty() { "/".to_string() } else { path };
-        let host_header = match req.headers().get(header::HOST) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<Authority>().ok())
-                    .ok_or_else(|| Failure::new(Outcome::BadRequest, "Host header is not a host[:port]"))?,
-            ),
-        };
+        let host_header = host_header(req.headers())?;
         if req.method() == Method::CONNECT {
             return Err(Failure::new(Outcome::BadRequest, "CONNECT is only served by a connect listener"));
         }
@@ -290,9 +282,25 @@ pub(crate) fn server(header_timeout: std::time::Duration) -> hyper::server::conn
     b
 }
 
+/// The Host header as an authority; `None` when there is none.
+///
+/// # Errors
+/// `bad-request` when it is not a `host[:port]`.
+pub(crate) fn host_header(headers: &HeaderMap) -> Result<Option<Authority>, Failure> {
+    match headers.get(header::HOST) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<Authority>().ok())
+            .map(Some)
+            .ok_or_else(|| Failure::new(Outcome::BadRequest, "Host header is not a host[:port]")),
+    }
+}
+
 /// Whether a URI authority and a Host header name the same place (case-insensitive host,
 /// default port filled in).
-fn same_authority(a: &Authority, b: &Authority, default_port: u16) -> bool {
+pub(crate) fn same_authority(a: &Authority, b: &Authority, default_port: u16) -> bool {
     a.host().eq_ignore_ascii_case(b.host())
         && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use hostgate_matcher::Host;
 use http::header::{self, HeaderValue};
-use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -33,7 +32,7 @@ use super::{Inspector, Upstream, H2, HTTP11};
 use crate::access::Access;
 use crate::config::NonHttp;
 use crate::gateway::Shared;
-use crate::http::{refuse, refuse_explained, remove_hop_by_hop, Counted, Logged, ResBody};
+use crate::http::{host_header, refuse, refuse_explained, remove_hop_by_hop, same_authority, Counted, Logged, ResBody};
 use crate::io::{Counters, Prefixed};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
@@ -120,6 +119,8 @@ pub(super) async fn serve<C>(
         () = watchdog => Some(Failure::new(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis()))),
     };
     access.requests = Some(session.requests.load(Ordering::Relaxed));
+    // The requests' events count their bodies in `hostgate_bytes_total`; these are TLS bytes.
+    access.bytes_in_metrics = false;
     access.bytes_up = counters.up();
     access.bytes_down = counters.down();
     if let Some(f) = session.failure.clone().or(end) {
@@ -270,21 +271,11 @@ impl Session {
     /// The request's host (the `:authority`, or Host) and authority text; they must agree with
     /// each other and the port with the connection's.
     fn target(&self, req: &Request<Incoming>) -> Result<(Host, String), Failure> {
-        let host_header = match req.headers().get(header::HOST) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<Authority>().ok())
-                    .ok_or_else(|| Failure::new(Outcome::BadRequest, "Host header is not a host[:port]"))?,
-            ),
-        };
+        let host_header = host_header(req.headers())?;
         let port = self.upstream.port;
         let authority = match (req.uri().authority(), &host_header) {
             (Some(u), Some(h)) => {
-                if !u.host().eq_ignore_ascii_case(h.host())
-                    || u.port_u16().unwrap_or(port) != h.port_u16().unwrap_or(port)
-                {
+                if !same_authority(u, h, port) {
                     return Err(Failure::new(Outcome::Mismatch, "Host header disagrees with the request's authority"));
                 }
                 u.clone()
