@@ -161,3 +161,24 @@ pub fn assert_rule(event: &Event, text: &str, line: usize) {
 pub fn assert_logged_deny(event: &Event) {
     assert_eq!(event.s("action"), Some("deny"), "a refused connection logged with this action: {event:#?}");
 }
+
+/// A `[resolve]` section pinning each name to several addresses, in order (`ip` or `ip:port`
+/// as the configuration spells them, e.g. `"[::ffff:127.0.0.1]:8443"`).
+pub fn pins_many(pins: &[(&str, &[&str])]) -> String {
+    let mut s = String::from("[resolve]\n");
+    for (name, addrs) in pins {
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        writeln!(s, "\"{name}\" = [{}]", list.join(", ")).unwrap();
+    }
+    s
+}
+
+/// The value of one sample of the gateway's metrics text (`name{labels}` exactly as written),
+/// `None` when there is no such sample.
+pub fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}

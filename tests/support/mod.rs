@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http;
 pub mod netns;
 pub mod process;
+pub mod resources;
 pub mod tools;
 pub mod trickle;
 pub mod upstream;

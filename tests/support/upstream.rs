@@ -530,3 +530,104 @@ impl hyper::body::Body for Repeat {
         self.left == 0
     }
 }
+
+/// A TCP server that hands every accepted connection to the test as it is, for upstreams that
+/// misbehave on purpose: half-close, reset, or accept and never answer. Connections wait in a
+/// queue until [`RawUpstream::next`] takes them; nothing is read or written meanwhile.
+pub struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    queue: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<TcpStream>>,
+    task: JoinHandle<()>,
+}
+
+impl RawUpstream {
+    /// Listens on `127.0.0.1:0`.
+    pub async fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = {
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    if tx.send(tcp).is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        RawUpstream { addr, accepted, queue: tokio::sync::Mutex::new(rx), task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The next accepted connection, in order; panics if none comes within [`super::STEP`].
+    pub async fn next(&self) -> TcpStream {
+        let mut queue = self.queue.lock().await;
+        tokio::time::timeout(super::STEP, queue.recv())
+            .await
+            .unwrap_or_else(|_| panic!("raw upstream {}: no connection within {:?}", self.addr, super::STEP))
+            .expect("the accept loop ended")
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP server that resets every connection as soon as it is accepted (`SO_LINGER` 0, then
+/// close: an RST instead of a FIN).
+pub struct Resetting {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Resetting {
+    /// Listens on `127.0.0.1:0`.
+    pub async fn start() -> Resetting {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let _ = tcp.set_zero_linger();
+                    drop(tcp);
+                }
+            })
+        };
+        Resetting { addr, accepted, task }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// TCP connections accepted (and reset) so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Resetting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
