@@ -43,10 +43,11 @@ pub(crate) async fn serve(
     template.generation = shared.generation;
     let conn = Arc::new(Conn::new(shared.clone(), template.clone(), Mode::Proxy));
     let header_timeout = shared.sniff.timeout;
+    let proxy_conn = conn.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         let template = template.clone();
-        let conn = conn.clone();
+        let conn = proxy_conn.clone();
         let slot = slot.clone();
         async move {
             if req.method() == Method::CONNECT {
@@ -57,9 +58,7 @@ pub(crate) async fn serve(
         }
     });
     let result = crate::http::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
-    if let Err(e) = result {
-        tracing::debug!(%client, error = %e, "connect listener: client connection ended with an error");
-    }
+    conn.ended(result);
 }
 
 /// Answers a CONNECT request, and on success spawns the tunnel.
@@ -147,9 +146,12 @@ async fn tunnel<C>(
             drop(upstream);
             access.upstream = None;
             let conn = Arc::new(Conn::new(shared.clone(), access, Mode::Tunnel { host, port }));
-            let svc = service_fn(move |req| conn.clone().handle(req));
+            let svc = {
+                let conn = conn.clone();
+                service_fn(move |req| conn.clone().handle(req))
+            };
             let io = TokioIo::new(Prefixed::new(buf.freeze(), client));
-            let _ = crate::http::server(shared.sniff.timeout).serve_connection(io, svc).await;
+            conn.ended(crate::http::server(shared.sniff.timeout).serve_connection(io, svc).await);
         }
     }
 }

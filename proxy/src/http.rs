@@ -65,6 +65,8 @@ pub(crate) struct Conn {
     template: Access,
     mode: Mode,
     upstream: Mutex<Option<Upstream>>,
+    /// Requests that reached [`Conn::handle`].
+    requests: AtomicU64,
 }
 
 struct Upstream {
@@ -95,17 +97,21 @@ struct RequestTarget {
 impl Conn {
     /// State for a new client connection.
     pub(crate) fn new(shared: Arc<Shared>, template: Access, mode: Mode) -> Conn {
-        Conn { shared, template, mode, upstream: Mutex::new(None) }
+        Conn { shared, template, mode, upstream: Mutex::new(None), requests: AtomicU64::new(0) }
     }
 
     /// Serves one request; never fails (failures become responses).
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let mut access = self.template.clone();
         access.started = std::time::Instant::now();
         access.protocol = Some("http");
         access.method = Some(req.method().as_str().to_string());
         access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
         access.dst = req.uri().authority().map(|a| a.as_str().to_string());
+        if let Err(f) = head_fits(&req) {
+            return Ok(refuse(access, f));
+        }
         let target = match self.target(&req) {
             Ok(t) => t,
             Err(f) => return Ok(refuse(access, f)),
@@ -125,6 +131,36 @@ impl Conn {
             return Ok(refuse(access, Failure::new(Outcome::Denied, "policy")));
         }
         Ok(self.forward(req, target, access).await)
+    }
+
+    /// Logs how hyper ended the client connection when no request of it could be handled: a
+    /// head it refused (it answered `400`/`431` itself), a head not complete within the header
+    /// timeout, or a client gone mid-head. Other endings (a keep-alive timeout after requests
+    /// were served, a clean close) are not events.
+    pub(crate) fn ended(&self, result: Result<(), hyper::Error>) {
+        let Err(e) = result else { return };
+        let served = self.requests.load(Ordering::Relaxed) > 0;
+        let (outcome, status, detail) = if e.is_parse_too_large() {
+            (Outcome::HeadTooLarge, Some(431), format!("request head refused: {e}"))
+        } else if e.is_parse() {
+            (Outcome::BadRequest, Some(400), format!("request head refused: {e}"))
+        } else if e.is_timeout() && !served {
+            (
+                Outcome::Timeout,
+                None,
+                format!("no complete request head within {} ms", self.shared.sniff.timeout.as_millis()),
+            )
+        } else if e.is_incomplete_message() && !served {
+            (Outcome::ClientError, None, format!("client closed mid-request: {e}"))
+        } else {
+            tracing::debug!(client = %self.template.client, error = %e, "client HTTP connection ended with an error");
+            return;
+        };
+        let mut access = self.template.clone();
+        access.protocol = Some("http");
+        access.status = status;
+        access.refused(outcome, detail);
+        access.emit();
     }
 
     /// Finds and checks a request's target host, port and path.
@@ -164,6 +200,7 @@ impl Conn {
             }
             (None, _) => return Err(Failure::new(Outcome::BadRequest, "no Host header")),
         };
+        no_userinfo(&authority)?;
         let host = Host::new(authority.host().trim_start_matches('[').trim_end_matches(']'))
             .map_err(|e| Failure::new(Outcome::BadRequest, format!("request host: {e}")))?;
         let port = authority.port_u16().unwrap_or(default_port);
@@ -246,7 +283,7 @@ impl Conn {
             return refuse(access, Failure::new(Outcome::UpstreamError, "no upstream connection"));
         };
         access.upstream = Some(upstream.addr);
-        let result = upstream.sender.send_request(req).await;
+        let result = exchange(upstream.sender.send_request(req), self.shared.idle_timeout).await;
         drop(slot);
         match result {
             Ok(res) => {
@@ -257,17 +294,53 @@ impl Conn {
                 let body = Logged::new(body, access, up_count);
                 Response::from_parts(parts, body.boxed())
             }
-            Err(e) => {
-                let f = if e.is_canceled() || e.is_incomplete_message() || e.is_closed() {
-                    Failure::new(Outcome::UpstreamError, format!("upstream closed: {e}"))
-                } else {
-                    Failure::new(Outcome::UpstreamError, e.to_string())
-                };
+            Err(f) => {
                 access.bytes_up = up_count.load(Ordering::Relaxed);
                 refuse(access, f)
             }
         }
     }
+}
+
+/// Waits for the upstream's response head to a request being sent, at most `timeout` (the
+/// relay's idle timeout: that long without a byte from the upstream).
+///
+/// # Errors
+/// `upstream-timeout` when no head came in time; `bad-request` when the client's request body
+/// broke the exchange (a malformed chunk, a body cut short); `upstream-error` otherwise.
+pub(crate) async fn exchange(
+    send: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+    timeout: std::time::Duration,
+) -> Result<Response<Incoming>, Failure> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(res)) => Ok(res),
+        // The request body hyper was sending is the client's: its error is the client's fault.
+        Ok(Err(e)) if e.is_user() => Err(Failure::new(Outcome::BadRequest, format!("request body: {e}"))),
+        Ok(Err(e)) if e.is_canceled() || e.is_incomplete_message() || e.is_closed() => {
+            Err(Failure::new(Outcome::UpstreamError, format!("upstream closed: {e}")))
+        }
+        Ok(Err(e)) => Err(Failure::new(Outcome::UpstreamError, e.to_string())),
+        Err(_) => {
+            Err(Failure::new(Outcome::UpstreamTimeout, format!("no response head within {} ms", timeout.as_millis())))
+        }
+    }
+}
+
+/// The most a request head (request line and headers) may take.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// Refuses a request whose head is over [`MAX_HEAD`]. hyper's buffer limit holds it only
+/// between reads, so a larger head arriving in one burst can get through its parser.
+///
+/// # Errors
+/// `head-too-large` (`431`).
+pub(crate) fn head_fits<B>(req: &Request<B>) -> Result<(), Failure> {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let size = req.headers().iter().fold(line, |n, (name, value)| n + name.as_str().len() + value.len() + 4);
+    if size > MAX_HEAD {
+        return Err(Failure::new(Outcome::HeadTooLarge, format!("request head of {size} bytes (at most {MAX_HEAD})")));
+    }
+    Ok(())
 }
 
 /// The HTTP/1 server settings for every client connection that carries HTTP (explicit proxy,
@@ -278,7 +351,7 @@ pub(crate) fn server(header_timeout: std::time::Duration) -> hyper::server::conn
     b.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .preserve_header_case(true)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEAD);
     b
 }
 
@@ -287,15 +360,29 @@ pub(crate) fn server(header_timeout: std::time::Duration) -> hyper::server::conn
 /// # Errors
 /// `bad-request` when it is not a `host[:port]`.
 pub(crate) fn host_header(headers: &HeaderMap) -> Result<Option<Authority>, Failure> {
-    match headers.get(header::HOST) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<Authority>().ok())
-            .map(Some)
-            .ok_or_else(|| Failure::new(Outcome::BadRequest, "Host header is not a host[:port]")),
+    let mut values = headers.get_all(header::HOST).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    // RFC 9112 §3.2: more than one Host, or an invalid one, is a 400. A proxy that decided by
+    // one and forwarded both would let the upstream pick the other.
+    if values.next().is_some() {
+        return Err(Failure::new(Outcome::BadRequest, "more than one Host header"));
     }
+    let authority = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<Authority>().ok())
+        .ok_or_else(|| Failure::new(Outcome::BadRequest, "Host header is not a host[:port]"))?;
+    no_userinfo(&authority)?;
+    Ok(Some(authority))
+}
+
+/// Refuses an authority with userinfo (`user@host`): RFC 9110 §4.2.4 forbids it in `http(s)`
+/// URIs and in Host, and `denied.test@allowed.test` reads differently to different parsers.
+pub(crate) fn no_userinfo(authority: &Authority) -> Result<(), Failure> {
+    if authority.as_str().contains('@') {
+        return Err(Failure::new(Outcome::BadRequest, "userinfo in the request's authority"));
+    }
+    Ok(())
 }
 
 /// Whether a URI authority and a Host header name the same place (case-insensitive host,

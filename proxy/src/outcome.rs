@@ -40,6 +40,8 @@ pub enum Outcome {
     NotRedirected,
     /// An HTTP request the gateway cannot forward (no host, bad URI, unsupported form).
     BadRequest,
+    /// An HTTP request head over 64 KiB (the request line and headers).
+    HeadTooLarge,
     /// The relay carried no bytes for `upstream.idle_timeout`.
     IdleTimeout,
     /// The client broke the exchange (reset, or closed before the response).
@@ -74,6 +76,7 @@ impl Outcome {
             Outcome::UnknownProtocol => "unknown-protocol",
             Outcome::NotRedirected => "not-redirected",
             Outcome::BadRequest => "bad-request",
+            Outcome::HeadTooLarge => "head-too-large",
             Outcome::IdleTimeout => "idle-timeout",
             Outcome::ClientError => "client-error",
             Outcome::Fronting => "fronting",
@@ -103,6 +106,7 @@ impl Outcome {
             | Outcome::UnknownProtocol
             | Outcome::NotRedirected
             | Outcome::BadRequest
+            | Outcome::HeadTooLarge
             | Outcome::ClientError => Blame::Client,
         }
     }
@@ -122,6 +126,7 @@ impl Outcome {
             Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::UpstreamTimeout | Outcome::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             Outcome::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Outcome::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Outcome::MalformedClientHello
             | Outcome::ClientHelloTooLarge
             | Outcome::UnknownProtocol

@@ -51,11 +51,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
         Ok(Sniffed::Http) => {
             let timeout = shared.sniff.timeout;
             let conn = Arc::new(Conn::new(shared, access, Mode::Transparent { original }));
-            let svc = service_fn(move |req| conn.clone().handle(req));
+            let svc = {
+                let conn = conn.clone();
+                service_fn(move |req| conn.clone().handle(req))
+            };
             let io = TokioIo::new(Prefixed::new(buf.freeze(), stream));
-            if let Err(e) = crate::http::server(timeout).serve_connection(io, svc).await {
-                tracing::debug!(%client, error = %e, "transparent HTTP connection ended with an error");
-            }
+            conn.ended(crate::http::server(timeout).serve_connection(io, svc).await);
         }
     }
 }

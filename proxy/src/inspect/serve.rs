@@ -32,7 +32,10 @@ use super::{Inspector, Upstream, H2, HTTP11};
 use crate::access::Access;
 use crate::config::NonHttp;
 use crate::gateway::Shared;
-use crate::http::{host_header, refuse, refuse_explained, remove_hop_by_hop, same_authority, Counted, Logged, ResBody};
+use crate::http::{
+    exchange, head_fits, host_header, no_userinfo, refuse, refuse_explained, remove_hop_by_hop, same_authority,
+    Counted, Logged, ResBody,
+};
 use crate::io::{Counters, Prefixed};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
@@ -98,7 +101,7 @@ pub(super) async fn serve<C>(
     let served = async {
         if client_h2 {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            b.timer(TokioTimer::new()).max_header_list_size(64 * 1024);
+            b.timer(TokioTimer::new()).max_header_list_size(crate::http::MAX_HEAD as u32);
             b.serve_connection(io, svc).await
         } else {
             crate::http::server(shared.sniff.timeout).serve_connection(io, svc).await
@@ -238,6 +241,9 @@ impl Session {
         let path = req.uri().path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
         let path = if path.is_empty() || !path.starts_with('/') { "/".to_string() } else { path };
         access.path = Some(path.clone());
+        if let Err(f) = head_fits(&req) {
+            return Ok(refuse(access, f));
+        }
         let (host, authority) = match self.target(&req) {
             Ok(t) => t,
             Err(f) => return Ok(refuse(access, f)),
@@ -284,6 +290,7 @@ impl Session {
             (None, Some(h)) => h.clone(),
             (None, None) => return Err(Failure::new(Outcome::BadRequest, "no Host header")),
         };
+        no_userinfo(&authority)?;
         if authority.port_u16().unwrap_or(port) != port {
             return Err(Failure::new(Outcome::Mismatch, "request port differs from the connection's port"));
         }
@@ -332,7 +339,7 @@ impl Session {
                     parts.headers.insert(header::HOST, v);
                 }
                 parts.version = Version::HTTP_11;
-                s.send_request(Request::from_parts(parts, body)).await
+                exchange(s.send_request(Request::from_parts(parts, body)), self.shared.idle_timeout).await
             }
             Some(Sender::H2(s)) => {
                 parts.uri = match format!("https://{authority}{path}").parse::<Uri>() {
@@ -344,7 +351,7 @@ impl Session {
                 // HTTP/2 multiplexes: send without holding the connection.
                 let fut = s.send_request(Request::from_parts(parts, body));
                 drop(slot);
-                fut.await
+                exchange(fut, self.shared.idle_timeout).await
             }
             None => return refuse(access, Failure::new(Outcome::UpstreamError, "no upstream connection")),
         };
@@ -357,9 +364,9 @@ impl Session {
                 access.status = Some(parts.status.as_u16());
                 Response::from_parts(parts, Logged::new(body, access, up_count).boxed())
             }
-            Err(e) => {
+            Err(f) => {
                 access.bytes_up = up_count.load(Ordering::Relaxed);
-                refuse(access, Failure::new(Outcome::UpstreamError, format!("upstream: {e}")))
+                refuse(access, f)
             }
         }
     }
