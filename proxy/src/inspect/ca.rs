@@ -264,6 +264,10 @@ impl Authority {
             rustls::pki_types::pem::Error::NoItemsFound => {
                 CaError::at(cert, "no certificate in this file (expected a PEM `BEGIN CERTIFICATE` block)")
             }
+            // Its Display prints the marker as a list of bytes.
+            rustls::pki_types::pem::Error::MissingSectionEnd { .. } => {
+                CaError::at(cert, "not a PEM certificate (a `BEGIN` line without its `END` line)")
+            }
             e => CaError::at(cert, format!("not a PEM certificate ({e})")),
         })?;
         let key_pem = std::fs::read_to_string(key).map_err(|e| CaError::at(key, format!("cannot read ({e})")))?;
