@@ -1,10 +1,14 @@
-//! `parse_client_hello` on arbitrary bytes, and on handshake messages re-framed into records.
+//! `parse_client_hello` and the sniff phase on arbitrary bytes, and on handshake messages
+//! re-framed into records.
 //!
-//! The first input byte picks the mode: raw bytes as a client would send them; the rest of the input
-//! as a handshake message, framed into records whose sizes come from the second byte; or a real
-//! ClientHello (curl's, from the unit tests) with bytes overwritten at input-chosen offsets, framed
-//! the same way. The last two get past the record layer without the fuzzer having to keep record
-//! lengths consistent.
+//! The first input byte picks the mode. 0x16 (a TLS handshake record, as every seed in
+//! `seeds/client_hello/` starts): the whole input, raw, as a client would send it. Otherwise, by
+//! its value modulo 4: raw bytes (the rest of the input); the rest of the input as a handshake
+//! message, framed into records whose sizes come from the second byte; a real ClientHello
+//! (curl's, from the unit tests) with bytes overwritten at input-chosen offsets, framed the same
+//! way; or an explicit list of read sizes (a count byte, then one byte per read, 0 = a pause)
+//! followed by raw bytes. Framing gets past the record layer without the fuzzer having to keep
+//! record lengths consistent.
 //!
 //! Invariants, for every buffer checked: never panics. Fed as a growing prefix (every prefix length,
 //! as if the bytes arrived in any split over TCP segments), the answers are `NeedMore` until the
@@ -16,8 +20,16 @@
 //! caps: a `Done` with no cap is the same `Done` for every cap from its `records_len` up and
 //! `TooLarge` below it; any other answer with no cap is that answer or `TooLarge` under a cap.
 //! Re-framing a message into more records changes only `records` and `records_len`.
+//!
+//! The same buffer through `hostgate_proxy::sniff::sniff` (the read loop the gateway runs, over an
+//! in-memory client) read whole, byte by byte, with pauses, and in the input's read sizes (or
+//! sizes derived from a hash of the input): the same answer every time, and for 0x16 bytes the
+//! answer `parse_client_hello` gives the whole buffer. A ClientHello's SNI and ALPN names are
+//! byte-for-byte in the handshake message its records carry, behind their length prefixes. See
+//! `src/invariants.rs` (shared with `tests/properties.rs`).
 #![no_main]
 
+use hostgate_matcher_fuzz::invariants::{check_hello_in_input, check_sniff, chunk_sizes, fnv};
 use hostgate_proxy::sniff::tls::{looks_like_tls, parse_client_hello, ClientHello, Progress, SniffError};
 use libfuzzer_sys::fuzz_target;
 
@@ -73,10 +85,12 @@ fn check_hello(hello: &ClientHello, len: usize, cap: usize, input: &[u8]) {
         assert!(!sni.is_empty() && sni.bytes().all(|b| (0x21..0x7f).contains(&b)), "{sni:?} from {input:?}");
     }
     assert!(hello.alpn.iter().all(|name| !name.is_empty()), "{hello:?} from {input:?}");
+    check_hello_in_input(hello, input);
 }
 
-/// The growing-prefix and cap invariants for one buffer.
-fn check(bytes: &[u8]) {
+/// The growing-prefix and cap invariants for one buffer, then the sniff phase over it in reads
+/// of `reads` (derived from the bytes when empty).
+fn check(bytes: &[u8], reads: &[usize]) {
     let tls = looks_like_tls(bytes);
     assert_eq!(tls.is_none(), bytes.len() < 3);
 
@@ -122,17 +136,30 @@ fn check(bytes: &[u8]) {
             }
         }
     }
+
+    // The read loop: the proxy's default cap, and the configuration's smallest.
+    let derived;
+    let reads = if reads.is_empty() {
+        let hash = fnv(bytes);
+        derived = chunk_sizes(hash, [1, 6, 40, 300][(hash >> 60) as usize & 3], 16);
+        &derived[..]
+    } else {
+        reads
+    };
+    for cap in [16 * 1024, 512] {
+        let _ = check_sniff(bytes, &[reads], cap);
+    }
 }
 
 /// Frames `msg` as one record and as several; both must agree except for the record counts.
 fn check_framings(msg: &[u8], seed: u8) {
     let split = frame(msg, seed);
-    check(&split);
+    check(&split, &[]);
     if msg.len() > 16 * 1024 {
         return;
     }
     let whole = frame(msg, 0);
-    check(&whole);
+    check(&whole, &[]);
     let strip = |answer: Result<Progress, SniffError>| match answer {
         Ok(Progress::Done(hello)) => Ok(Progress::Done(ClientHello { records: 0, records_len: 0, ..hello })),
         other => other,
@@ -143,16 +170,20 @@ fn check_framings(msg: &[u8], seed: u8) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
-        check(data);
+        check(data, &[]);
         return;
     };
-    match mode % 3 {
-        0 => check(rest),
+    if mode == 0x16 {
+        check(data, &[]);
+        return;
+    }
+    match mode % 4 {
+        0 => check(rest, &[]),
         1 => {
             let Some((&seed, msg)) = rest.split_first() else { return };
             check_framings(msg, seed);
         }
-        _ => {
+        2 => {
             // [seed] then (offset_hi, offset_lo, byte) triples overwriting the curl ClientHello.
             let Some((&seed, edits)) = rest.split_first() else { return };
             let mut msg = hex(CURL_MESSAGE);
@@ -161,6 +192,13 @@ fuzz_target!(|data: &[u8]| {
                 msg[at] = edit[2];
             }
             check_framings(&msg, seed);
+        }
+        _ => {
+            let Some((&count, rest)) = rest.split_first() else { return };
+            let count = usize::from(count % 32).min(rest.len());
+            let (reads, bytes) = rest.split_at(count);
+            let reads: Vec<usize> = reads.iter().map(|&n| usize::from(n)).collect();
+            check(bytes, &reads);
         }
     }
 });

@@ -52,7 +52,9 @@ pub async fn sniff<S: AsyncRead + Unpin>(
 async fn sniff_loop<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, cap: usize) -> Result<Sniffed, Failure> {
     let mut walk = RecordWalk::default();
     loop {
-        if buf.first() != Some(&0x16) || walk.ready(buf, cap) {
+        // Bytes that start like a handshake record but cannot be TLS (`looks_like_tls` needs
+        // three) are decided at once, not after the record the walk would wait for.
+        if buf.first() != Some(&0x16) || tls::looks_like_tls(buf) == Some(false) || walk.ready(buf, cap) {
             if let Some(found) = classify(buf, cap)? {
                 return Ok(found);
             }
