@@ -185,9 +185,17 @@ where
     finish_relay(&shared, access, client, upstream, buf.freeze()).await;
 }
 
-async fn finish_relay<C>(shared: &Shared, mut access: Access, client: C, upstream: TcpStream, prefix: bytes::Bytes)
-where
+/// Relays `client` and `upstream` (writing `prefix` upstream first) to the end, then logs how it
+/// ended with the bytes relayed.
+pub(crate) async fn finish_relay<C, U>(
+    shared: &Shared,
+    mut access: Access,
+    client: C,
+    upstream: U,
+    prefix: bytes::Bytes,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
     let open = shared.metrics.tunnel(&access.listener.to_string());
     let r = relay(client, upstream, prefix, shared.idle_timeout).await;

@@ -148,22 +148,10 @@ async fn non_http<C>(
     let relay = shared.inspect.as_ref().is_some_and(|i| i.config().non_http == NonHttp::Relay);
     match upstream_tls {
         Ok(upstream) if relay => {
+            // The bytes logged are the decrypted ones relayed between the two sessions.
             access.inspection = Some("inspected-relay");
-            let open = shared.metrics.tunnel(&access.listener.to_string());
-            let r = crate::relay::relay(client, upstream, prefix, shared.idle_timeout).await;
-            drop(open);
-            access.bytes_up = counters.up();
-            access.bytes_down = counters.down();
             access.detail = Some(why);
-            match r.end {
-                crate::relay::End::Done => {}
-                crate::relay::End::Idle => {
-                    access.fail(Outcome::IdleTimeout, format!("no bytes for {} ms", shared.idle_timeout.as_millis()))
-                }
-                crate::relay::End::ClientError(e) => access.fail(Outcome::ClientError, e),
-                crate::relay::End::UpstreamError(e) => access.fail(Outcome::UpstreamError, e),
-            }
-            access.emit();
+            crate::tunnel::finish_relay(shared, access, client, upstream, prefix).await;
         }
         Err(f) if relay => {
             crate::tunnel::close(client).await;
