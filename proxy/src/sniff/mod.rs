@@ -20,14 +20,12 @@ use tls::{ClientHello, Progress, SniffError};
 pub enum Sniffed {
     /// A complete, valid ClientHello.
     Tls(ClientHello),
-    /// The start of an HTTP/1 request (a method token and a space).
+    /// The start of an HTTP/1 request: after any empty lines, a method token and a space (what
+    /// hyper's parser, httparse, starts a request with).
     Http,
     /// Neither.
     Unknown,
 }
-
-/// The longest HTTP method token accepted when guessing (`OPTIONS` is 7, `PROPPATCH` 9).
-const MAX_METHOD: usize = 16;
 
 /// Reads from `io` into `buf` until the protocol is known (and for TLS, the ClientHello is
 /// complete), within `cfg.timeout`.
@@ -144,14 +142,45 @@ fn classify(buf: &[u8], cap: usize) -> Result<Option<Sniffed>, Failure> {
             },
         };
     }
-    for (i, &b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
-        match b {
-            b'A'..=b'Z' | b'-' | b'_' => {}
-            b' ' if i > 0 => return Ok(Some(Sniffed::Http)),
-            _ => return Ok(Some(Sniffed::Unknown)),
+    Ok(match http_opening(buf) {
+        Some(true) => Some(Sniffed::Http),
+        Some(false) => Some(Sniffed::Unknown),
+        // Only empty lines and token characters so far: a request that has not reached its
+        // space yet, unless it has filled the sniff buffer.
+        None => (buf.len() > cap).then_some(Sniffed::Unknown),
+    })
+}
+
+/// Whether `buf` opens an HTTP/1 request the way hyper's parser (httparse) reads one: any empty
+/// lines (`CRLF` or a bare `LF`, RFC 9112 §2.2), then a method of one or more token characters
+/// (RFC 9110 `tchar`, any case, any length) and a space. `None` while every byte so far fits.
+fn http_opening(buf: &[u8]) -> Option<bool> {
+    let mut i = 0;
+    loop {
+        match buf.get(i..i + 2) {
+            Some(b"\r\n") => i += 2,
+            Some([b'\n', _]) => i += 1,
+            Some([b'\r', _]) => return Some(false),
+            _ => match buf.get(i) {
+                Some(b'\n') => i += 1,
+                Some(b'\r') | None => return None,
+                Some(_) => break,
+            },
         }
     }
-    Ok((buf.len() > MAX_METHOD).then_some(Sniffed::Unknown))
+    for (n, &b) in buf[i..].iter().enumerate() {
+        match b {
+            b' ' => return Some(n > 0),
+            b if is_tchar(b) => {}
+            _ => return Some(false),
+        }
+    }
+    None
+}
+
+/// A byte of an HTTP token (RFC 9110 §5.6.2 `tchar`).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl ClientHello {
@@ -188,10 +217,22 @@ mod tests {
     fn guesses() {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n", 16384).unwrap(), Some(Sniffed::Http));
         assert_eq!(classify(b"GE", 16384).unwrap(), None);
-        assert_eq!(classify(b"SSH-2.0-OpenSSH", 16384).unwrap(), Some(Sniffed::Unknown));
+        assert_eq!(classify(b"SSH-2.0-OpenSSH_9.2\r\n", 16384).unwrap(), Some(Sniffed::Unknown));
         assert_eq!(classify(b"\x00\x01", 16384).unwrap(), Some(Sniffed::Unknown));
-        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU", 16384).unwrap(), Some(Sniffed::Unknown));
         assert_eq!(classify(b" GET", 16384).unwrap(), Some(Sniffed::Unknown));
+        // Whatever httparse reads as a request line: any token characters, any length, after
+        // empty lines.
+        assert_eq!(classify(b"get / HTTP/1.1", 16384).unwrap(), Some(Sniffed::Http));
+        assert_eq!(classify(b"M-SEARCH.2~x * HTTP/1.1", 16384).unwrap(), Some(Sniffed::Http));
+        assert_eq!(classify(b"VERSION-CONTROL-EXTENDED / HTTP/1.1", 16384).unwrap(), Some(Sniffed::Http));
+        assert_eq!(classify(b"\r\n\nGET / HTTP/1.1", 16384).unwrap(), Some(Sniffed::Http));
+        assert_eq!(classify(b"\r\n\r", 16384).unwrap(), None);
+        assert_eq!(classify(b"\r\r", 16384).unwrap(), Some(Sniffed::Unknown));
+        assert_eq!(classify(b"\r\n ", 16384).unwrap(), Some(Sniffed::Unknown));
+        assert_eq!(classify(b"GET\t/", 16384).unwrap(), Some(Sniffed::Unknown));
+        // A token that never ends is decided when it fills the buffer.
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU", 16384).unwrap(), None);
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU", 20).unwrap(), Some(Sniffed::Unknown));
         assert_eq!(classify(b"\x16\x03", 16384).unwrap(), None);
         assert_eq!(classify(b"\x16\x07\x01", 16384).unwrap(), Some(Sniffed::Unknown));
     }
