@@ -97,7 +97,18 @@ async fn connect(shared: Arc<Shared>, slot: Slot, mut access: Access, req: Reque
         // and is closed with the others when a shutdown's grace period runs out.
         let serve = async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => tunnel(shared, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
+                // The client's own socket when hyper holds nothing it read past the CONNECT
+                // head: a bypassed tunnel is then relayed socket to socket.
+                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) if parts.read_buf.is_empty() => {
+                        tunnel(shared, access, parts.io.into_inner(), host, port, upstream, addr).await
+                    }
+                    Ok(parts) => {
+                        let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
+                        tunnel(shared, access, client, host, port, upstream, addr).await
+                    }
+                    Err(upgraded) => tunnel(shared, access, TokioIo::new(upgraded), host, port, upstream, addr).await,
+                },
                 Err(e) => {
                     access.fail(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
                     access.emit();
@@ -125,7 +136,7 @@ async fn tunnel<C>(
     upstream: TcpStream,
     addr: SocketAddr,
 ) where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + crate::relay::IntoTcp + 'static,
 {
     let mut buf = BytesMut::new();
     let started = std::time::Instant::now();

@@ -486,7 +486,8 @@ impl Core {
             Ok(x) => x,
             Err(e) => {
                 let generation = self.current.load().generation;
-                tracing::error!(generation, error = %e, "reload failed; the current generation keeps serving");
+                // Metrics first, then the log line (as on success): whoever acts on the line
+                // finds /metrics already saying so.
                 self.metrics.reload(&ReloadSample {
                     ok: false,
                     generation,
@@ -494,6 +495,7 @@ impl Core {
                     duration: started.elapsed(),
                     at: SystemTime::now(),
                 });
+                tracing::error!(generation, error = %e, "reload failed; the current generation keeps serving");
                 return Err(e);
             }
         };
@@ -735,8 +737,10 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
                     let stop = slot.clone();
                     let serve = async move {
                         match info.kind {
+                            // Boxed: the HTTP proxy's future is large, and every transparent
+                            // connection's task would otherwise be as large.
                             ListenerKind::Connect => {
-                                crate::connect::serve(shared, slot, stream, client, info.local).await
+                                Box::pin(crate::connect::serve(shared, slot, stream, client, info.local)).await
                             }
                             ListenerKind::Transparent => {
                                 crate::transparent::serve(shared, stream, client, info.local).await;

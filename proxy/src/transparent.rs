@@ -56,7 +56,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
                 service_fn(move |req| conn.clone().handle(req))
             };
             let io = TokioIo::new(Prefixed::new(buf.freeze(), stream));
-            conn.ended(crate::http::server(timeout).serve_connection(io, svc).await);
+            // Boxed: hyper's connection future would make every connection's task as large.
+            conn.ended(Box::pin(crate::http::server(timeout).serve_connection(io, svc)).await);
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::config::NonHttp;
 use crate::gateway::Shared;
 use crate::outcome::{Failure, Outcome, TLS_ACCESS_DENIED};
 use crate::policy::{Action, Query, Scheme};
-use crate::relay::{relay, End};
+use crate::relay::{relay, relay_tcp, End, IntoTcp};
 use crate::sniff::tls::ClientHello;
 use crate::upstream::Target;
 
@@ -77,7 +77,7 @@ pub(crate) async fn tls<C>(
     hello: ClientHello,
     dest: Dest,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
 {
     let policy = &shared.policy;
     access.protocol = Some("tls");
@@ -145,7 +145,9 @@ pub(crate) async fn tls<C>(
         Dest::Transparent { original } => Some(*original),
         Dest::Connected { .. } => None,
     };
-    let (upstream, addr) = match dest.connect(&shared, name.as_ref().map(Host::as_str)).await {
+    // Boxed, like the rare paths below: what a connection's task holds for its whole life is
+    // its largest state, and an idle tunnel should hold little more than the relay's.
+    let (upstream, addr) = match Box::pin(dest.connect(&shared, name.as_ref().map(Host::as_str))).await {
         Ok(c) => c,
         Err(f) => return refuse(access, client, f).await,
     };
@@ -153,7 +155,10 @@ pub(crate) async fn tls<C>(
     match inspect {
         Ok((inspector, alpn, name)) => {
             let upstream_at = crate::inspect::Upstream { name, port, original };
-            crate::inspect::intercept(shared, inspector, access, client, buf, alpn, upstream_at, upstream).await;
+            // Boxed: the inspection future (two TLS sessions, hyper) is large; only inspected
+            // connections pay for it.
+            Box::pin(crate::inspect::intercept(shared, inspector, access, client, buf, alpn, upstream_at, upstream))
+                .await;
         }
         Err(why) => {
             access.inspection = Some(why);
@@ -165,7 +170,7 @@ pub(crate) async fn tls<C>(
 /// A stream that is neither TLS nor HTTP: the default action decides.
 pub(crate) async fn opaque<C>(shared: Arc<Shared>, mut access: Access, client: C, buf: BytesMut, dest: Dest)
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
     let policy = &shared.policy;
     access.protocol = Some("unknown");
@@ -177,7 +182,7 @@ where
         let f = Failure::new(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
         return refuse_with(access, client, f, false).await;
     }
-    let (upstream, addr) = match dest.connect(&shared, None).await {
+    let (upstream, addr) = match Box::pin(dest.connect(&shared, None)).await {
         Ok(c) => c,
         Err(f) => return refuse_with(access, client, f, false).await,
     };
@@ -194,11 +199,19 @@ pub(crate) async fn finish_relay<C, U>(
     upstream: U,
     prefix: bytes::Bytes,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+    U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
     let open = shared.metrics.tunnel(&access.listener.to_string());
-    let r = relay(client, upstream, prefix, shared.idle_timeout).await;
+    // TCP on both sides (every bypass and uninspected tunnel of the transparent listener): the
+    // relay that holds no buffer while idle and moves 64 KiB per call.
+    let idle = shared.idle_timeout;
+    let r = match (client.into_tcp(), upstream.into_tcp()) {
+        (Ok(c), Ok(u)) => relay_tcp(c, u, prefix, idle).await,
+        (Ok(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Ok(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+    };
     drop(open);
     access.bytes_up = r.up;
     access.bytes_down = r.down;
@@ -240,7 +253,8 @@ pub(crate) async fn close<C: AsyncRead + AsyncWrite + Unpin>(mut client: C) {
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     let drain = async {
-        let mut sink = [0u8; 4096];
+        // On the heap: a buffer in the future would make every connection's task larger.
+        let mut sink = vec![0u8; 4096];
         let mut total = 0usize;
         while total < LINGER_BYTES {
             match client.read(&mut sink).await {

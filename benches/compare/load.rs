@@ -1,0 +1,447 @@
+//! The load generator and the upstream it talks to through each proxy.
+//!
+//! The upstream reads the client's ClientHello (whole records, parsed with hostgate's own parser
+//! only to learn the SNI) and answers by name: [`BULK`] gets `--bulk-mib` of data, a name ending
+//! in [`HOLD_SUFFIX`] gets one byte and is then held open until the client closes (an idle
+//! tunnel), and every other name gets [`RESPONSE_LEN`] bytes starting with [`MARKER`], then a
+//! close. No TLS handshake is completed: what is timed is the proxy's work (accept, sniff,
+//! decide, connect, relay, close), not the cryptography at the two ends.
+//!
+//! The client sends a real rustls ClientHello for each name (built once per name) and sorts
+//! what comes back: the marker response is [`Seen::Forwarded`]; a close or reset with nothing
+//! but (at most) a TLS alert is [`Seen::Refused`]; anything else is an error by kind.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The length of the upstream's answer to an ordinary name.
+pub(crate) const RESPONSE_LEN: usize = 1024;
+/// The first bytes of that answer.
+pub(crate) const MARKER: &[u8] = b"HGUP";
+/// The name whose connection carries the long transfer.
+pub(crate) const BULK: &str = "bulk.bench.test";
+/// Names ending in this are held open after one byte (idle tunnels).
+pub(crate) const HOLD_SUFFIX: &str = ".hold.bench.test";
+/// The name the idle tunnels use.
+pub(crate) const HOLD: &str = "t.hold.bench.test";
+
+/// A real rustls ClientHello for `name` (ALPN h2 and http/1.1, TLS 1.3 and 1.2), in one record.
+pub(crate) fn client_hello(name: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("a DNS name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).expect("client");
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write_tls");
+    }
+    out
+}
+
+/// Starts the upstream on its own thread and current-thread runtime; returns its address.
+pub(crate) fn start_upstream(bulk_bytes: u64) -> SocketAddr {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let addr = std_listener.local_addr().expect("upstream address");
+    std::thread::Builder::new()
+        .name("upstream".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).expect("listener");
+                loop {
+                    match listener.accept().await {
+                        Ok((s, _)) => {
+                            tokio::spawn(serve(s, bulk_bytes));
+                        }
+                        // Out of descriptors or the like: back off instead of spinning.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            });
+        })
+        .expect("upstream thread");
+    addr
+}
+
+async fn serve(mut s: TcpStream, bulk_bytes: u64) {
+    let mut buf = Vec::with_capacity(2048);
+    let sni = loop {
+        match hostgate_proxy::sniff::tls::parse_client_hello(&buf, 16 * 1024) {
+            Ok(hostgate_proxy::sniff::tls::Progress::Done(hello)) => break hello.sni.unwrap_or_default(),
+            Ok(hostgate_proxy::sniff::tls::Progress::NeedMore) => {}
+            Err(_) => return,
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    };
+    if sni == BULK {
+        let _ = s.set_nodelay(true);
+        let chunk = vec![0x5a_u8; 256 * 1024];
+        let mut left = bulk_bytes;
+        while left > 0 {
+            let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            if s.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+    } else if sni.ends_with(HOLD_SUFFIX) {
+        if s.write_all(b"R").await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 64];
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut answer = vec![b'.'; RESPONSE_LEN];
+        answer[..MARKER.len()].copy_from_slice(MARKER);
+        if s.write_all(&answer).await.is_err() {
+            return;
+        }
+        // The client closes first (with a reset, see `exchange`): no TIME_WAIT here to collide
+        // with a later connection from the same port.
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(n) = s.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What a client saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The upstream's answer, whole.
+    Forwarded,
+    /// A close or reset with nothing, or only a TLS alert.
+    Refused,
+    /// Anything else.
+    Error(&'static str),
+}
+
+/// One name to connect for, and what the policy says should happen.
+#[derive(Clone, Debug)]
+pub(crate) struct Probe {
+    pub(crate) name: String,
+    pub(crate) hello: Vec<u8>,
+    pub(crate) forward: bool,
+}
+
+impl Probe {
+    pub(crate) fn new(name: &str, forward: bool) -> Probe {
+        Probe { name: name.to_string(), hello: client_hello(name), forward }
+    }
+}
+
+/// One connection: connect, send the hello, read to the end. The duration runs from before the
+/// connect to the end of the answer.
+pub(crate) async fn once(addr: SocketAddr, hello: &[u8], timeout: Duration) -> (Seen, Duration) {
+    let start = Instant::now();
+    let seen = match tokio::time::timeout(timeout, exchange(addr, hello)).await {
+        Ok(seen) => seen,
+        Err(_) => Seen::Error("timeout"),
+    };
+    (seen, start.elapsed())
+}
+
+async fn exchange(addr: SocketAddr, hello: &[u8]) -> Seen {
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(_) => return Seen::Error("connect"),
+    };
+    let seen = answer(&mut s, hello).await;
+    // Close with a reset: neither end keeps the connection in TIME_WAIT, so the load can go on
+    // for minutes without running out of ports or meeting its own old connections.
+    let _ = s.set_zero_linger();
+    seen
+}
+
+async fn answer(s: &mut TcpStream, hello: &[u8]) -> Seen {
+    if s.write_all(hello).await.is_err() {
+        // A proxy that has already refused may reset before the hello is written.
+        return Seen::Refused;
+    }
+    let mut buf = [0u8; RESPONSE_LEN];
+    let mut got = 0usize;
+    while got < RESPONSE_LEN {
+        match s.read(&mut buf[got..]).await {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return if got == 0 || buf[0] == 0x15 { Seen::Refused } else { Seen::Error("reset mid-answer") };
+            }
+            Err(_) => return Seen::Error("read"),
+        }
+    }
+    if got == RESPONSE_LEN && buf.starts_with(MARKER) {
+        Seen::Forwarded
+    } else if got == 0 || (buf[0] == 0x15 && got < 64) {
+        Seen::Refused
+    } else {
+        Seen::Error("unexpected bytes")
+    }
+}
+
+/// What a timed run saw.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Connections that ended as the policy says.
+    pub(crate) right: u64,
+    /// Forwarded where the policy denies, or refused where it allows.
+    pub(crate) wrong: u64,
+    pub(crate) forwarded: u64,
+    pub(crate) refused: u64,
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+    /// Durations of forwarded connections, in microseconds.
+    pub(crate) latency_us: Vec<u32>,
+    pub(crate) elapsed: Duration,
+}
+
+impl Stats {
+    fn record(&mut self, probe: &Probe, seen: Seen, took: Duration) {
+        match seen {
+            Seen::Forwarded => {
+                self.forwarded += 1;
+                self.latency_us.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+            }
+            Seen::Refused => self.refused += 1,
+            Seen::Error(kind) => *self.errors.entry(kind).or_default() += 1,
+        }
+        match (seen, probe.forward) {
+            (Seen::Forwarded, true) | (Seen::Refused, false) => self.right += 1,
+            (Seen::Forwarded, false) | (Seen::Refused, true) => self.wrong += 1,
+            (Seen::Error(_), _) => {}
+        }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.right += other.right;
+        self.wrong += other.wrong;
+        self.forwarded += other.forwarded;
+        self.refused += other.refused;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latency_us.extend(other.latency_us);
+    }
+
+    pub(crate) fn connections(&self) -> u64 {
+        self.forwarded + self.refused + self.error_count()
+    }
+
+    pub(crate) fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub(crate) fn rate(&self) -> f64 {
+        self.connections() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile (0..=1) of forwarded connections' durations, in microseconds.
+    pub(crate) fn quantile_us(&mut self, q: f64) -> Option<u32> {
+        if self.latency_us.is_empty() {
+            return None;
+        }
+        self.latency_us.sort_unstable();
+        let i = ((self.latency_us.len() - 1) as f64 * q).round() as usize;
+        Some(self.latency_us[i])
+    }
+
+    pub(crate) fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        self.errors.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `concurrency` clients, each connecting again as soon as its last connection ends, cycling
+/// through `probes` (each client from its own offset); `warmup` first, untimed.
+pub(crate) async fn closed_loop(
+    addr: SocketAddr,
+    probes: Arc<Vec<Probe>>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Stats {
+    let timeout = Duration::from_secs(10);
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for c in 0..concurrency {
+        let probes = probes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::default();
+            let mut i = c * 7919;
+            loop {
+                let probe = &probes[i % probes.len()];
+                i += 1;
+                let started = Instant::now();
+                if started >= end {
+                    break;
+                }
+                let (seen, took) = once(addr, &probe.hello, timeout).await;
+                if started >= measure_from {
+                    stats.record(probe, seen, took);
+                }
+            }
+            stats
+        }));
+    }
+    let mut total = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.merge(s);
+        }
+    }
+    total.elapsed = Instant::now().saturating_duration_since(measure_from).min(duration + timeout);
+    total.elapsed = total.elapsed.max(duration);
+    total
+}
+
+/// Connections started at a steady `rate` per second (open loop: a slow answer does not slow
+/// the arrivals), cycling through `probes`, for `duration` after `warmup`.
+pub(crate) async fn open_loop(
+    addr: SocketAddr,
+    probes: Arc<Vec<Probe>>,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+) -> Stats {
+    let timeout = Duration::from_secs(10);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + duration;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Seen, Duration, bool)>();
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut i = 0usize;
+    loop {
+        let at = ticker.tick().await.into_std();
+        if at >= end {
+            break;
+        }
+        let tx = tx.clone();
+        let probes2 = probes.clone();
+        let n = i;
+        i += 1;
+        tokio::spawn(async move {
+            let probe = &probes2[n % probes2.len()];
+            let (seen, took) = once(addr, &probe.hello, timeout).await;
+            let _ = tx.send((n, seen, took, at >= measure_from));
+        });
+    }
+    drop(tx);
+    let mut stats = Stats::default();
+    while let Some((n, seen, took, counted)) = rx.recv().await {
+        if counted {
+            stats.record(&probes[n % probes.len()], seen, took);
+        }
+    }
+    stats.elapsed = duration;
+    stats
+}
+
+/// One long transfer of the [`BULK`] name: bytes per second from the first byte to the end.
+pub(crate) async fn bulk(addr: SocketAddr, hello: &[u8]) -> Result<(u64, Duration), String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    s.write_all(hello).await.map_err(|e| format!("hello: {e}"))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    let mut first: Option<Instant> = None;
+    loop {
+        let n = s.read(&mut buf).await.map_err(|e| format!("read after {got} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        got += n as u64;
+    }
+    let took = first.map_or(Duration::ZERO, |f| f.elapsed());
+    Ok((got, took))
+}
+
+/// Opens `n` idle tunnels for [`HOLD`] (each established: the upstream's byte has come back),
+/// `parallel` at a time. Returns the open connections.
+pub(crate) async fn idle_tunnels(
+    addr: SocketAddr,
+    hello: Arc<Vec<u8>>,
+    n: usize,
+    parallel: usize,
+) -> Result<Vec<TcpStream>, String> {
+    let mut tasks = Vec::new();
+    let per = n.div_ceil(parallel);
+    for p in 0..parallel {
+        let count = per.min(n.saturating_sub(p * per));
+        let hello = hello.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut open = Vec::with_capacity(count);
+            for _ in 0..count {
+                let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+                s.write_all(&hello).await.map_err(|e| format!("hello: {e}"))?;
+                let mut b = [0u8; 1];
+                let got = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b))
+                    .await
+                    .map_err(|_| "no answer within 20 s".to_string())?
+                    .map_err(|e| format!("read: {e}"))?;
+                if got != 1 || b[0] != b'R' {
+                    return Err(format!("tunnel {} not established (read {got} bytes)", open.len()));
+                }
+                open.push(s);
+            }
+            Ok::<_, String>(open)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(all)
+}
+
+/// Every probe once, `parallel` at a time: what each saw.
+pub(crate) async fn closed_loop_once(addr: SocketAddr, probes: Arc<Vec<Probe>>, parallel: usize) -> Vec<(Probe, Seen)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (probes, next) = (probes.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(p) = probes.get(i) else { break };
+                let (seen, _) = once(addr, &p.hello, Duration::from_secs(10)).await;
+                out.push((i, seen));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::with_capacity(probes.len());
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(i, s)| (probes[i].clone(), s)).collect()
+}
