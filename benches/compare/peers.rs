@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,8 +67,19 @@ impl Kind {
     }
 }
 
-/// The REDIRECTed address hostgate's clients connect to (inside the harness's namespace).
-pub(crate) const REDIRECTED: &str = "127.0.0.2:443";
+/// The address clients of `kind` connect to: every proxy is reached the same way, through an
+/// iptables `REDIRECT` (hostgate's transparent listener needs one; the peers get one too, so that
+/// each pays the same NAT cost).
+fn redirected(kind: Kind) -> SocketAddr {
+    let last = match kind {
+        Kind::Hostgate => 2,
+        Kind::HostgateLog => 3,
+        Kind::Haproxy => 4,
+        Kind::Nginx => 5,
+        Kind::Sniproxy => 6,
+    };
+    SocketAddr::from(([127, 0, 0, last], 443))
+}
 /// A port nothing listens on: where nginx and sniproxy send denied names.
 pub(crate) const CLOSED: &str = "127.0.0.1:1";
 
@@ -125,7 +136,7 @@ fn configure(
             let path = dir.join("hostgate.toml");
             write(&path, &toml)?;
             let cmd = vec![hostgate.display().to_string(), "run".into(), "--config".into(), path.display().to_string()];
-            Ok((cmd, REDIRECTED.parse().map_err(|e| format!("{e}"))?))
+            Ok((cmd, listen))
         }
         Kind::Haproxy => {
             // HAProxy refuses to start unless it can raise its descriptor limit to what maxconn
@@ -244,7 +255,7 @@ impl Peer {
     ) -> Result<Peer, String> {
         let dir = dir.join(kind.label());
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (cmd, addr) = configure(kind, &dir, set, pins, upstream, hostgate)?;
+        let (cmd, listen) = configure(kind, &dir, set, pins, upstream, hostgate)?;
         let log = dir.join("output.log");
         let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -253,19 +264,16 @@ impl Peer {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
         let pgid = child.id();
+        let addr = redirected(kind);
         let mut peer = Peer { addr, child, pgid, redirect: None };
-        // The address the proxy listens on (for hostgate: behind the REDIRECT).
-        let listen = listen_addr(&dir, kind)?;
-        if matches!(kind, Kind::Hostgate | Kind::HostgateLog) {
-            let rule: Vec<String> =
-                ["OUTPUT", "-p", "tcp", "-d", "127.0.0.2", "--dport", "443", "-j", "REDIRECT", "--to-ports"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain([listen.port().to_string()])
-                    .collect();
-            iptables("-A", &rule)?;
-            peer.redirect = Some(rule);
-        }
+        let rule: Vec<String> =
+            ["OUTPUT", "-p", "tcp", "-d", &addr.ip().to_string(), "--dport", "443", "-j", "REDIRECT", "--to-ports"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([listen.port().to_string()])
+                .collect();
+        iptables("-A", &rule)?;
+        peer.redirect = Some(rule);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Ok(Some(status)) = peer.child.try_wait() {
@@ -333,20 +341,6 @@ impl Peer {
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.pgid)]).output();
         let _ = self.child.wait();
     }
-}
-
-/// The listening address written into `kind`'s configuration.
-fn listen_addr(dir: &Path, kind: Kind) -> Result<SocketAddr, String> {
-    let (file, key): (PathBuf, &str) = match kind {
-        Kind::Hostgate | Kind::HostgateLog => (dir.join("hostgate.toml"), "address = \""),
-        Kind::Haproxy => (dir.join("haproxy.cfg"), "bind "),
-        Kind::Nginx => (dir.join("nginx.conf"), "listen "),
-        Kind::Sniproxy => (dir.join("sniproxy.conf"), "listener "),
-    };
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let line = text.lines().map(str::trim).find(|l| l.starts_with(key)).ok_or("no listen line")?;
-    let addr: String = line[key.len()..].chars().take_while(|c| !matches!(c, '"' | ';' | ' ')).collect();
-    addr.parse().map_err(|e| format!("{addr}: {e}"))
 }
 
 fn group_pids(pgid: u32) -> Vec<u32> {

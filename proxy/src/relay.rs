@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use std::sync::Mutex;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// The copy buffer per direction of [`relay`] (the same as `tokio::io::copy`'s).
@@ -140,22 +141,25 @@ impl<S> IntoTcp for hyper_util::rt::TokioIo<S> {}
 /// [`relay`] for a TCP client and a TCP upstream, without a buffer per idle direction (see the
 /// module documentation). Same contract: `prefix` goes upstream first; half-closes are passed
 /// on; the relay ends when both directions have, one side fails, or nothing moves for `idle`.
-pub async fn relay_tcp(client: TcpStream, upstream: TcpStream, prefix: bytes::Bytes, idle: Duration) -> Relayed {
+pub async fn relay_tcp(mut client: TcpStream, mut upstream: TcpStream, prefix: bytes::Bytes, idle: Duration) -> Relayed {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let started = Instant::now();
     let last = AtomicU64::new(0);
     let touch = || last.store(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    // Borrowed halves: no lock between the two directions.
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
 
     let upward = async {
         if !prefix.is_empty() {
-            write_all(&upstream, &prefix).await.map_err(Side::Upstream)?;
+            uw.write_all(&prefix).await.map_err(Side::Upstream)?;
             up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
         }
         drop(prefix);
-        pump(&client, &upstream, &up, &touch, Side::Client, Side::Upstream).await
+        pump(&mut cr, &mut uw, &up, &touch, Side::Client, Side::Upstream).await
     };
-    let downward = pump(&upstream, &client, &down, &touch, Side::Upstream, Side::Client);
+    let downward = pump(&mut ur, &mut cw, &down, &touch, Side::Upstream, Side::Client);
     let both = async { tokio::try_join!(upward, downward) };
     let watchdog = async {
         loop {
@@ -178,10 +182,12 @@ pub async fn relay_tcp(client: TcpStream, upstream: TcpStream, prefix: bytes::By
 }
 
 /// Moves bytes from `r` to `w` until `r` ends (then shuts `w`'s sending side) or fails. A
-/// buffer is held only from `r` being readable until it has nothing more.
+/// buffer is held only from `r` being readable until what one read brought is written. A read
+/// that does not fill the buffer tells tokio the socket is drained, so the next wait goes
+/// straight to epoll instead of trying a read that would block.
 async fn pump(
-    r: &TcpStream,
-    w: &TcpStream,
+    r: &mut ReadHalf<'_>,
+    w: &mut WriteHalf<'_>,
     count: &AtomicU64,
     touch: &impl Fn(),
     from: fn(io::Error) -> Side,
@@ -190,42 +196,20 @@ async fn pump(
     loop {
         r.readable().await.map_err(from)?;
         let mut buf = take_buffer();
-        let ended = loop {
-            match r.try_read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => {
-                    touch();
-                    write_all(w, &buf[..n]).await.map_err(to)?;
-                    count.fetch_add(n as u64, Ordering::Relaxed);
-                    touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(e) => return Err(from(e)),
-            }
-        };
-        give_buffer(buf);
-        if ended {
+        let n = r.read(&mut buf).await.map_err(from)?;
+        if n == 0 {
+            give_buffer(buf);
             // Half-close: pass the FIN on and let the other direction finish.
-            return shutdown_write(w).map_err(to);
+            return w.shutdown().await.or_else(ignore_not_connected).map_err(to);
         }
+        touch();
+        w.write_all(&buf[..n]).await.map_err(to)?;
+        give_buffer(buf);
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        touch();
     }
 }
 
-async fn write_all(w: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match w.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn shutdown_write(w: &TcpStream) -> io::Result<()> {
-    socket2::SockRef::from(w).shutdown(std::net::Shutdown::Write).or_else(ignore_not_connected)
-}
 
 /// Which side an I/O error came from.
 #[derive(Debug)]
