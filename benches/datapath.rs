@@ -11,23 +11,29 @@
 //!   decision and the replay; the upstream is a local echo server.
 //! * `tunnel_throughput/{direct,naive_relay,hostgate_connect}`: 8 MiB each way at once over an
 //!   established tunnel (set up outside the timing). Throughput is in bytes.
-//! * `connection_rate/{direct,hostgate_connect,hostgate_transparent}`: new connections per second,
-//!   `CONCURRENCY` (16) in flight at all times. Each connection sends a real rustls ClientHello
+//! * `connection_rate/{direct,naive_relay,hostgate_connect,hostgate_transparent}`: new
+//!   connections per second, `CONCURRENCY` (16) in flight at all times. Each connection sends a real rustls ClientHello
 //!   (SNI `rate.test`) and reads until the upstream closes; the upstream reads the client's first
 //!   TLS record, writes 1 KiB and closes (`short_upstream`). `direct` connects straight to it;
+//!   `naive_relay` goes through a naive relay to it (two TCP connections per connection, as
+//!   through the gateway, and nothing else: the floor for any relay on this machine);
 //!   `hostgate_connect` sends `CONNECT rate.test:443` to the connect listener and waits for the
 //!   `200` first (the gateway decides the host, resolves the `[resolve]` pin, connects upstream,
 //!   answers, sniffs the hello, decides again, replays it, relays the 1 KiB and the close);
 //!   `hostgate_transparent` connects to `127.0.0.2:443`, which an iptables `REDIRECT` rule sends to
 //!   the transparent listener (`SO_ORIGINAL_DST`, sniff, decision on the SNI, a connect to the
-//!   name's pin, relay). Throughput is in connections, so criterion prints connections/s.
+//!   name's pin, relay). Throughput is in connections, so criterion prints connections/s. The
+//!   clients run on the same two cores, so this is the machine's rate with the gateway's work
+//!   added, not the gateway's alone. No tracing subscriber is installed, so access events are
+//!   built but not formatted or written.
 //!
 //! The transparent case needs root, `ip` and `iptables`: the process then moves itself into a new
 //! network namespace at start (`unshare(CLONE_NEWNET)`, before any thread exists, so every thread
 //! and child inherits it), brings its `lo` up and adds `iptables -t nat -A OUTPUT -p tcp -d
 //! 127.0.0.2 --dport 443 -j REDIRECT --to-ports <transparent listener port>` there; the namespace
-//! and its rule vanish with the process. Without them it prints that the case is skipped and runs
-//! the rest in the current namespace.
+//! and its rule vanish with the process. With the rule in place conntrack follows every connection
+//! in the namespace, the other functions' too, so all of them pay it alike. Without root, `ip` or
+//! `iptables` it prints that the case is skipped and runs the rest in the current namespace.
 //!
 //! Printed before timing: `tunnel_memory`, the heap held per open tunnel by the gateway, measured
 //! with a counting allocator as (heap with N tunnels through the gateway - heap with N direct
@@ -107,6 +113,8 @@ struct Setup {
 struct Rate {
     /// The short upstream.
     upstream: SocketAddr,
+    /// A naive relay to it.
+    naive: SocketAddr,
     /// The gateway's connect listener.
     connect: SocketAddr,
     /// `REDIRECTED`, when the transparent case is set up.
@@ -263,7 +271,14 @@ async fn setup(netns: bool) -> Setup {
             }
         }
     };
-    let rate = Arc::new(Rate { upstream: short, connect: addr, transparent, hello: client_hello(RATE_NAME) });
+    let naive_short = naive_relay(short).await;
+    let rate = Arc::new(Rate {
+        upstream: short,
+        naive: naive_short,
+        connect: addr,
+        transparent,
+        hello: client_hello(RATE_NAME),
+    });
     Setup { echo, naive, gateway: addr, hello: client_hello(NAME), rate, _gateway: gateway, _dir: dir }
 }
 
@@ -327,6 +342,7 @@ async fn transfer(c: TcpStream, chunk: &[u8]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RatePath {
     Direct,
+    Naive,
     Connect,
     Transparent,
 }
@@ -335,6 +351,7 @@ impl RatePath {
     fn id(self) -> &'static str {
         match self {
             RatePath::Direct => "direct",
+            RatePath::Naive => "naive_relay",
             RatePath::Connect => "hostgate_connect",
             RatePath::Transparent => "hostgate_transparent",
         }
@@ -359,6 +376,7 @@ async fn read_head(c: &mut TcpStream) -> Vec<u8> {
 async fn short_connection(r: &Rate, path: RatePath) {
     let addr = match path {
         RatePath::Direct => r.upstream,
+        RatePath::Naive => r.naive,
         RatePath::Connect => r.connect,
         RatePath::Transparent => r.transparent.expect("transparent case set up"),
     };
@@ -492,7 +510,8 @@ fn main() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let s = rt.block_on(setup(netns));
-    let mut rate_paths = vec![("direct", RatePath::Direct), ("hostgate_connect", RatePath::Connect)];
+    let mut rate_paths =
+        vec![("direct", RatePath::Direct), ("naive_relay", RatePath::Naive), ("hostgate_connect", RatePath::Connect)];
     if s.rate.transparent.is_some() {
         rate_paths.push(("hostgate_transparent", RatePath::Transparent));
     }

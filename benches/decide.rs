@@ -30,9 +30,10 @@
 //! * `decide_random/{shipped,100k,1m}`: 200,000 names walked in order (cold tables, many
 //!   different names).
 //!
-//! Functions: `normalise` (`Host::new` alone), `match` (`Host::new` and
-//! `Matcher::find_all_host`, the floor under the decision), `decide` (`Host::new` and
-//! `Policy::decide`).
+//! Functions: `normalise` (`Host::new` alone), `find` (`Host::new` and `Matcher::find_host`: the
+//! most specific match only, what the matcher bench times), `match` (`Host::new` and
+//! `Matcher::find_all_host`: every match, what the decision starts from), `decide` (`Host::new`
+//! and `Policy::decide`).
 //!
 //! Printed when a size is first used (not timed by criterion): generating and writing the rules,
 //! `Config::load`, `Policy::load` (wall time and the policy's own `compile_time`), the heap the
@@ -310,16 +311,18 @@ fn build(size: Size, scale: Scale) -> Fixture {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Function {
     Normalise,
+    Find,
     Match,
     Decide,
 }
 
 impl Function {
-    const ALL: [Function; 3] = [Function::Normalise, Function::Match, Function::Decide];
+    const ALL: [Function; 4] = [Function::Normalise, Function::Find, Function::Match, Function::Decide];
 
     fn id(self) -> &'static str {
         match self {
             Function::Normalise => "normalise",
+            Function::Find => "find",
             Function::Match => "match",
             Function::Decide => "decide",
         }
@@ -336,6 +339,9 @@ fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &
             match f {
                 Function::Normalise => {
                     black_box(&host);
+                }
+                Function::Find => {
+                    black_box(policy.matcher().find_host(&host).map(|m| *m.value()));
                 }
                 Function::Match => {
                     policy.matcher().find_all_host(&host, scratch);
@@ -376,13 +382,16 @@ fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
         })
         .collect();
     println!(
-        "[{label}] interleaved (hot): normalise {:.1} ns, match {:.1} ns, decide {:.1} ns per query; decide/match \
-         {:.2}, decide - match {:.1} ns (the constraint filter and the policy's bookkeeping)",
+        "[{label}] interleaved (hot): normalise {:.1} ns, find {:.1} ns, match {:.1} ns, decide {:.1} ns per query; \
+         decide/match {:.2}, decide - match {:.1} ns (the constraint filter and the policy's bookkeeping), \
+         match/find {:.2}",
         m[0],
         m[1],
         m[2],
+        m[3],
+        m[3] / m[2],
+        m[3] - m[2],
         m[2] / m[1],
-        m[2] - m[1]
     );
 }
 
