@@ -360,19 +360,22 @@ fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &
     }
 }
 
-/// The three functions take turns, a batch of hot queries each, `rounds` rounds; prints the
-/// median ns per query of each and the ratios.
+/// The functions take turns, a batch of hot queries each, `rounds` rounds; prints the median ns
+/// per query of each and the ratios.
 fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
     let mut scratch = Matches::new();
     let mut times = vec![Vec::with_capacity(rounds); Function::ALL.len()];
+    // Each turn takes the next batch of the cycle, whatever the function, so every function
+    // finds its queries as long out of use as criterion's sequential walk does (were the four
+    // to take the same batch, the first would pay the cache misses for the others).
     let mut start = 0;
     for _ in 0..rounds {
         for (f, t) in Function::ALL.iter().zip(&mut times) {
             let began = Instant::now();
             run(*f, &fx.policy, &fx.hot, start, &mut scratch);
             t.push(began.elapsed().as_secs_f64() * 1e9 / BATCH as f64);
+            start += BATCH;
         }
-        start += BATCH;
     }
     let m: Vec<f64> = times
         .iter_mut()
