@@ -7,8 +7,9 @@
 //! the CPUs `run.sh` gave it), checked (every check name must be forwarded or refused as
 //! hostgate's policy says; a proxy that forwards a refused name is not timed), then timed:
 //! - **rate**: `--concurrency` clients in a closed loop for `--duration` seconds, on a mix of
-//!   forwarded and refused names (three to one); connections per second, and per second of
-//!   the proxy's own CPU time;
+//!   up to `--distinct` names (more than HAProxy's 10,000-entry pattern cache holds), forwarded
+//!   and refused three to one; connections per second, and per second of the proxy's own CPU
+//!   time;
 //! - **latency**: connections started at a steady rate (half of hostgate's rate on that set)
 //!   for `--duration` seconds; p50 and p99 of a forwarded connection (connect to last byte),
 //!   minus the same for a direct connection to the upstream at that rate;
@@ -41,6 +42,7 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     concurrency: usize,
+    distinct: usize,
     bulk_mib: u64,
     idle: usize,
     proxy_cpu: String,
@@ -50,7 +52,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: compare [--peers hostgate,hostgate+log,haproxy,nginx,sniproxy] [--synthetic N (100000; 0: none)] \
-         [--no-shipped] [--duration S (10)] [--warmup S (2)] [--concurrency C (32)] [--bulk-mib M (1024)] \
+         [--no-shipped] [--duration S (10)] [--warmup S (2)] [--concurrency C (32)] [--distinct N (20000)] [--bulk-mib M (1024)] \
          [--idle N (10000)] [--proxy-cpu LIST (1)] [--hostgate PATH] [--work DIR] [--out FILE] [--repo DIR]"
     );
     std::process::exit(64)
@@ -69,6 +71,7 @@ fn parse_args() -> Args {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
         concurrency: 32,
+        distinct: 20_000,
         bulk_mib: 1024,
         idle: 10_000,
         proxy_cpu: "1".into(),
@@ -90,6 +93,7 @@ fn parse_args() -> Args {
             "--duration" => a.duration = Duration::from_secs_f64(num(value())),
             "--warmup" => a.warmup = Duration::from_secs_f64(num(value())),
             "--concurrency" => a.concurrency = num(value()) as usize,
+            "--distinct" => a.distinct = num(value()) as usize,
             "--bulk-mib" => a.bulk_mib = num(value()) as u64,
             "--idle" => a.idle = num(value()) as usize,
             "--proxy-cpu" => a.proxy_cpu = value(),
@@ -120,6 +124,7 @@ struct Row {
     peak_rss_kib: u64,
     throughput: Option<f64>,
     idle_kib: Option<f64>,
+    idle_count: usize,
 }
 
 fn main() {
@@ -138,6 +143,7 @@ fn run(args: &Args) -> Result<(), String> {
     if !args.hostgate.exists() {
         return Err(format!("{}: no hostgate binary (cargo build --release)", args.hostgate.display()));
     }
+    peers::clear_redirects();
     let _ = std::fs::remove_dir_all(&args.work);
     std::fs::create_dir_all(&args.work).map_err(|e| format!("{}: {e}", args.work.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -163,12 +169,12 @@ fn run(args: &Args) -> Result<(), String> {
     if args.shipped {
         let dir = rules::set_dir(&args.work, "shipped");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        sets.push(rules::shipped(&args.repo, &dir)?);
+        sets.push(rules::shipped(&args.repo, &dir, args.distinct)?);
     }
     if args.synthetic > 0 {
         let dir = rules::set_dir(&args.work, &format!("synthetic {}", args.synthetic));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        sets.push(rules::synthetic(&dir, args.synthetic)?);
+        sets.push(rules::synthetic(&dir, args.synthetic, args.distinct)?);
     }
     for (i, set) in sets.iter().enumerate() {
         let first = i == 0;
@@ -192,12 +198,14 @@ async fn one_set(
     first: bool,
 ) -> Result<String, String> {
     let check: Arc<Vec<Probe>> = Arc::new(set.check.iter().map(|(n, f)| Probe::new(n, *f)).collect());
-    let mix = rules::load_mix(&set.check, 2_000);
+    let mix = rules::load_mix(&set.load, args.distinct);
     let forwarded = mix.iter().filter(|(_, f)| *f).count();
     let probes: Arc<Vec<Probe>> = Arc::new(mix.iter().map(|(n, f)| Probe::new(n, *f)).collect());
     let direct_probes: Arc<Vec<Probe>> =
         Arc::new(mix.iter().filter(|(_, f)| *f).map(|(n, _)| Probe::new(n, true)).collect());
-    let mut pins: Vec<String> = set.check.iter().filter(|(_, f)| *f).map(|(n, _)| n.clone()).collect();
+    let mut pins: Vec<String> = set.check.iter().chain(&mix).filter(|(_, f)| *f).map(|(n, _)| n.clone()).collect();
+    pins.sort();
+    pins.dedup();
     pins.extend([load::BULK.to_string(), load::HOLD.to_string()]);
 
     let mut rows: Vec<Row> = Vec::new();
@@ -270,7 +278,7 @@ async fn one_set(
         let cpu_timed = cpu.as_secs_f64() * args.duration.as_secs_f64() / span.as_secs_f64();
         row.rate = stats.rate();
         row.cpu_share = cpu_timed / args.duration.as_secs_f64();
-        row.per_cpu_second = stats.connections() as f64 / cpu_timed.max(1e-9);
+        row.per_cpu_second = if cpu_timed > 0.0 { stats.connections() as f64 / cpu_timed } else { 0.0 };
         row.wrong = stats.wrong;
         row.errors = stats.errors_text();
         let _ = stats.quantile_us(0.5);
@@ -317,15 +325,18 @@ async fn one_set(
             }
         }
         row.peak_rss_kib = peer.memory_kib().1;
-        if first && args.idle > 0 {
+        // Each idle tunnel takes two descriptors here (client and upstream) and two in the proxy.
+        let idle = args.idle.min(usize::try_from(peers::nofile_limit().saturating_sub(300) / 2).unwrap_or(usize::MAX));
+        if first && idle > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = peer.memory_kib().0;
             let hello = Arc::new(load::client_hello(load::HOLD));
-            match load::idle_tunnels(peer.addr, hello, args.idle, 16).await {
+            match load::idle_tunnels(peer.addr, hello, idle, 16).await {
                 Ok(open) => {
                     tokio::time::sleep(Duration::from_millis(1000)).await;
                     let after = peer.memory_kib().0;
                     row.idle_kib = Some((after as f64 - before as f64) / open.len() as f64);
+                    row.idle_count = open.len();
                     drop(open);
                 }
                 Err(e) => row.errors.push_str(&format!("; idle tunnels: {e}")),
@@ -420,7 +431,11 @@ fn table(
             if r.timed { format!("{:.0}", r.rate) } else { "-".into() },
             vs_rate,
             if r.timed && !is_direct { format!("{:.0}%", r.cpu_share * 100.0) } else { "-".into() },
-            if r.timed && !is_direct { format!("{:.0}", r.per_cpu_second) } else { "-".into() },
+            if r.timed && !is_direct && r.per_cpu_second > 0.0 {
+                format!("{:.0}", r.per_cpu_second)
+            } else {
+                "-".into()
+            },
             vs_cpu,
             if r.timed { latency } else { "-".into() },
             errors,
@@ -435,7 +450,7 @@ fn table(
                     (Some(a), Some(b)) if !is_direct => ratio(a, b),
                     _ => "-".into(),
                 },
-                r.idle_kib.map_or("-".into(), |k| format!("{k:.1}")),
+                r.idle_kib.map_or("-".into(), |k| format!("{k:.1} ({} open)", r.idle_count)),
             );
         }
         let _ = writeln!(t);

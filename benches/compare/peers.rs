@@ -378,3 +378,15 @@ pub(crate) fn nofile_limit() -> u64 {
         })
         .unwrap_or(1024)
 }
+
+/// Removes REDIRECT rules a run that was killed left for the harness's addresses.
+pub(crate) fn clear_redirects() {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S", "OUTPUT"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let ours = (2..=6).any(|k| line.contains(&format!("-d 127.0.0.{k}/32"))) && line.contains("REDIRECT");
+        if let (true, Some(rule)) = (ours, line.strip_prefix("-A ")) {
+            let args: Vec<String> = rule.split_whitespace().map(str::to_string).collect();
+            let _ = iptables("-D", &args);
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub(crate) struct RuleSet {
     pub(crate) entries: Vec<Entry>,
     /// Names to check every proxy with, and whether each is forwarded.
     pub(crate) check: Vec<(String, bool)>,
+    /// Names for the timed runs (more of them than checked on large sets, in a scattered order),
+    /// and whether each is forwarded.
+    pub(crate) load: Vec<(String, bool)>,
     /// What the translation could not carry over, for the report.
     pub(crate) notes: Vec<String>,
 }
@@ -85,7 +88,7 @@ fn bench_source(dir: &Path) -> Result<String, String> {
 }
 
 /// The shipped configuration's rule files.
-pub(crate) fn shipped(repo: &Path, dir: &Path) -> Result<RuleSet, String> {
+pub(crate) fn shipped(repo: &Path, dir: &Path, distinct: usize) -> Result<RuleSet, String> {
     let config = Config::load(&repo.join("config/hostgate.toml")).map_err(|e| e.to_string())?;
     let mut sources = String::new();
     for s in &config.policy.sources {
@@ -95,18 +98,18 @@ pub(crate) fn shipped(repo: &Path, dir: &Path) -> Result<RuleSet, String> {
         }
     }
     sources.push_str(&bench_source(dir)?);
-    build("shipped".into(), dir, sources, usize::MAX)
+    build("shipped".into(), dir, sources, usize::MAX, distinct)
 }
 
 /// A synthetic rule file of `n` rules (deterministic), the shapes real allowlists have: exact
 /// names, `*.domain` (some with `deny` names and `deny *.sub` beneath them) and a few partial-label
 /// globs.
-pub(crate) fn synthetic(dir: &Path, n: usize) -> Result<RuleSet, String> {
+pub(crate) fn synthetic(dir: &Path, n: usize, distinct: usize) -> Result<RuleSet, String> {
     let path = dir.join(format!("synthetic-{n}.rules"));
     std::fs::write(&path, synthetic_rules(n)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut sources = format!("[[policy.source]]\npath = \"{}\"\n", path.display());
     sources.push_str(&bench_source(dir)?);
-    build(format!("synthetic {}k", n / 1000), dir, sources, 2_000)
+    build(format!("synthetic {}k", n / 1000), dir, sources, 2_000, distinct)
 }
 
 struct Rng(u64);
@@ -172,7 +175,13 @@ fn synthetic_rules(n: usize) -> String {
     out
 }
 
-fn build(label: String, dir: &Path, sources_toml: String, max_check: usize) -> Result<RuleSet, String> {
+fn build(
+    label: String,
+    dir: &Path,
+    sources_toml: String,
+    max_check: usize,
+    distinct: usize,
+) -> Result<RuleSet, String> {
     let policy = compile(dir, &sources_toml)?;
     let mut notes = Vec::new();
     let mut by_pattern: BTreeMap<String, bool> = BTreeMap::new();
@@ -238,30 +247,39 @@ fn build(label: String, dir: &Path, sources_toml: String, max_check: usize) -> R
     }
 
     // The names to check: instances of every pattern and near misses (every `step`-th pattern
-    // for large sets), and the harness's own names.
-    let step = by_pattern.len().div_ceil(max_check / 4).max(1);
-    let mut names: Vec<String> = Vec::new();
-    for (k, pattern) in by_pattern.keys().enumerate() {
-        if k % step == 0 {
-            // The harness's own names have their own phases (the upstream answers them apart).
-            names.extend(instances(pattern, k).into_iter().filter(|n| !n.ends_with(".bench.test")));
+    // for large sets). The load's names: the same from more patterns, up to about `distinct`.
+    let names_every = |step: usize| {
+        let mut names: Vec<String> = Vec::new();
+        for (k, pattern) in by_pattern.keys().enumerate() {
+            if k % step == 0 {
+                // The harness's own names have their own phases (the upstream answers them apart).
+                names.extend(instances(pattern, k).into_iter().filter(|n| !n.ends_with(".bench.test")));
+            }
         }
-    }
-    names.sort();
-    names.dedup();
-    let mut scratch = Matches::new();
-    let mut check = Vec::new();
-    for name in names {
-        // Only names a TLS client can send (rustls refuses `_`, for one).
-        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
-            continue;
+        names.sort();
+        names.dedup();
+        let mut scratch = Matches::new();
+        let mut out = Vec::new();
+        for name in names {
+            // Only names a TLS client can send (rustls refuses `_`, for one).
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                continue;
+            }
+            if let Some(forward) = forwards(&policy, &name, &mut scratch) {
+                out.push((name, forward));
+            }
         }
-        if let Some(forward) = forwards(&policy, &name, &mut scratch) {
-            check.push((name, forward));
-        }
+        out
+    };
+    let check = names_every(by_pattern.len().div_ceil(max_check / 4).max(1));
+    let mut load = names_every(by_pattern.len().div_ceil(distinct / 2).max(1));
+    // Scattered: consecutive connections ask for unrelated names.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for i in (1..load.len()).rev() {
+        load.swap(i, rng.below(i as u64 + 1) as usize);
     }
     let rules = policy.rules().iter().filter(|r| r.pattern.is_some()).count();
-    Ok(RuleSet { label, sources_toml, rules, entries, check, notes })
+    Ok(RuleSet { label, sources_toml, rules, entries, check, load, notes })
 }
 
 fn entry(pattern: &str, forward: bool) -> Entry {
@@ -334,7 +352,8 @@ fn instances(pattern: &str, k: usize) -> Vec<String> {
 
 /// The names of a set for a timed run: forwarded and refused names, three to one, spread over
 /// the set.
-pub(crate) fn load_mix(check: &[(String, bool)], limit: usize) -> Vec<(String, bool)> {
+pub(crate) fn load_mix(names: &[(String, bool)], limit: usize) -> Vec<(String, bool)> {
+    let check = names;
     let skip = |n: &str| n == BULK || n == HOLD;
     let fwd: Vec<_> = check.iter().filter(|(n, f)| *f && !skip(n)).collect();
     let deny: Vec<_> = check.iter().filter(|(n, f)| !*f && !skip(n)).collect();

@@ -141,7 +141,12 @@ impl<S> IntoTcp for hyper_util::rt::TokioIo<S> {}
 /// [`relay`] for a TCP client and a TCP upstream, without a buffer per idle direction (see the
 /// module documentation). Same contract: `prefix` goes upstream first; half-closes are passed
 /// on; the relay ends when both directions have, one side fails, or nothing moves for `idle`.
-pub async fn relay_tcp(mut client: TcpStream, mut upstream: TcpStream, prefix: bytes::Bytes, idle: Duration) -> Relayed {
+pub async fn relay_tcp(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    prefix: bytes::Bytes,
+    idle: Duration,
+) -> Relayed {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let started = Instant::now();
@@ -209,7 +214,6 @@ async fn pump(
         touch();
     }
 }
-
 
 /// Which side an I/O error came from.
 #[derive(Debug)]

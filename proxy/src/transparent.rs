@@ -27,7 +27,7 @@ use crate::tunnel::{self, Dest};
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
     let mut access = Access::new(listener, ListenerKind::Transparent, client, shared.metrics.clone());
     access.generation = shared.generation;
-    let original = match original_destination(&stream) {
+    let original = match original_destination(&stream, listener) {
         Ok(original) => original,
         Err(detail) => {
             // Not redirected: a plain close (no alert: the client may not even speak TLS).
@@ -66,9 +66,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
 ///
 /// A connection that was not redirected has no NAT entry (`ENOENT`) or reports the listener's
 /// own address; both are refused, so a client pointed straight at the listener cannot make the
-/// gateway connect to itself.
-pub(crate) fn original_destination(stream: &TcpStream) -> Result<SocketAddr, String> {
-    let local = stream.local_addr().map_err(|e| format!("local address: {e}"))?;
+/// gateway connect to itself. `listener` is the listening socket's address: a connection's own
+/// address is that, unless the listener is bound to the unspecified address (then it is asked).
+pub(crate) fn original_destination(stream: &TcpStream, listener: SocketAddr) -> Result<SocketAddr, String> {
+    let local = if listener.ip().is_unspecified() {
+        stream.local_addr().map_err(|e| format!("local address: {e}"))?
+    } else {
+        listener
+    };
     // A dual-stack socket reports IPv4 clients as IPv4-mapped IPv6; their NAT entry is IPv4.
     let ipv4 = match local {
         SocketAddr::V4(_) => true,
