@@ -80,42 +80,61 @@ where
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
-    let started = Instant::now();
-    // Milliseconds since `started` of the last byte moved, either way.
-    let last = AtomicU64::new(0);
-    let touch = || last.store(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-
+    let meter = Meter::new();
+    let touch = || meter.touch();
     let upward = async {
         if !prefix.is_empty() {
             uw.write_all(&prefix).await.map_err(Side::Upstream)?;
-            up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
         }
         // The sniffed bytes are upstream now: free them for the life of the tunnel.
         drop(prefix);
-        copy(&mut cr, &mut uw, &up, &touch, Side::Client, Side::Upstream).await
+        copy(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
-    let downward = copy(&mut ur, &mut cw, &down, &touch, Side::Upstream, Side::Client);
-    let both = async { tokio::try_join!(upward, downward) };
-    let watchdog = async {
-        loop {
-            let idle_for = started.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            if idle_for >= idle {
-                return;
+    let downward = copy(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
+    meter.drive(async { tokio::try_join!(upward, downward) }, idle).await
+}
+
+/// What the two directions of a relay share: byte counts and the time of the last byte moved.
+struct Meter {
+    up: AtomicU64,
+    down: AtomicU64,
+    started: Instant,
+    /// Milliseconds since `started` of the last byte moved, either way.
+    last: AtomicU64,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter { up: AtomicU64::new(0), down: AtomicU64::new(0), started: Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        self.last.store(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Runs both directions until they end, one fails, or nothing moves for `idle`.
+    async fn drive(&self, both: impl std::future::Future<Output = Result<((), ()), Side>>, idle: Duration) -> Relayed {
+        let watchdog = async {
+            loop {
+                let idle_for =
+                    self.started.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)));
+                if idle_for >= idle {
+                    return;
+                }
+                tokio::time::sleep(idle - idle_for).await;
             }
-            tokio::time::sleep(idle - idle_for).await;
-        }
-    };
-    let end = tokio::select! {
-        r = both => match r {
-            Ok(_) => End::Done,
-            Err(Side::Client(e)) => End::ClientError(e.to_string()),
-            Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
-        },
-        () = watchdog => End::Idle,
-    };
-    Relayed { up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed), end }
+        };
+        let end = tokio::select! {
+            r = both => match r {
+                Ok(_) => End::Done,
+                Err(Side::Client(e)) => End::ClientError(e.to_string()),
+                Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
+            },
+            () = watchdog => End::Idle,
+        };
+        Relayed { up: self.up.load(Ordering::Relaxed), down: self.down.load(Ordering::Relaxed), end }
+    }
 }
 
 /// A stream that may be a plain TCP socket: [`relay_tcp`] is used when both sides are.
@@ -147,43 +166,21 @@ pub async fn relay_tcp(
     prefix: bytes::Bytes,
     idle: Duration,
 ) -> Relayed {
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
-    let started = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || last.store(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    let meter = Meter::new();
+    let touch = || meter.touch();
     // Borrowed halves: no lock between the two directions.
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
-
     let upward = async {
         if !prefix.is_empty() {
             uw.write_all(&prefix).await.map_err(Side::Upstream)?;
-            up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+            meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
         }
         drop(prefix);
-        pump(&mut cr, &mut uw, &up, &touch, Side::Client, Side::Upstream).await
+        pump(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
-    let downward = pump(&mut ur, &mut cw, &down, &touch, Side::Upstream, Side::Client);
-    let both = async { tokio::try_join!(upward, downward) };
-    let watchdog = async {
-        loop {
-            let idle_for = started.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            if idle_for >= idle {
-                return;
-            }
-            tokio::time::sleep(idle - idle_for).await;
-        }
-    };
-    let end = tokio::select! {
-        r = both => match r {
-            Ok(_) => End::Done,
-            Err(Side::Client(e)) => End::ClientError(e.to_string()),
-            Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
-        },
-        () = watchdog => End::Idle,
-    };
-    Relayed { up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed), end }
+    let downward = pump(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
+    meter.drive(async { tokio::try_join!(upward, downward) }, idle).await
 }
 
 /// Moves bytes from `r` to `w` until `r` ends (then shuts `w`'s sending side) or fails. A
