@@ -50,11 +50,10 @@
 #[allow(dead_code)] // the matcher bench's baselines (`hash_suffix`, `regex_set`) are not used here
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -62,45 +61,8 @@ use hostgate_matcher::{Host, Matches};
 use hostgate_proxy::config::Config;
 use hostgate_proxy::policy::{Action, Policy, Query, Scheme};
 
+use support::counting::{live, Counting, PEAK};
 use support::synth::{generate_queries, Queries, Rng, RuleSet};
-
-/// Counts live heap bytes and remembers the highest count; everything else is the system
-/// allocator.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn grew(by: isize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counters
-// have no effect on the memory handed out.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        grew(new_size as isize - layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -146,10 +108,6 @@ struct Fixture {
     hot: Queries,
     random: Queries,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
 }
 
 fn mib(bytes: isize) -> f64 {

@@ -2,6 +2,8 @@
 //! ([`hash_suffix`]) and the `RegexSet` baseline ([`regex_set`]), plus what the two baselines share:
 //! the specificity they report and the host normalisation they apply before matching.
 
+#[allow(dead_code)] // the reload and decide benches install it; the matcher bench does not
+pub(crate) mod counting;
 pub(crate) mod hash_suffix;
 pub(crate) mod regex_set;
 pub(crate) mod synth;
