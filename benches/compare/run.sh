@@ -49,5 +49,6 @@ else
     client_cpus=0
 fi
 mkdir -p target/compare
-exec ip netns exec "$ns" taskset -c "$client_cpus" target/release/examples/compare \
+# Not `exec`: the trap removes the namespace when the harness ends.
+ip netns exec "$ns" taskset -c "$client_cpus" target/release/examples/compare \
     --proxy-cpu "$proxy_cpu" --out target/compare/results.md "$@"
