@@ -43,6 +43,9 @@
 //! connections each for `connection_rate`), with the median of each and its ratio to `direct`
 //! (load that comes and goes on the machine then falls on every function alike).
 
+#[path = "support/hello.rs"]
+mod hello;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -56,6 +59,8 @@ use hostgate_proxy::gateway::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
+
+use hello::rustls_client_hello;
 
 /// Counts live heap bytes; everything else is the system allocator.
 struct Counting;
@@ -177,23 +182,6 @@ async fn short_upstream() -> SocketAddr {
     addr
 }
 
-/// A real rustls ClientHello for `name`.
-fn client_hello(name: &'static str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(name).expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write_tls");
-    }
-    out
-}
-
 /// Moves this process into a new network namespace with `lo` up, for the transparent case;
 /// `Err(why not)` (and nothing changed) without root, `ip` or `iptables`. Call it before any
 /// thread is started: a namespace is per thread, and later threads inherit their creator's.
@@ -277,9 +265,9 @@ async fn setup(netns: bool) -> Setup {
         naive: naive_short,
         connect: addr,
         transparent,
-        hello: client_hello(RATE_NAME),
+        hello: rustls_client_hello(RATE_NAME, &[]),
     });
-    Setup { echo, naive, gateway: addr, hello: client_hello(NAME), rate, _gateway: gateway, _dir: dir }
+    Setup { echo, naive, gateway: addr, hello: rustls_client_hello(NAME, &[]), rate, _gateway: gateway, _dir: dir }
 }
 
 #[derive(Clone, Copy)]

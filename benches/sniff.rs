@@ -38,8 +38,10 @@
 //! median time per call of each is given with its ratio to the group's first function; load that
 //! comes and goes on the machine then falls on every function alike.
 
+#[path = "support/hello.rs"]
+mod hello;
+
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -48,6 +50,8 @@ use hostgate_proxy::config::SniffConfig;
 use hostgate_proxy::sniff::tls::{parse_client_hello, ClientHello, Progress};
 use hostgate_proxy::sniff::{sniff, Sniffed};
 use tokio::runtime::Runtime;
+
+use hello::rustls_client_hello;
 
 const RUSTLS_NAME: &str = "bench.test";
 const CHROME_NAME: &str = "login.microsoftonline.com";
@@ -68,23 +72,6 @@ Cache-Control: max-age = 86400\r\n\
 If-Modified-Since: Tue, 12 Nov 2026 21:04:03 GMT\r\n\
 If-None-Match: \"0e4d2b0f635db1:0\"\r\n\
 Proxy-Connection: Keep-Alive\r\n\r\n";
-
-/// A real rustls ClientHello for `RUSTLS_NAME`.
-fn rustls_hello() -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(RUSTLS_NAME).expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write_tls");
-    }
-    out
-}
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
@@ -340,7 +327,7 @@ fn main() {
     let test_mode = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
     let listing = args.iter().any(|a| a == "--list");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let rustls = rustls_hello();
+    let rustls = rustls_client_hello(RUSTLS_NAME, &[]);
     let rustls_64 = split_records(&rustls, 64);
     let chrome = chrome_pq_hello();
     let chrome_512 = split_records(&chrome, 512);

@@ -17,6 +17,8 @@
 //! - **memory**: peak RSS of the proxy's processes, and (first set only) RSS per idle tunnel with
 //!   `--idle` tunnels open.
 
+#[path = "../support/hello.rs"]
+mod hello;
 mod load;
 mod peers;
 mod rules;

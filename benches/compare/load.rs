@@ -32,20 +32,7 @@ pub(crate) const HOLD: &str = "t.hold.bench.test";
 
 /// A real rustls ClientHello for `name` (ALPN h2 and http/1.1, TLS 1.3 and 1.2), in one record.
 pub(crate) fn client_hello(name: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("a DNS name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).expect("client");
-    let mut out = Vec::new();
-    while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write_tls");
-    }
-    out
+    crate::hello::rustls_client_hello(name, &[b"h2", b"http/1.1"])
 }
 
 /// Starts the upstream on its own thread and current-thread runtime; returns its address.
