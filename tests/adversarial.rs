@@ -1329,7 +1329,8 @@ async fn pins_mixing_private_and_public_addresses_never_reach_the_private_one() 
 /// `hostgate run` under `prlimit --nofile=64:64` (tests/binary.rs checks the accept back-off
 /// itself). Beyond it: a tunnel established before the exhaustion keeps working during it; a
 /// client accepted with the very last descriptor, whose upstream connect then fails for lack of
-/// one, gets `502` and is logged (as `upstream-refused`, with the errno); released, the gateway
+/// one, gets `503` and is logged as `local-resources` (the gateway's shortage, not the upstream's
+/// refusal), with the errno; released, the gateway
 /// serves normally; nothing panics and SIGTERM still exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_exhaustion_of_the_binary() {
@@ -1392,10 +1393,10 @@ async fn descriptor_exhaustion_of_the_binary() {
         // …another: the next client is accepted with it, and its upstream connect finds none.
         drop(held.pop());
         let answer = read_connect_answer(&mut needs_upstream, "allowed.test:443").await;
-        assert_eq!(answer.status, 502, "{answer:?}");
-        assert_eq!(answer.header("x-hostgate-reason"), Some("upstream-refused"), "{answer:?}");
-        let ev = hg.wait_json(|v| v["target"] == "access" && v["status"] == 502, STEP).await;
-        assert_eq!(ev["outcome"], "upstream-refused", "{ev:#}");
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert_eq!(answer.header("x-hostgate-reason"), Some("local-resources"), "{answer:?}");
+        let ev = hg.wait_json(|v| v["target"] == "access" && v["status"] == 503, STEP).await;
+        assert_eq!(ev["outcome"], "local-resources", "{ev:#}");
         assert!(ev["detail"].as_str().is_some_and(|d| d.contains("os error 24")), "{ev:#}");
         assert_eq!(ev["action"], "allow", "{ev:#}");
 

@@ -142,12 +142,14 @@ impl Access {
 
     /// Records that it was refused before anything reached an upstream. When the gateway refused
     /// (the policy, the SSRF guard, a client fault) the action is `deny` whatever the policy said
-    /// (the rule that allowed the name stays in `rule`); when the upstream failed, the action stays
-    /// what was decided. `outcome` says why.
+    /// (the rule that allowed the name stays in `rule`); when the upstream or the gateway itself
+    /// failed (`internal`, `local-resources`), the action stays what was decided. `outcome` says
+    /// why.
     pub fn refused(&mut self, outcome: Outcome, detail: impl Into<String>) {
+        use crate::outcome::Blame;
         self.outcome = outcome;
         self.detail = Some(detail.into());
-        if outcome.blame() != crate::outcome::Blame::Upstream || self.action.is_none() {
+        if matches!(outcome.blame(), Blame::Policy | Blame::Client) || self.action.is_none() {
             self.action = Some(Action::Deny);
         }
     }

@@ -29,6 +29,7 @@ use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind, Mode, SniffConfig, VerifyDestination};
 use crate::inspect::{CaError, Inspector};
 use crate::metrics::{Metrics, ReloadSample, TunnelGuard};
+use crate::outcome::is_resource_exhaustion;
 use crate::policy::{Decision, LoadError, Policy, Query};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::Connector;
@@ -765,12 +766,4 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
             }
         }
     }
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    use nix::errno::Errno;
-    matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
-    )
 }

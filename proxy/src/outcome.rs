@@ -56,6 +56,10 @@ pub enum Outcome {
     UpstreamTls,
     /// The gateway itself failed (a leaf certificate could not be minted).
     Internal,
+    /// The gateway ran out of a local resource it needed for this connection: file descriptors,
+    /// socket buffers, memory or ephemeral ports (the upstream connect failed with `EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, `ENOMEM` or `EADDRNOTAVAIL`). The upstream was never asked.
+    LocalResources,
 }
 
 impl Outcome {
@@ -83,6 +87,7 @@ impl Outcome {
             Outcome::UpstreamCertificate => "upstream-certificate",
             Outcome::UpstreamTls => "upstream-tls",
             Outcome::Internal => "internal",
+            Outcome::LocalResources => "local-resources",
         }
     }
 
@@ -91,7 +96,7 @@ impl Outcome {
         match self {
             Outcome::Ok => Blame::None,
             Outcome::Denied | Outcome::Ssrf | Outcome::Fronting => Blame::Policy,
-            Outcome::Internal => Blame::Internal,
+            Outcome::Internal | Outcome::LocalResources => Blame::Internal,
             Outcome::ResolveFailed
             | Outcome::UpstreamCertificate
             | Outcome::UpstreamTls
@@ -124,6 +129,7 @@ impl Outcome {
             | Outcome::UpstreamCertificate
             | Outcome::UpstreamTls => StatusCode::BAD_GATEWAY,
             Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::UpstreamTimeout | Outcome::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             Outcome::Timeout => StatusCode::REQUEST_TIMEOUT,
             Outcome::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -193,6 +199,27 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Whether an I/O error means the gateway itself is out of descriptors, buffers or memory (the
+/// accept loop backs off on these; a connect that fails with one is
+/// [`Outcome::LocalResources`], not the upstream's fault).
+pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
+}
+
+/// What a failed upstream connect is: the gateway's own shortage ([`is_resource_exhaustion`], or
+/// no ephemeral port left: `EADDRNOTAVAIL`) or the upstream's refusal.
+pub fn connect_failure(e: &std::io::Error) -> Outcome {
+    if is_resource_exhaustion(e) || e.raw_os_error() == Some(nix::errno::Errno::EADDRNOTAVAIL as i32) {
+        Outcome::LocalResources
+    } else {
+        Outcome::UpstreamRefused
+    }
+}
+
 /// A TLS `access_denied` fatal alert record (TLS 1.2 record version, which TLS 1.3 clients accept
 /// for alerts sent before the handshake).
 pub const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
@@ -209,5 +236,22 @@ mod tests {
         assert!(Outcome::Mismatch.tls_alert());
         assert!(!Outcome::UpstreamRefused.tls_alert());
         assert_eq!(Outcome::MalformedClientHello.as_str(), "malformed-clienthello");
+        assert_eq!(Outcome::LocalResources.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Outcome::LocalResources.blame(), Blame::Internal);
+    }
+
+    #[test]
+    fn connect_errors() {
+        use std::io::{Error, ErrorKind};
+        for errno in
+            [nix::libc::EMFILE, nix::libc::ENFILE, nix::libc::ENOBUFS, nix::libc::ENOMEM, nix::libc::EADDRNOTAVAIL]
+        {
+            assert_eq!(connect_failure(&Error::from_raw_os_error(errno)), Outcome::LocalResources, "{errno}");
+        }
+        for errno in [nix::libc::ECONNREFUSED, nix::libc::ENETUNREACH, nix::libc::EHOSTUNREACH, nix::libc::ECONNRESET] {
+            assert_eq!(connect_failure(&Error::from_raw_os_error(errno)), Outcome::UpstreamRefused, "{errno}");
+        }
+        assert_eq!(connect_failure(&Error::from(ErrorKind::Other)), Outcome::UpstreamRefused);
+        assert!(!is_resource_exhaustion(&Error::from_raw_os_error(nix::libc::EADDRNOTAVAIL)));
     }
 }

@@ -106,7 +106,8 @@ impl Connector {
     ///
     /// # Errors
     /// What [`Connector::candidates`] returns, or `upstream-refused` / `upstream-timeout` for
-    /// the last address tried.
+    /// the last address tried (`local-resources` when the gateway had no descriptor, buffer or
+    /// port left for the connect).
     pub async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
         let candidates = self.candidates(target).await?;
         let mut last = Failure::new(Outcome::UpstreamRefused, "no candidates");
@@ -119,7 +120,9 @@ impl Connector {
                     let _ = stream.set_nodelay(true);
                     return Ok((stream, addr));
                 }
-                Ok(Err(e)) => last = Failure::new(Outcome::UpstreamRefused, format!("connect to {addr}: {e}")),
+                Ok(Err(e)) => {
+                    last = Failure::new(crate::outcome::connect_failure(&e), format!("connect to {addr}: {e}"))
+                }
                 Err(_) => {
                     last = Failure::new(
                         Outcome::UpstreamTimeout,
