@@ -353,8 +353,8 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
 /// N connections (`HOSTGATE_ADV_IDLE`, 2,000 by default) to the explicit proxy that never send a
 /// byte: all are held until `sniff.timeout` (the connect listener's header-read timeout) and then
 /// closed, the memory they cost is bounded (measured as the process's resident set, gateway and
-/// client sides together), and the gateway serves a normal request afterwards. (These closes
-/// are not logged: see `bug_requests_the_http_parser_refuses_are_logged`.)
+/// client sides together), each close is logged (`timeout`, `no complete request head`, action
+/// `deny`) under its client's address, and the gateway serves a normal request afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
     let case = Case::begin("idle").await;
@@ -416,6 +416,8 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
             start.elapsed()
         );
         let all_closed = start.elapsed();
+        let clients: std::collections::BTreeSet<String> =
+            idle.iter().map(|tcp| tcp.local_addr().unwrap().to_string()).collect();
         let mut reads = JoinSet::new();
         for mut tcp in idle {
             reads.spawn(async move {
@@ -435,6 +437,21 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
         }
         assert_eq!(eof, n, "clients that saw their connection end");
         let rss_after = rss_kib();
+
+        // One access event per idle connection, each saying why it ended.
+        let logged = |e: &Event| e.s("client").is_some_and(|c| clients.contains(c));
+        assert!(
+            eventually(STEP, || gw.access_events(logged).len() >= n).await,
+            "{} of {n} idle connections logged",
+            gw.access_events(logged).len()
+        );
+        let events = gw.access_events(logged);
+        assert_eq!(events.len(), n, "events for {n} idle connections");
+        for ev in &events {
+            assert_eq!(ev.s("outcome"), Some("timeout"), "{ev:#?}");
+            assert!(detail(ev).starts_with("no complete request head within"), "{ev:#?}");
+            assert_logged_deny(ev);
+        }
 
         // And the gateway still serves.
         let mut conn = HttpConn::connect(proxy).await;
@@ -1036,8 +1053,10 @@ async fn oversized_heads_get_431_and_never_reach_the_upstream() {
                     "{what}: {responses:?}"
                 );
                 assert_eq!(h.count(), before, "{what}: reached the upstream");
-                // hyper answered, not the gateway: nothing is logged (see the ignored test
-                // `bug_requests_the_http_parser_refuses_are_logged`).
+                // hyper answered (or closed) before the gateway saw a request; the gateway logs
+                // why (`requests_the_http_parser_refuses_are_logged` covers the kinds).
+                let ev = gw.wait_access(field("client", &client)).await;
+                assert_eq!(ev.s("outcome"), Some("head-too-large"), "{what}: {ev:#?}");
                 let logged =
                     gw.access_events(|e| field("client", &client)(e) && e.s("path").is_some_and(|p| p != "/sentinel"));
                 assert!(logged.iter().all(|e| e.s("outcome") != Some("ok")), "{what}: {logged:#?}");
