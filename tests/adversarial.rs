@@ -302,8 +302,32 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
             writer.abort();
             (client, start.elapsed(), closed)
         };
-        let (tls, http_sniffed, http_proxy, http_after_method) =
-            tokio::join!(tls, http_sniffed, http_proxy, http_after_method);
+        // Silent for most of the timeout, then trickling: the deadline runs from the accept (the
+        // gateway allocates nothing for the connection until its first byte, but the wait for
+        // it counts), so the first byte does not buy another full timeout.
+        let http_proxy_late = async {
+            let start = Instant::now();
+            let tcp = TcpStream::connect(proxy).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let client = tcp.local_addr().unwrap().to_string();
+            let (mut rd, wr) = tcp.into_split();
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let absolute = b"GET http://site.test/ HTTP/1.1\r\nHost: site.test\r\n\r\n".to_vec();
+            let writer = tokio::spawn(trickle(wr, absolute, Duration::from_millis(300)));
+            let closed = read_until_closed(&mut rd, Duration::from_secs(10)).await;
+            writer.abort();
+            (client, start.elapsed(), closed)
+        };
+        let (tls, http_sniffed, http_proxy, http_after_method, http_proxy_late) =
+            tokio::join!(tls, http_sniffed, http_proxy, http_after_method, http_proxy_late);
+        let waited = http_proxy_late.1;
+        eprintln!("slowloris, HTTP head to the proxy after 1.2 s of silence: closed after {waited:?}");
+        // Restarted at the first byte, the deadline would be 3.2 s after the connect.
+        assert!(waited >= Duration::from_millis(1900), "silent, then trickling: closed after {waited:?}");
+        assert!(waited < Duration::from_millis(2900), "silent, then trickling: still open after {waited:?}");
+        let ev = gw.wait_access(field("client", &http_proxy_late.0)).await;
+        assert_eq!(ev.s("outcome"), Some("timeout"), "{ev:#?}");
+        assert_eq!(detail(&ev), "no complete request head within 2000 ms", "{ev:#?}");
 
         for (what, (_, waited, closed)) in [
             ("ClientHello in a tunnel", &tls),
@@ -458,7 +482,8 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
         let client = conn.local_addr();
         let r = conn.request(&get_absolute("site.test", "/after", "site.test")).await;
         assert_eq!(r.text(), "upstream=H host=site.test path=/after method=GET");
-        let ev = gw.wait_access(field("client", &client)).await;
+        // By path too: the client's port may be one an idle connection had (and logged).
+        let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/after")(e)).await;
         assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
 
         let per_connection = rss_held.saturating_sub(rss_before) * 1024 / n as u64;

@@ -322,3 +322,57 @@ async fn ipv6_ip6tables_redirect_connects_to_the_name() {
     assert_eq!(ev.s("upstream"), Some(tls.addr().to_string().as_str()), "{ev:#?}");
     assert_eq!(tls.handshakes(), 1);
 }
+
+/// A redirected client that sends nothing is closed at `sniff.timeout` (nothing is allocated
+/// for it until its first byte, but the wait counts) and logged `timeout` with its original
+/// destination; one that is silent for most of the timeout and then trickles a ClientHello's
+/// first bytes is closed at the same deadline, not one restarted by its first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_late_clients_are_closed_at_the_sniff_timeout_from_the_accept() {
+    let upstream = format!("{LOCAL_UPSTREAM}[sniff]\ntimeout = \"2s\"\n");
+    let Some(s) =
+        setup("silent_and_late_clients_are_closed_at_the_sniff_timeout_from_the_accept", &upstream, Redirect::Iptables)
+            .await
+    else {
+        return;
+    };
+    // bash's /dev/tcp: the client's own address on stderr, then how long until the gateway
+    // closed the connection (ms) on stdout.
+    let client = |writes: &str| {
+        format!(
+            "exec 3<>/dev/tcp/{CHOSEN}/443 || exit 1; ss -Htn state established dst {CHOSEN}:443 >&2; \
+             start=$(date +%s%N); ({writes}) >&3 2>/dev/null & cat <&3 >/dev/null; end=$(date +%s%N); \
+             echo $(( (end - start) / 1000000 ))"
+        )
+    };
+    let silent = client("sleep 6");
+    let late = client("sleep 1.2; printf '\\x16'; sleep 0.3; printf '\\x03'; sleep 0.3; printf '\\x01'; sleep 6");
+    // One after the other, so that each finds only its own connection with `ss`.
+    let silent = s.ns.exec_async(&["bash", "-c", &silent], Duration::from_secs(20)).await;
+    let late = s.ns.exec_async(&["bash", "-c", &late], Duration::from_secs(20)).await;
+    for (what, out, read) in [("silent", &silent, 0..=0), ("late", &late, 1..=3)] {
+        assert!(out.status.success(), "{what}: {}", describe(out));
+        let waited: u64 = stdout(out).trim().parse().unwrap_or_else(|_| panic!("{what}: {}", describe(out)));
+        eprintln!("{what}: closed after {waited} ms");
+        // Restarted at the first byte, the late client's deadline would be 3.2 s away.
+        assert!((1800..2900).contains(&waited), "{what}: closed after {waited} ms: {}", describe(out));
+        let port = String::from_utf8_lossy(&out.stderr)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|local| local.rsplit(':').next().map(str::to_string))
+            .unwrap_or_else(|| panic!("{what}: no local address in {}", describe(out)));
+        let ev = s.gw.wait_access(field("client", &format!("{}{port}", s.client_prefix()))).await;
+        assert_eq!(ev.s("outcome"), Some("timeout"), "{what}: {ev:#?}");
+        assert_eq!(ev.s("kind"), Some("transparent"), "{what}: {ev:#?}");
+        assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:443").as_str()), "{what}: {ev:#?}");
+        let detail = ev.s("detail").unwrap_or_default().to_string();
+        let bytes: u64 = detail
+            .strip_prefix("nothing decidable within 2000 ms (")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {ev:#?}"));
+        assert!(read.contains(&bytes), "{what}: {bytes} bytes read: {ev:#?}");
+        assert_logged_deny(&ev);
+    }
+    assert_eq!(s.tls.accepted(), 0, "a client that sent nothing decidable reached an upstream");
+}

@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -32,6 +33,12 @@ use crate::tunnel::{self, Dest};
 use crate::upstream::Target;
 
 /// Serves one client connection of a connect listener.
+///
+/// Until the client sends its first byte the connection costs its socket and this future's few
+/// hundred bytes: hyper's connection (its 8 KiB read buffer, its state) is built when there is
+/// something to read, in a box, so that thousands of connections that never send hold almost
+/// nothing. The first request head must be complete within `sniff.timeout` of the accept, the
+/// wait for the first byte included; later heads get hyper's header timeout of the same length.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     slot: Slot,
@@ -39,12 +46,44 @@ pub(crate) async fn serve(
     client: SocketAddr,
     listener: SocketAddr,
 ) {
+    let deadline = tokio::time::Instant::now() + shared.sniff.timeout;
+    let readable = first_byte(&stream, deadline).await;
+    Box::pin(serve_readable(shared, slot, stream, client, listener, deadline, readable)).await;
+}
+
+/// Waits until the client has sent something (or closed, or reset: those are for the reader to
+/// find and log like any other ending), at most until `deadline`; false when it sent nothing
+/// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
+/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
+pub(crate) async fn first_byte(stream: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut one = [0u8; 1];
+    tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
+}
+
+async fn serve_readable(
+    shared: Arc<Shared>,
+    slot: Slot,
+    stream: TcpStream,
+    client: SocketAddr,
+    listener: SocketAddr,
+    deadline: tokio::time::Instant,
+    readable: bool,
+) {
     let mut template = Access::new(listener, ListenerKind::Connect, client, shared.metrics.clone());
     template.generation = shared.generation;
     let conn = Arc::new(Conn::new(shared.clone(), template.clone(), Mode::Proxy));
+    if !readable {
+        conn.head_timed_out();
+        return;
+    }
     let header_timeout = shared.sniff.timeout;
     let proxy_conn = conn.clone();
+    // Set when hyper hands over the first request head: from then on the accept's deadline no
+    // longer applies (a CONNECT's upstream connect, a request being forwarded).
+    let head = Arc::new(AtomicBool::new(false));
+    let head_seen = head.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
+        head_seen.store(true, Ordering::Relaxed);
         let shared = shared.clone();
         let template = template.clone();
         let conn = proxy_conn.clone();
@@ -57,8 +96,17 @@ pub(crate) async fn serve(
             }
         }
     });
-    let result = crate::http::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
-    conn.ended(result);
+    let serving = crate::http::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
+    let first_head = async {
+        tokio::time::sleep_until(deadline).await;
+        if head.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serving => conn.ended(result),
+        () = first_head => conn.head_timed_out(),
+    }
 }
 
 /// Answers a CONNECT request, and on success spawns the tunnel.

@@ -737,11 +737,11 @@ async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener
                 tokio::spawn(async move {
                     let stop = slot.clone();
                     let serve = async move {
+                        // Both futures are small until the client sends something: what a
+                        // connection needs beyond its socket is allocated then, in a box.
                         match info.kind {
-                            // Boxed: the HTTP proxy's future is large, and every transparent
-                            // connection's task would otherwise be as large.
                             ListenerKind::Connect => {
-                                Box::pin(crate::connect::serve(shared, slot, stream, client, info.local)).await
+                                crate::connect::serve(shared, slot, stream, client, info.local).await
                             }
                             ListenerKind::Transparent => {
                                 crate::transparent::serve(shared, stream, client, info.local).await;

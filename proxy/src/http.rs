@@ -145,11 +145,7 @@ impl Conn {
         } else if e.is_parse() {
             (Outcome::BadRequest, Some(400), format!("request head refused: {e}"))
         } else if e.is_timeout() && !served {
-            (
-                Outcome::Timeout,
-                None,
-                format!("no complete request head within {} ms", self.shared.sniff.timeout.as_millis()),
-            )
+            return self.head_timed_out();
         } else if e.is_incomplete_message() && !served {
             (Outcome::ClientError, None, format!("client closed mid-request: {e}"))
         } else {
@@ -160,6 +156,18 @@ impl Conn {
         access.protocol = Some("http");
         access.status = status;
         access.refused(outcome, detail);
+        access.emit();
+    }
+
+    /// Logs a client that sent no complete request head within `sniff.timeout` (hyper's header
+    /// timeout, or the listener's wait for a first byte).
+    pub(crate) fn head_timed_out(&self) {
+        let mut access = self.template.clone();
+        access.protocol = Some("http");
+        access.refused(
+            Outcome::Timeout,
+            format!("no complete request head within {} ms", self.shared.sniff.timeout.as_millis()),
+        );
         access.emit();
     }
 

@@ -20,14 +20,34 @@ use crate::gateway::Shared;
 use crate::http::{Conn, Mode};
 use crate::io::Prefixed;
 use crate::outcome::Outcome;
-use crate::sniff::{sniff, Sniffed};
+use crate::sniff::{sniff_until, Sniffed};
 use crate::tunnel::{self, Dest};
 
 /// Serves one redirected connection.
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
+///
+/// Until the client sends its first byte the connection costs its socket and this small future:
+/// the sniff buffer and the rest are allocated when there is something to read, in a box. The
+/// `sniff.timeout` deadline runs from the accept, the wait for the first byte included.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr, listener: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + shared.sniff.timeout;
+    let original = original_destination(&stream, listener);
+    // A connection that was not redirected is refused at once.
+    let readable = original.is_err() || crate::connect::first_byte(&stream, deadline).await;
+    Box::pin(serve_readable(shared, stream, client, listener, original, deadline, readable)).await;
+}
+
+async fn serve_readable(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    listener: SocketAddr,
+    original: Result<SocketAddr, String>,
+    deadline: tokio::time::Instant,
+    readable: bool,
+) {
     let mut access = Access::new(listener, ListenerKind::Transparent, client, shared.metrics.clone());
     access.generation = shared.generation;
-    let original = match original_destination(&stream, listener) {
+    let original = match original {
         Ok(original) => original,
         Err(detail) => {
             // Not redirected: a plain close (no alert: the client may not even speak TLS).
@@ -38,10 +58,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, client: So
         }
     };
     access.dst = Some(original.to_string());
+    // The sniff phase's duration counts from the accept.
+    let accepted = deadline.into_std().checked_sub(shared.sniff.timeout).unwrap_or_else(std::time::Instant::now);
+    if !readable {
+        shared.metrics.sniff_latency(accepted.elapsed());
+        tunnel::refuse(access, stream, crate::sniff::timed_out(&shared.sniff, 0)).await;
+        return;
+    }
     let mut buf = BytesMut::new();
-    let started = std::time::Instant::now();
-    let sniffed = sniff(&mut stream, &mut buf, &shared.sniff).await;
-    shared.metrics.sniff_latency(started.elapsed());
+    let sniffed = sniff_until(&mut stream, &mut buf, &shared.sniff, deadline).await;
+    shared.metrics.sniff_latency(accepted.elapsed());
     match sniffed {
         Err(f) => tunnel::refuse(access, stream, f).await,
         Ok(Sniffed::Tls(hello)) => {

@@ -38,13 +38,33 @@ pub async fn sniff<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     cfg: &SniffConfig,
 ) -> Result<Sniffed, Failure> {
-    match tokio::time::timeout(cfg.timeout, sniff_loop(io, buf, cfg.max_bytes)).await {
+    sniff_until(io, buf, cfg, tokio::time::Instant::now() + cfg.timeout).await
+}
+
+/// [`sniff`] with the `sniff.timeout` deadline already running: a listener that waited for the
+/// client's first byte before allocating anything for it passes the deadline it set at accept.
+///
+/// # Errors
+/// As [`sniff`].
+pub async fn sniff_until<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    cfg: &SniffConfig,
+    deadline: tokio::time::Instant,
+) -> Result<Sniffed, Failure> {
+    match tokio::time::timeout_at(deadline, sniff_loop(io, buf, cfg.max_bytes)).await {
         Ok(r) => r,
-        Err(_) => Err(Failure::new(
-            Outcome::Timeout,
-            format!("nothing decidable within {} ms ({} bytes read)", cfg.timeout.as_millis(), buf.len()),
-        )),
+        Err(_) => Err(timed_out(cfg, buf.len())),
     }
+}
+
+/// The `timeout` failure of a client that sent `read` bytes, none of them decidable, within
+/// `sniff.timeout`.
+pub fn timed_out(cfg: &SniffConfig, read: usize) -> Failure {
+    Failure::new(
+        Outcome::Timeout,
+        format!("nothing decidable within {} ms ({read} bytes read)", cfg.timeout.as_millis()),
+    )
 }
 
 async fn sniff_loop<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, cap: usize) -> Result<Sniffed, Failure> {
