@@ -113,11 +113,12 @@ fn check(bytes: &[u8], reads: &[usize]) {
     // Growing prefixes: every length while that is cheap, then a sample plus the tail.
     for cap in [CAP, bytes.len() / 2 + 20] {
         let mut settled: Option<(usize, Result<Progress, SniffError>)> = None;
+        // Increasing lengths: the check below compares each with the shorter ones before it.
         let lens: Box<dyn Iterator<Item = usize>> = if bytes.len() <= EVERY_PREFIX_UP_TO {
             Box::new(0..=bytes.len())
         } else {
-            let step = bytes.len() / 512;
-            Box::new((0..bytes.len()).step_by(step).chain(bytes.len() - 256..=bytes.len()))
+            let (step, tail) = (bytes.len() / 512, bytes.len() - 256);
+            Box::new((0..tail).step_by(step).chain(tail..=bytes.len()))
         };
         for len in lens {
             let got = parse_client_hello(&bytes[..len], cap);
