@@ -5,7 +5,7 @@
 //! error names the file and, when it has a position, a line and a column inside the text; an
 //! accepted configuration parses again to an equal one, with `sniff.max_bytes`, `sniff.timeout`,
 //! `limits.max_connections` in range, no listener address twice, rule-file paths resolved under
-//! the file's directory and their lines inside the text.
+//! the file's directory (or absolute, as written) and their lines inside the text.
 #![no_main]
 
 use hostgate_matcher_fuzz::invariants::check_config;
