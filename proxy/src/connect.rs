@@ -47,17 +47,8 @@ pub(crate) async fn serve(
     listener: SocketAddr,
 ) {
     let deadline = tokio::time::Instant::now() + shared.sniff.timeout;
-    let readable = first_byte(&stream, deadline).await;
+    let readable = crate::io::first_byte(&stream, deadline).await;
     Box::pin(serve_readable(shared, slot, stream, client, listener, deadline, readable)).await;
-}
-
-/// Waits until the client has sent something (or closed, or reset: those are for the reader to
-/// find and log like any other ending), at most until `deadline`; false when it sent nothing
-/// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
-/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
-pub(crate) async fn first_byte(stream: &TcpStream, deadline: tokio::time::Instant) -> bool {
-    let mut one = [0u8; 1];
-    tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
 }
 
 async fn serve_readable(

@@ -32,7 +32,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, client: Socket
     let deadline = tokio::time::Instant::now() + shared.sniff.timeout;
     let original = original_destination(&stream, listener);
     // A connection that was not redirected is refused at once.
-    let readable = original.is_err() || crate::connect::first_byte(&stream, deadline).await;
+    let readable = original.is_err() || crate::io::first_byte(&stream, deadline).await;
     Box::pin(serve_readable(shared, stream, client, listener, original, deadline, readable)).await;
 }
 
