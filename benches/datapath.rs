@@ -46,6 +46,8 @@
 #[path = "support/hello.rs"]
 mod hello;
 
+#[path = "support/median.rs"]
+mod median;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -425,13 +427,7 @@ fn interleaved<P: Copy>(
             t.push(measure(*p));
         }
     }
-    let medians: Vec<Duration> = times
-        .iter_mut()
-        .map(|t| {
-            t.sort();
-            t[t.len() / 2]
-        })
-        .collect();
+    let medians = median::medians(&mut times);
     let first = medians[0].as_secs_f64();
     let line: Vec<String> = paths
         .iter()

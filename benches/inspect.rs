@@ -29,6 +29,8 @@
 //! timing: how many of the upstream handshakes were full and how many resumed, per function, and
 //! the mean time of the mints inside the gateway (its `hostgate_inspect_mint_seconds`).
 
+#[path = "support/median.rs"]
+mod median;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -342,13 +344,7 @@ async fn interleaved(s: &Setup, next_mint: &mut usize) {
             t.push(started.elapsed());
         }
     }
-    let medians: Vec<Duration> = times
-        .iter_mut()
-        .map(|t| {
-            t.sort();
-            t[t.len() / 2]
-        })
-        .collect();
+    let medians = median::medians(&mut times);
     let bypass = Variant::ALL.iter().zip(&medians).find(|(v, _)| **v == Variant::Bypass).map(|(_, m)| m);
     let bypass = bypass.expect("bypass is measured").as_secs_f64();
     let line: Vec<String> = Variant::ALL

@@ -41,8 +41,10 @@
 #[path = "support/hello.rs"]
 mod hello;
 
+#[path = "support/median.rs"]
+mod median;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -304,13 +306,7 @@ fn interleaved(title: &str, mut cases: Vec<Case<'_>>) {
             t.push(started.elapsed() / BATCH);
         }
     }
-    let medians: Vec<Duration> = times
-        .iter_mut()
-        .map(|t| {
-            t.sort();
-            t[t.len() / 2]
-        })
-        .collect();
+    let medians = median::medians(&mut times);
     let first = medians[0].as_secs_f64();
     let line: Vec<String> = cases
         .iter()

@@ -83,12 +83,7 @@ where
     let meter = Meter::new();
     let touch = || meter.touch();
     let upward = async {
-        if !prefix.is_empty() {
-            uw.write_all(&prefix).await.map_err(Side::Upstream)?;
-            meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-        }
-        // The sniffed bytes are upstream now: free them for the life of the tunnel.
-        drop(prefix);
+        meter.replay(&mut uw, prefix).await?;
         copy(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
     let downward = copy(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
@@ -107,6 +102,16 @@ struct Meter {
 impl Meter {
     fn new() -> Meter {
         Meter { up: AtomicU64::new(0), down: AtomicU64::new(0), started: Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    /// Writes the sniffed bytes upstream and counts them, then frees them for the life of the
+    /// tunnel.
+    async fn replay<W: AsyncWrite + Unpin>(&self, upstream: &mut W, prefix: bytes::Bytes) -> Result<(), Side> {
+        if !prefix.is_empty() {
+            upstream.write_all(&prefix).await.map_err(Side::Upstream)?;
+            self.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn touch(&self) {
@@ -172,11 +177,7 @@ pub async fn relay_tcp(
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
     let upward = async {
-        if !prefix.is_empty() {
-            uw.write_all(&prefix).await.map_err(Side::Upstream)?;
-            meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-        }
-        drop(prefix);
+        meter.replay(&mut uw, prefix).await?;
         pump(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
     let downward = pump(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
