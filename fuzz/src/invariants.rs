@@ -103,7 +103,7 @@ pub fn sniff_chunks(bytes: &[u8], sizes: &[usize], cap: usize) -> Answer {
     let mut buf = BytesMut::new();
     let answer = RUNTIME.with(|rt| rt.block_on(sniff(&mut client, &mut buf, &cfg)));
     assert_eq!(&buf[..], &bytes[..buf.len()], "the buffer is not what the client sent");
-    answer.map_err(|f| (f.outcome, f.detail))
+    answer.map_err(|f| (f.outcome, f.detail.into_owned()))
 }
 
 /// The answer for bytes that start with 0x16, from the public TLS functions on the whole

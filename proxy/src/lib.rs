@@ -1,35 +1,59 @@
 //! hostgate's gateway library: configuration, policy, the data path, the Microsoft Learn
 //! importer, and the command-line tools built on them.
 //!
+//! One client connection goes through the data path top to bottom, carried by one context
+//! ([`conn`]) that holds its generation, its slot and its access record:
+//!
+//! ```text
+//! listen/ ─ accept, slot, generation, first byte
+//!   ├─ listen/transparent.rs: SO_ORIGINAL_DST, sniff ───────────────┐
+//!   └─ listen/connect.rs: hyper; CONNECT ─ decide, connect, 200, sniff ┤   absolute-form ─► forward/
+//!                                                                      ▼
+//!                           dispatch.rs ─ TLS: SNI, decide ─┬─ relay.rs (bypass, uninspected)
+//!                                         │                 └─ intercept.rs ─► forward/ (inspected HTTPS)
+//!                                         ├─ HTTP ─► forward/ (each request: target, decide, upstream)
+//!                                         └─ unknown ─ default action ─► relay.rs
+//! every end ─► generation.rs: emit ─► metrics + access sink (access.rs);
+//! every refusal ─► outcome.rs: 403/502/504 + reason header, TLS alert, or close
+//! ```
+//!
+//! Public modules are what the `hostgate` binary, the benches, the fuzz targets and the tests
+//! use:
 //! - [`config`]: the TOML configuration file, validated before anything uses it.
 //! - [`policy`]: rule files compiled into one [`hostgate_matcher::Matcher`], and the decision for
 //!   a connection or request.
-//! - [`gateway`]: listeners and the per-connection data path, phase by phase:
-//!   accept ([`gateway`]) → sniff ([`sniff`]) → decide ([`policy`]) → connect upstream
-//!   ([`upstream`]) → relay ([`relay`], [`http`]) → log ([`access`]). [`connect`] and
-//!   [`transparent`] are the two listener kinds; [`tunnel`] is where TLS and opaque streams are
-//!   decided; [`outcome`] maps every failure to what the client sees.
-//! - [`inspect`]: TLS inspection of `allow` connections (a local CA mints leaf certificates;
-//!   every request inside is decided); [`inspect::ca`] is the certificate authority.
+//! - [`gateway`]: start, reload and shutdown of the data path.
+//! - [`access`]: the typed access record and its sinks (the `access` log, a channel).
+//! - [`outcome`]: how a connection ended and what the client is shown.
+//! - [`sniff`]: the ClientHello and HTTP-head sniffer (a pure, incremental parser).
+//! - [`inspect`]: TLS inspection's CA and certificates ([`inspect::ca`] for `hostgate ca init`).
 //! - [`import`]: turns Microsoft Learn network-requirement pages into rule files.
+//! - [`metrics`], [`admin`]: the Prometheus metrics and the admin listener.
 //! - [`cli`]: `hostgate run`, `check`, `explain`, `import` and `ca init`.
+//!
+//! The data path's phases are private: [`conn`] (the context), `listen` (accept), `dispatch`
+//! (after the sniff), `forward` (the request pipeline), `intercept` (inspected TLS), `relay`,
+//! `stream`, `upstream` (resolve, SSRF guard, connect), `generation` and `reload`.
 
 pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;
-mod connect;
+mod conn;
+mod dispatch;
+mod forward;
 pub mod gateway;
-mod http;
+mod generation;
 pub mod import;
 pub mod inspect;
-pub mod io;
+mod intercept;
+mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
 pub mod policy;
-pub mod relay;
+mod relay;
+mod reload;
 pub mod sniff;
-mod transparent;
-mod tunnel;
+mod stream;
 pub mod upstream;

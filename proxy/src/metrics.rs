@@ -142,9 +142,9 @@ pub enum CertResult {
 #[derive(Clone, Copy, Debug)]
 pub struct AccessSample<'a> {
     /// The listener's local address, as the access log prints it (`127.0.0.1:3128`).
-    pub listener: &'a str,
+    pub listener: &'a std::sync::Arc<str>,
     /// `connect` or `transparent`.
-    pub kind: &'a str,
+    pub kind: &'static str,
     /// `tls`, `http`, `unknown`, or `none` when nothing was sniffed.
     pub protocol: &'a str,
     /// `bypass`, `allow` or `deny`.
@@ -153,7 +153,7 @@ pub struct AccessSample<'a> {
     pub outcome: &'a str,
     /// The deciding rule's file, without its line; `None` for the default action. A trailing
     /// `:LINE` is stripped if given, so that lines never become label values.
-    pub source: Option<&'a str>,
+    pub source: Option<&'a std::sync::Arc<str>>,
     /// Bytes from the client to the upstream.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -216,18 +216,18 @@ pub struct ReloadSample {
 /// A gauge held up while something is open: incremented when made, decremented when dropped.
 #[derive(Debug)]
 #[must_use = "the gauge goes back down as soon as the guard is dropped"]
-pub struct TunnelGuard {
+pub struct GaugeGuard {
     gauge: Gauge,
 }
 
-impl TunnelGuard {
-    fn new(gauge: Gauge) -> TunnelGuard {
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> GaugeGuard {
         gauge.inc();
-        TunnelGuard { gauge }
+        GaugeGuard { gauge }
     }
 }
 
-impl Drop for TunnelGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }
@@ -387,7 +387,7 @@ impl Metrics {
                 outcome: label(e.outcome),
             })
             .inc();
-        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s)));
+        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s))); // MERGE
         self.decisions.get_or_create(&DecisionLabels { source, action: label(e.action) }).inc();
         self.bytes_up.inc_by(e.bytes_up);
         self.bytes_down.inc_by(e.bytes_down);
@@ -398,14 +398,14 @@ impl Metrics {
 
     /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
     /// stays one higher until the guard drops.
-    pub fn tunnel(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.active_tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    pub fn tunnel(&self, listener: &std::sync::Arc<str>) -> GaugeGuard {
+        GaugeGuard::new(self.active_tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
     }
 
     /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
     /// stays one higher until the guard drops.
-    pub fn connection(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.active_connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    pub fn connection(&self, listener: &std::sync::Arc<str>) -> GaugeGuard {
+        GaugeGuard::new(self.active_connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
     }
 
     /// How long sniffing took (`hostgate_sniff_seconds`).
@@ -593,7 +593,7 @@ mod tests {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Metrics>();
         assert_send_sync::<Arc<Metrics>>();
-        assert_send_sync::<TunnelGuard>();
+        assert_send_sync::<GaugeGuard>();
     }
 
     #[test]

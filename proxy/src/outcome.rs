@@ -1,12 +1,19 @@
 //! How a connection or request ended, who is to blame, and what the client is shown.
 //!
 //! Every failure in the data path becomes a [`Failure`]; this module alone maps it to what the
-//! client sees (an HTTP status and `x-hostgate-reason`, a TLS alert, or a close) and to the
-//! access log's `outcome` field. It does not log or write anything itself.
+//! client sees and sends it: an HTTP status with `x-hostgate-reason` ([`http_refusal`]), or, on
+//! a byte stream, a TLS `access_denied` alert and a lingering close ([`refuse_stream`]). It also
+//! gives the access log its `outcome` field. It does not log: the caller records the failure.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The access log's `outcome`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,12 +190,12 @@ pub struct Failure {
     /// What happened.
     pub outcome: Outcome,
     /// Why, for the access log.
-    pub detail: String,
+    pub detail: Cow<'static, str>,
 }
 
 impl Failure {
-    /// A failure with a detail.
-    pub fn new(outcome: Outcome, detail: impl Into<String>) -> Failure {
+    /// A failure with a detail (a fixed text costs no allocation).
+    pub fn new(outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Failure {
         Failure { outcome, detail: detail.into() }
     }
 }
@@ -224,6 +231,70 @@ pub fn connect_failure(e: &std::io::Error) -> Outcome {
 /// for alerts sent before the handshake).
 pub const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
 
+/// The response header that names the outcome of a refused request or CONNECT.
+pub const REASON_HEADER: &str = "x-hostgate-reason";
+
+/// What an HTTP or CONNECT client is answered for `failure`: the outcome's status, the outcome's
+/// fixed token in `x-hostgate-reason` (never client input), and a one-line text body. With
+/// `explained` the body also carries the failure's detail: only for details that come from the
+/// upstream (a certificate or handshake error), never from the client.
+pub fn http_refusal(failure: &Failure, explained: bool) -> Response<Full<Bytes>> {
+    let status = failure.outcome.status();
+    let reason = failure.outcome.as_str();
+    let canonical = status.canonical_reason().unwrap_or("refused");
+    let body = if explained {
+        format!("hostgate: {canonical} ({reason})\n{}\n", failure.detail)
+    } else {
+        format!("hostgate: {canonical} ({reason})\n")
+    };
+    status_response(status, reason, Bytes::from(body))
+}
+
+/// A short text response with `x-hostgate-reason: reason`.
+pub fn status_response(status: StatusCode, reason: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(HeaderName::from_static(REASON_HEADER), HeaderValue::from_static(reason));
+    res
+}
+
+/// Refuses a client on a byte stream (a TLS ClientHello or unknown bytes): an `access_denied`
+/// alert first when `alert` (see [`Outcome::tls_alert`]; never to a client that did not speak
+/// TLS), then [`close`]. Returns the bytes written to the client.
+pub async fn refuse_stream<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, alert: bool) -> u64 {
+    let mut written = 0;
+    if alert && client.write_all(&TLS_ACCESS_DENIED).await.is_ok() {
+        written = TLS_ACCESS_DENIED.len() as u64;
+    }
+    close(client).await;
+    written
+}
+
+/// Closes a client gracefully: flush, FIN, then read and discard what it still sends for a
+/// moment, so that unread bytes do not turn the close into a reset that destroys the alert
+/// before the client reads it.
+pub async fn close<C: AsyncRead + AsyncWrite + Unpin>(mut client: C) {
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+    let drain = async {
+        // On the heap: a buffer in the future would make every connection's task larger.
+        let mut sink = vec![0u8; 4096];
+        let mut total = 0usize;
+        while total < LINGER_BYTES {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long, and how many bytes, [`close`] waits for a refused client to go away.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +309,33 @@ mod tests {
         assert_eq!(Outcome::MalformedClientHello.as_str(), "malformed-clienthello");
         assert_eq!(Outcome::LocalResources.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(Outcome::LocalResources.blame(), Blame::Internal);
+    }
+
+    #[test]
+    fn refusal_responses_name_the_outcome_and_never_the_detail_unless_explained() {
+        let f = Failure::new(Outcome::Denied, "client said <script>");
+        let res = http_refusal(&f, false);
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.headers()[REASON_HEADER], "denied");
+        let body = format!("{:?}", res.body());
+        assert!(!body.contains("script"), "{body}");
+        let res = http_refusal(&Failure::new(Outcome::UpstreamCertificate, "expired"), true);
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(res.headers()[REASON_HEADER], "upstream-certificate");
+    }
+
+    #[tokio::test]
+    async fn refusing_a_stream_sends_the_alert_only_when_asked() {
+        let (a, mut b) = tokio::io::duplex(64);
+        assert_eq!(refuse_stream(a, true).await, 7);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, TLS_ACCESS_DENIED);
+        let (a, mut b) = tokio::io::duplex(64);
+        assert_eq!(refuse_stream(a, false).await, 0);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty());
     }
 
     #[test]

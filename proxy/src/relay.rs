@@ -15,7 +15,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::Mutex;
 
@@ -23,11 +23,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use crate::stream::Meter;
+
 /// The copy buffer per direction of [`relay`] (the same as `tokio::io::copy`'s).
-pub const BUF_SIZE: usize = 8 * 1024;
+pub(crate) const BUF_SIZE: usize = 8 * 1024;
 
 /// The size of [`relay_tcp`]'s pooled buffers: what one read may move.
-pub const POOL_BUF: usize = 64 * 1024;
+pub(crate) const POOL_BUF: usize = 64 * 1024;
 
 /// Free buffers kept for reuse; more are freed (4 MiB at most stays allocated).
 const POOL_KEEP: usize = 64;
@@ -49,18 +51,18 @@ fn give_buffer(buf: Box<[u8]>) {
 
 /// How a relay ended and what it carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Relayed {
+pub(crate) struct Relayed {
     /// Bytes written upstream (the replayed prefix included).
-    pub up: u64,
+    pub(crate) up: u64,
     /// Bytes written to the client.
-    pub down: u64,
+    pub(crate) down: u64,
     /// How it ended.
-    pub end: End,
+    pub(crate) end: End,
 }
 
 /// How a relay ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Both directions reached end of stream.
     Done,
     /// No bytes moved either way for the idle timeout.
@@ -73,77 +75,52 @@ pub enum End {
 
 /// Writes `prefix` upstream, then copies both ways until both directions end, one side
 /// fails, or nothing moves for `idle`.
-pub async fn relay<C, U>(client: C, upstream: U, prefix: bytes::Bytes, idle: Duration) -> Relayed
+pub(crate) async fn relay<C, U>(client: C, upstream: U, prefix: bytes::Bytes, idle: Duration) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
-    let meter = Meter::new();
+    let meter = Meter::default();
     let touch = || meter.touch();
     let upward = async {
-        meter.replay(&mut uw, prefix).await?;
+        replay(&meter, &mut uw, prefix).await?;
         copy(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
     let downward = copy(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
-    meter.drive(async { tokio::try_join!(upward, downward) }, idle).await
+    drive(&meter, async { tokio::try_join!(upward, downward) }, idle).await
 }
 
-/// What the two directions of a relay share: byte counts and the time of the last byte moved.
-struct Meter {
-    up: AtomicU64,
-    down: AtomicU64,
-    started: Instant,
-    /// Milliseconds since `started` of the last byte moved, either way.
-    last: AtomicU64,
+/// Writes the sniffed bytes upstream and counts them, then frees them for the life of the
+/// tunnel.
+async fn replay<W: AsyncWrite + Unpin>(meter: &Meter, upstream: &mut W, prefix: bytes::Bytes) -> Result<(), Side> {
+    if !prefix.is_empty() {
+        upstream.write_all(&prefix).await.map_err(Side::Upstream)?;
+        meter.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
-impl Meter {
-    fn new() -> Meter {
-        Meter { up: AtomicU64::new(0), down: AtomicU64::new(0), started: Instant::now(), last: AtomicU64::new(0) }
-    }
-
-    /// Writes the sniffed bytes upstream and counts them, then frees them for the life of the
-    /// tunnel.
-    async fn replay<W: AsyncWrite + Unpin>(&self, upstream: &mut W, prefix: bytes::Bytes) -> Result<(), Side> {
-        if !prefix.is_empty() {
-            upstream.write_all(&prefix).await.map_err(Side::Upstream)?;
-            self.up.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn touch(&self) {
-        self.last.store(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// Runs both directions until they end, one fails, or nothing moves for `idle`.
-    async fn drive(&self, both: impl std::future::Future<Output = Result<((), ()), Side>>, idle: Duration) -> Relayed {
-        let watchdog = async {
-            loop {
-                let idle_for =
-                    self.started.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)));
-                if idle_for >= idle {
-                    return;
-                }
-                tokio::time::sleep(idle - idle_for).await;
-            }
-        };
-        let end = tokio::select! {
-            r = both => match r {
-                Ok(_) => End::Done,
-                Err(Side::Client(e)) => End::ClientError(e.to_string()),
-                Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
-            },
-            () = watchdog => End::Idle,
-        };
-        Relayed { up: self.up.load(Ordering::Relaxed), down: self.down.load(Ordering::Relaxed), end }
-    }
+/// Runs both directions until they end, one fails, or nothing moves for `idle`.
+async fn drive(
+    meter: &Meter,
+    both: impl std::future::Future<Output = Result<((), ()), Side>>,
+    idle: Duration,
+) -> Relayed {
+    let end = tokio::select! {
+        r = both => match r {
+            Ok(_) => End::Done,
+            Err(Side::Client(e)) => End::ClientError(e.to_string()),
+            Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
+        },
+        () = meter.idle(idle) => End::Idle,
+    };
+    Relayed { up: meter.up(), down: meter.down(), end }
 }
 
 /// A stream that may be a plain TCP socket: [`relay_tcp`] is used when both sides are.
-pub trait IntoTcp: Sized {
+pub(crate) trait IntoTcp: Sized {
     /// The socket itself, or `self` back when it is something else (a TLS session, an upgraded
     /// HTTP connection).
     fn into_tcp(self) -> Result<TcpStream, Self> {
@@ -159,29 +136,29 @@ impl IntoTcp for TcpStream {
 
 impl<S> IntoTcp for tokio_rustls::server::TlsStream<S> {}
 impl<S> IntoTcp for tokio_rustls::client::TlsStream<S> {}
-impl<S> IntoTcp for crate::io::Prefixed<S> {}
+impl<S> IntoTcp for crate::stream::Prefixed<S> {}
 impl<S> IntoTcp for hyper_util::rt::TokioIo<S> {}
 
 /// [`relay`] for a TCP client and a TCP upstream, without a buffer per idle direction (see the
 /// module documentation). Same contract: `prefix` goes upstream first; half-closes are passed
 /// on; the relay ends when both directions have, one side fails, or nothing moves for `idle`.
-pub async fn relay_tcp(
+pub(crate) async fn relay_tcp(
     mut client: TcpStream,
     mut upstream: TcpStream,
     prefix: bytes::Bytes,
     idle: Duration,
 ) -> Relayed {
-    let meter = Meter::new();
+    let meter = Meter::default();
     let touch = || meter.touch();
     // Borrowed halves: no lock between the two directions.
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
     let upward = async {
-        meter.replay(&mut uw, prefix).await?;
+        replay(&meter, &mut uw, prefix).await?;
         pump(&mut cr, &mut uw, &meter.up, &touch, Side::Client, Side::Upstream).await
     };
     let downward = pump(&mut ur, &mut cw, &meter.down, &touch, Side::Upstream, Side::Client);
-    meter.drive(async { tokio::try_join!(upward, downward) }, idle).await
+    drive(&meter, async { tokio::try_join!(upward, downward) }, idle).await
 }
 
 /// Moves bytes from `r` to `w` until `r` ends (then shuts `w`'s sending side) or fails. A

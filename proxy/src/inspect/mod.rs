@@ -1,13 +1,12 @@
-//! TLS inspection: an `allow`ed TLS connection is terminated with a leaf certificate minted for
-//! its name by the operator's CA, re-encrypted to the upstream (whose certificate is verified),
-//! and every HTTP request inside is decided on its own, path rules and domain fronting
-//! included.
+//! TLS inspection's machinery: the operator's CA, the leaf certificates minted with it, and the
+//! two TLS configurations an inspected connection uses (client-facing, and upstream with its
+//! certificate verdict).
 //!
-//! This phase owns the inspection CA in use ([`ca`]), the leaf-certificate cache, the two TLS
-//! configurations (client-facing and upstream), the choice of ALPN on both sides, the
-//! upstream-certificate verdict and the per-request HTTP serving inside ([`serve`]). It does not
-//! decide whether a connection is inspected (that is [`crate::tunnel`]: `allow` with
-//! inspection on; `bypass` is never terminated) and does not connect TCP upstream.
+//! This module owns the inspection CA in use ([`ca`]), the leaf-certificate cache, the two TLS
+//! configurations, the ALPN helpers and what a failed handshake on either side means. It does
+//! no per-connection work of its own: [`crate::dispatch`] decides whether a connection is
+//! inspected (`allow` with inspection on; `bypass` is never terminated), [`crate::intercept`]
+//! runs the handshakes and [`crate::forward`] the requests inside.
 //!
 //! ALPN is chosen upstream first: the gateway offers the upstream the HTTP protocols the client
 //! offered (`h2`, `http/1.1`, in the client's order), then offers the client exactly what the
@@ -16,15 +15,13 @@
 //! page that names the reason.
 
 pub mod ca;
-mod serve;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use hostgate_matcher::Host;
 use moka::future::Cache;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -35,21 +32,19 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ClientHello as RustlsHello, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::access::Access;
 use crate::config::InspectConfig;
-use crate::gateway::Shared;
 use crate::metrics::{CertResult, Metrics};
 use crate::outcome::{Failure, Outcome};
 
 pub use ca::{Authority, CaError, LeafName};
 
-/// The ALPN protocol ids the gateway can serve inside an inspected connection.
-const H2: &[u8] = b"h2";
-const HTTP11: &[u8] = b"http/1.1";
+/// The ALPN protocol id of HTTP/2, which the gateway can serve inside an inspected connection.
+pub(crate) const H2: &[u8] = b"h2";
+/// The ALPN protocol id of HTTP/1.1.
+pub(crate) const HTTP11: &[u8] = b"http/1.1";
 
 /// Everything inspection needs, loaded with a generation: the CA, the leaf cache (kept across
 /// reloads while the CA and the leaf settings stay the same), the upstream TLS configuration.
@@ -185,7 +180,11 @@ impl Inspector {
     }
 
     /// The client-facing TLS configuration for one connection: `leaf`, and `alpn` offered.
-    fn server_config(&self, leaf: Arc<CertifiedKey>, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerConfig>, Failure> {
+    pub(crate) fn server_config(
+        &self,
+        leaf: Arc<CertifiedKey>,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<ServerConfig>, Failure> {
         let mut cfg = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| Failure::new(Outcome::Internal, format!("client TLS configuration: {e}")))?
@@ -283,7 +282,7 @@ fn upstream_handshake_failure(e: &std::io::Error) -> Failure {
 }
 
 /// What a client's failed handshake with the gateway most likely means.
-fn client_handshake_failure(e: &std::io::Error) -> Failure {
+pub(crate) fn client_handshake_failure(e: &std::io::Error) -> Failure {
     use rustls::AlertDescription as A;
     let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let detail = match tls {
@@ -360,73 +359,4 @@ pub(crate) fn http_alpn(offered: &[String]) -> Option<Vec<Vec<u8>>> {
     } else {
         Some(http)
     }
-}
-
-/// Where an inspected connection's upstream is, so that it can be reconnected.
-#[derive(Clone, Debug)]
-pub(crate) struct Upstream {
-    /// The name: the SNI, or the CONNECT host.
-    pub(crate) name: Host,
-    /// The destination port.
-    pub(crate) port: u16,
-    /// A redirected connection's original destination.
-    pub(crate) original: Option<SocketAddr>,
-}
-
-/// Inspects an allowed TLS connection whose upstream TCP connection is open: the upstream
-/// handshake, then the client's, then HTTP inside until the client is done.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn intercept<C>(
-    shared: Arc<Shared>,
-    inspector: Arc<Inspector>,
-    mut access: Access,
-    client: C,
-    buf: BytesMut,
-    alpn: Vec<Vec<u8>>,
-    upstream: Upstream,
-    tcp: TcpStream,
-) where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    access.inspection = Some("inspected");
-    let leaf = match inspector.leaf(&upstream.name).await {
-        Ok(leaf) => leaf,
-        Err(f) => return crate::tunnel::refuse(access, client, f).await,
-    };
-    let timeout = shared.connector.connect_timeout();
-    let upstream_tls = inspector.connect_upstream(tcp, &upstream.name, alpn.clone(), timeout).await;
-    // Offer the client what the upstream chose; after an upstream failure, what the client
-    // asked for, so that the 502 page can be served in its protocol.
-    let client_alpn = match &upstream_tls {
-        Ok(tls) => tls.get_ref().1.alpn_protocol().map(|p| vec![p.to_vec()]).unwrap_or_default(),
-        Err(_) => alpn,
-    };
-    let config = match inspector.server_config(leaf, client_alpn) {
-        Ok(c) => c,
-        Err(f) => return crate::tunnel::refuse(access, client, f).await,
-    };
-    let counters = crate::io::Counters::default();
-    let client = crate::io::Counting::new(crate::io::Prefixed::new(buf.freeze(), client), counters.clone());
-    let accepted =
-        tokio::time::timeout(shared.sniff.timeout, tokio_rustls::TlsAcceptor::from(config).accept(client)).await;
-    let client_tls = match accepted {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let f = client_handshake_failure(&e);
-            access.bytes_up = counters.up();
-            access.bytes_down = counters.down();
-            access.refused(f.outcome, f.detail);
-            return access.emit();
-        }
-        Err(_) => {
-            access.bytes_up = counters.up();
-            access.bytes_down = counters.down();
-            access.refused(
-                Outcome::Timeout,
-                format!("client TLS handshake not done within {} ms", shared.sniff.timeout.as_millis()),
-            );
-            return access.emit();
-        }
-    };
-    serve::serve(shared, inspector, access, client_tls, counters, upstream, upstream_tls).await;
 }

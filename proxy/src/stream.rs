@@ -1,10 +1,11 @@
-//! Byte plumbing shared by the phases: the wait for a new connection's first byte, a stream that
-//! first replays the bytes the sniffer read, and a stream that counts its bytes and when they
-//! last moved.
+//! Byte streams around a client or upstream socket: one that first replays the bytes the
+//! sniffer read ([`Prefixed`]), and one that counts its bytes ([`Counting`]) into a [`Meter`],
+//! the byte counts and last-byte clock that the relays and inspected sessions watch for
+//! idleness.
 //!
 //! Sniffing reads the client's first bytes into a buffer instead of peeking, so nothing is
 //! lost: [`Prefixed`] hands those bytes to whoever reads next (hyper, the relay) before reading
-//! the socket again. It does not interpret them.
+//! the socket again. Nothing here interprets bytes, decides or logs.
 
 use std::io;
 use std::pin::Pin;
@@ -16,32 +17,18 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Waits until the client has sent something (or closed, or reset: those are for the reader to
-/// find and log like any other ending), at most until `deadline`; false when it sent nothing
-/// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
-/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
-pub(crate) async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
-    let mut one = [0u8; 1];
-    tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
-}
-
 /// A stream whose reads return `prefix` first, then the inner stream's bytes. Writes go
 /// straight to the inner stream.
 #[derive(Debug)]
-pub struct Prefixed<S> {
+pub(crate) struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// Wraps `inner`, replaying `prefix` first.
-    pub fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
         Prefixed { prefix, inner }
-    }
-
-    /// The inner stream and the part of the prefix not yet read.
-    pub fn into_parts(self) -> (Bytes, S) {
-        (self.prefix, self.inner)
     }
 }
 
@@ -83,67 +70,80 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// Byte counts both ways and the time of the last byte, shared between a [`Counting`] stream
-/// and whoever logs or watches it.
-#[derive(Clone, Debug)]
-pub struct Counters(Arc<CountersInner>);
-
+/// Byte counts both ways and the time of the last byte moved: what a relay or an inspected
+/// session reports, and what its idle watchdog ([`Meter::idle`]) reads.
 #[derive(Debug)]
-struct CountersInner {
-    up: AtomicU64,
-    down: AtomicU64,
+pub(crate) struct Meter {
+    /// Bytes towards the upstream (read from the client).
+    pub(crate) up: AtomicU64,
+    /// Bytes towards the client.
+    pub(crate) down: AtomicU64,
     started: Instant,
     /// Milliseconds since `started` of the last byte either way.
     last: AtomicU64,
 }
 
-impl Default for Counters {
-    fn default() -> Counters {
-        Counters(Arc::new(CountersInner {
-            up: AtomicU64::new(0),
-            down: AtomicU64::new(0),
-            started: Instant::now(),
-            last: AtomicU64::new(0),
-        }))
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter { up: AtomicU64::new(0), down: AtomicU64::new(0), started: Instant::now(), last: AtomicU64::new(0) }
     }
 }
 
-impl Counters {
-    /// Bytes read from the stream (client to gateway).
-    pub fn up(&self) -> u64 {
-        self.0.up.load(Ordering::Relaxed)
+impl Meter {
+    /// Bytes towards the upstream.
+    pub(crate) fn up(&self) -> u64 {
+        self.up.load(Ordering::Relaxed)
     }
 
-    /// Bytes written to the stream (gateway to client).
-    pub fn down(&self) -> u64 {
-        self.0.down.load(Ordering::Relaxed)
+    /// Bytes towards the client.
+    pub(crate) fn down(&self) -> u64 {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a byte moved now.
+    pub(crate) fn touch(&self) {
+        self.last.store(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes into `counter` (one of [`Meter::up`]'s or [`Meter::down`]'s fields) and
+    /// notes the time.
+    pub(crate) fn add(&self, counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
     }
 
     /// How long since a byte last moved either way.
-    pub fn idle_for(&self) -> Duration {
-        self.0.started.elapsed().saturating_sub(Duration::from_millis(self.0.last.load(Ordering::Relaxed)))
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
     }
 
-    fn add(&self, counter: &AtomicU64, n: usize) {
-        if n > 0 {
-            counter.fetch_add(n as u64, Ordering::Relaxed);
-            let now = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.0.last.store(now, Ordering::Relaxed);
+    /// Resolves once no byte has moved for `limit`: the idle watchdog of relays and inspected
+    /// sessions.
+    pub(crate) async fn idle(&self, limit: Duration) {
+        loop {
+            let idle_for = self.idle_for();
+            if idle_for >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle_for).await;
         }
     }
 }
 
-/// A stream that counts the bytes read from and written to it into [`Counters`].
+/// A stream that counts the bytes read from it (up) and written to it (down) into a shared
+/// [`Meter`].
 #[derive(Debug)]
-pub struct Counting<S> {
+pub(crate) struct Counting<S> {
     inner: S,
-    counters: Counters,
+    meter: Arc<Meter>,
 }
 
 impl<S> Counting<S> {
-    /// Wraps `inner`, counting into `counters`.
-    pub fn new(inner: S, counters: Counters) -> Counting<S> {
-        Counting { inner, counters }
+    /// Wraps `inner`, counting into `meter`.
+    pub(crate) fn new(inner: S, meter: Arc<Meter>) -> Counting<S> {
+        Counting { inner, meter }
     }
 }
 
@@ -153,7 +153,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let n = buf.filled().len() - before;
-            self.counters.add(&self.counters.0.up, n);
+            self.meter.add(&self.meter.up, n);
         }
         polled
     }
@@ -163,7 +163,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            self.counters.add(&self.counters.0.down, n);
+            self.meter.add(&self.meter.down, n);
         }
         polled
     }
@@ -183,7 +183,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
-            self.counters.add(&self.counters.0.down, n);
+            self.meter.add(&self.meter.down, n);
         }
         polled
     }
@@ -212,13 +212,13 @@ mod tests {
     #[tokio::test]
     async fn counting_both_ways() {
         let (a, mut b) = tokio::io::duplex(64);
-        let counters = Counters::default();
-        let mut c = Counting::new(a, counters.clone());
+        let meter = Arc::new(Meter::default());
+        let mut c = Counting::new(a, meter.clone());
         c.write_all(b"abc").await.unwrap();
         b.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
         c.read_exact(&mut buf).await.unwrap();
-        assert_eq!((counters.up(), counters.down()), (5, 3));
-        assert!(counters.idle_for() < Duration::from_secs(5));
+        assert_eq!((meter.up(), meter.down()), (5, 3));
+        assert!(meter.idle_for() < Duration::from_secs(5));
     }
 }

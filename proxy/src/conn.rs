@@ -1,0 +1,92 @@
+//! The per-connection context: what one accepted client connection carries through the
+//! pipeline, from the accept to its last access record.
+//!
+//! This module owns [`Conn`] (the generation it was accepted under, its slot under
+//! `limits.max_connections`, its listener, client and original destination, the sniff deadline
+//! and its access record) and [`Slot`]. Every phase takes the context instead of a list of
+//! arguments; a phase that learns something writes it into `conn.access`, and the phase that
+//! ends the connection emits it ([`Conn::finish`]). It does no I/O.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::access::{Access, Listener};
+use crate::generation::Generation;
+use crate::metrics::GaugeGuard;
+use crate::outcome::Failure;
+
+/// One client connection's place under `limits.max_connections`. Everything serving the
+/// connection holds a clone (the connection task, and a CONNECT tunnel's task, which outlives
+/// hyper's connection after the upgrade); the place is freed when the last clone is dropped.
+/// It also carries the signal that the shutdown grace period is over.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    _permit: Arc<OwnedSemaphorePermit>,
+    _open: Arc<GaugeGuard>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Slot {
+    /// A slot holding `permit` and the `hostgate_active_connections` gauge `open`, closed when
+    /// `stop` turns true.
+    pub(crate) fn new(permit: OwnedSemaphorePermit, open: GaugeGuard, stop: watch::Receiver<bool>) -> Slot {
+        Slot { _permit: Arc::new(permit), _open: Arc::new(open), stop }
+    }
+
+    /// Resolves when the gateway closes the connections still open at the end of the shutdown
+    /// grace period.
+    pub(crate) async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// One accepted client connection, as every phase sees it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The generation it was accepted under: every decision of the connection comes from it.
+    pub(crate) gen: Arc<Generation>,
+    /// Its place under the connection limit.
+    pub(crate) slot: Slot,
+    /// The sniff deadline (`sniff.timeout` from the accept, or from a CONNECT's `200`).
+    pub(crate) deadline: tokio::time::Instant,
+    /// The connection's access record (for HTTP, the template each request's record starts
+    /// from: [`Access::request`]).
+    pub(crate) access: Access,
+}
+
+impl Conn {
+    /// The context of a connection accepted now from `client` on `listener`.
+    pub(crate) fn accepted(gen: Arc<Generation>, slot: Slot, listener: Arc<Listener>, client: SocketAddr) -> Conn {
+        let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
+        let access = Access::new(listener, client, gen.number);
+        Conn { gen, slot, deadline, access }
+    }
+
+    /// The listener that accepted it.
+    pub(crate) fn listener(&self) -> &Listener {
+        &self.access.listener
+    }
+
+    /// Emits the connection's record as it stands.
+    pub(crate) fn finish(&self) {
+        self.gen.emit(&self.access);
+    }
+
+    /// Records that the connection was refused for `failure` (see [`Access::refused`]) and
+    /// emits the record.
+    pub(crate) fn refused(&mut self, failure: Failure) {
+        self.access.refused(failure.outcome, failure.detail);
+        self.finish();
+    }
+
+    /// Records that the connection, let through, ended with `outcome` (see [`Access::fail`])
+    /// and emits the record.
+    pub(crate) fn failed(&mut self, outcome: crate::outcome::Outcome, detail: impl Into<Cow<'static, str>>) {
+        self.access.fail(outcome, detail);
+        self.finish();
+    }
+}

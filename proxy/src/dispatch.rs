@@ -1,0 +1,289 @@
+//! The one dispatch after the sniff, for every listener: a redirected connection and a CONNECT
+//! tunnel alike go from what their first bytes are to what happens to them.
+//!
+//! ```text
+//! sniffed ─┬─ refused (timeout, malformed, too large) ─► refuse (alert or close)
+//!          ├─ TLS ─► SNI checks, decide ─┬─ deny ─► access_denied alert
+//!          │                             ├─ allow + [inspect] ─► crate::intercept
+//!          │                             └─ bypass / uninspected ─► connect ─► relay
+//!          ├─ HTTP ─► crate::forward (each request decided)
+//!          └─ unknown ─► the default action ─► connect ─► relay, or close
+//! ```
+//!
+//! This module owns the TLS decision (SNI validation, the CONNECT-host match, the policy
+//! lookup), whether an allowed connection is inspected or spliced (and the record's
+//! `inspection` saying which and why), the upstream connect of a redirected connection (a
+//! CONNECT tunnel arrives connected), and turning the relay's end into the record. It does not
+//! sniff or accept.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hostgate_matcher::Host;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::access::{Inspection, Protocol};
+use crate::config::NonHttp;
+use crate::conn::Conn;
+use crate::forward::{Pipeline, Scope};
+use crate::outcome::{refuse_stream, Failure, Outcome};
+use crate::policy::{Action, Query, Scheme};
+use crate::relay::{relay, relay_tcp, End, IntoTcp};
+use crate::sniff::tls::ClientHello;
+use crate::sniff::Sniffed;
+use crate::stream::Prefixed;
+use crate::upstream::Target;
+
+/// Where a sniffed connection goes once allowed.
+#[derive(Debug)]
+// One per connection, moved a handful of times: the size of the inline `Host` does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Dest {
+    /// A redirected connection: connect by name (per `verify_destination`) on the original port.
+    Transparent {
+        /// The client's original destination.
+        original: SocketAddr,
+    },
+    /// A CONNECT tunnel, already connected upstream.
+    Connected {
+        /// The CONNECT host, normalised.
+        host: Host,
+        /// The CONNECT port.
+        port: u16,
+        /// The upstream connection.
+        upstream: TcpStream,
+        /// Its address.
+        addr: SocketAddr,
+    },
+}
+
+impl Dest {
+    fn port(&self) -> u16 {
+        match self {
+            Dest::Transparent { original } => original.port(),
+            Dest::Connected { port, .. } => *port,
+        }
+    }
+
+    fn original(&self) -> Option<SocketAddr> {
+        match self {
+            Dest::Transparent { original } => Some(*original),
+            Dest::Connected { .. } => None,
+        }
+    }
+
+    /// The upstream connection: the CONNECT tunnel's, or a new one to `name` (or, without a
+    /// name, the original destination) for a redirected connection.
+    async fn connect(self, conn: &Conn, name: Option<&str>) -> Result<(TcpStream, SocketAddr), Failure> {
+        match self {
+            Dest::Connected { upstream, addr, .. } => Ok((upstream, addr)),
+            Dest::Transparent { original } => {
+                conn.gen.connector.connect(Target { name, port: original.port(), original: Some(original) }).await
+            }
+        }
+    }
+}
+
+/// Acts on what the sniffer found in `client`'s first bytes (`buf`, replayed to whoever
+/// reads next).
+pub(crate) async fn dispatch<C>(mut conn: Conn, client: C, buf: BytesMut, sniffed: Result<Sniffed, Failure>, dest: Dest)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
+{
+    match sniffed {
+        Err(f) => {
+            let alert = f.outcome.tls_alert();
+            refuse(conn, client, f, alert).await
+        }
+        Ok(Sniffed::Tls(hello)) => tls(conn, client, buf, hello, dest).await,
+        Ok(Sniffed::Unknown) => opaque(conn, client, buf, dest).await,
+        Ok(Sniffed::Http) => {
+            let scope = match dest {
+                Dest::Transparent { original } => Scope::Transparent { original },
+                Dest::Connected { host, port, .. } => {
+                    // Plain HTTP in a tunnel: every request is decided, and must name the
+                    // CONNECT host; each goes out on a connection of its own.
+                    conn.access.upstream = None;
+                    Scope::Tunnel { host, port }
+                }
+            };
+            // Boxed: hyper's connection future would make every connection's task as large.
+            Box::pin(serve_http(conn, Prefixed::new(buf.freeze(), client), scope)).await
+        }
+    }
+}
+
+/// Serves plain HTTP on a sniffed connection: hyper reads the requests (the sniffed bytes
+/// first), the pipeline decides and forwards each.
+async fn serve_http<C>(conn: Conn, client: Prefixed<C>, scope: Scope)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = conn.gen.sniff.timeout;
+    let pipeline = Arc::new(Pipeline::new(conn.gen.clone(), conn.access, scope));
+    let svc = {
+        let pipeline = pipeline.clone();
+        service_fn(move |req| pipeline.clone().handle(req))
+    };
+    pipeline.ended(crate::forward::server(timeout).serve_connection(TokioIo::new(client), svc).await);
+}
+
+/// Decides a TLS connection by its ClientHello, then inspects, relays or refuses it.
+async fn tls<C>(mut conn: Conn, client: C, buf: BytesMut, hello: ClientHello, dest: Dest)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
+{
+    let sni = hello.sni.as_deref().map(Host::new).transpose();
+    conn.access.hello(hello);
+    let sni = match sni {
+        Ok(sni) => sni,
+        Err(e) => {
+            let f = Failure::new(Outcome::MalformedClientHello, format!("server name: {e}"));
+            return refuse(conn, client, f, true).await;
+        }
+    };
+    // The name the decision and the upstream use: the SNI, or for a CONNECT tunnel without one,
+    // the CONNECT host.
+    let name = match (&dest, sni) {
+        (Dest::Connected { host, .. }, Some(sni)) if sni.as_str() != host.as_str() => {
+            let detail = format!("SNI {} is not the CONNECT host {}", sni.as_str(), host.as_str());
+            return refuse(conn, client, Failure::new(Outcome::Mismatch, detail), true).await;
+        }
+        (_, Some(sni)) => Some(sni),
+        (Dest::Connected { host, .. }, None) => Some(host.clone()),
+        (Dest::Transparent { .. }, None) => None,
+    };
+    let port = dest.port();
+    let decision = match &name {
+        Some(host) => conn.gen.decide_connection(&Query { host, scheme: Scheme::Https, port, path: None }),
+        None => conn.gen.policy.default_decision(),
+    };
+    conn.access.decided(&decision);
+    if decision.action == Action::Deny {
+        let detail = if name.is_some() { "policy" } else { "no server name; default action" };
+        return refuse(conn, client, Failure::new(Outcome::Denied, detail), true).await;
+    }
+    let handling = match handling(&conn, decision.action, name.as_ref()) {
+        Ok(h) => h,
+        Err(f) => return refuse(conn, client, f, true).await,
+    };
+    conn.gen.metrics.tls_handling(match &handling {
+        Handling::Inspect(..) => Inspection::Inspected.as_str(),
+        Handling::Relay(why) => why.as_str(),
+    });
+    // Boxed, like the rare paths below: what a connection's task holds for its whole life is
+    // its largest state, and an idle tunnel should hold little more than the relay's.
+    let original = dest.original();
+    let (upstream, addr) = match Box::pin(dest.connect(&conn, name.as_ref().map(Host::as_str))).await {
+        Ok(c) => c,
+        Err(f) => {
+            let alert = f.outcome.tls_alert();
+            return refuse(conn, client, f, alert).await;
+        }
+    };
+    conn.access.upstream = Some(addr);
+    match handling {
+        Handling::Inspect(name, alpn) => {
+            let scope = Scope::Inspected { name, port, original };
+            // Boxed: the inspection future (two TLS sessions, hyper) is large; only inspected
+            // connections pay for it.
+            Box::pin(crate::intercept::intercept(conn, client, buf, alpn, scope, upstream)).await;
+        }
+        Handling::Relay(why) => {
+            conn.access.inspection = Some(why);
+            finish_relay(conn, client, upstream, buf.freeze()).await;
+        }
+    }
+}
+
+/// What happens to an allowed TLS connection.
+enum Handling {
+    /// Inspected: terminated for this name, offering the upstream these HTTP protocols.
+    Inspect(Host, Vec<Vec<u8>>),
+    /// Relayed opaquely, and why.
+    Relay(Inspection),
+}
+
+/// Whether an allowed TLS connection is inspected, or why it is relayed opaquely: `bypass`
+/// never is, nor anything when inspection is off, nor a connection without a name to mint a
+/// certificate for, nor (per `inspect.non_http`) one whose ALPN offers no HTTP protocol.
+///
+/// # Errors
+/// `unknown-protocol` for that last case with `inspect.non_http = "deny"`.
+fn handling(conn: &Conn, action: Action, name: Option<&Host>) -> Result<Handling, Failure> {
+    if action == Action::Bypass {
+        return Ok(Handling::Relay(Inspection::Bypass));
+    }
+    let Some(inspector) = &conn.gen.inspect else { return Ok(Handling::Relay(Inspection::Off)) };
+    let Some(name) = name else { return Ok(Handling::Relay(Inspection::NoSni)) };
+    let offered = conn.access.tls.as_ref().map(|t| t.alpn.as_slice()).unwrap_or_default();
+    match crate::inspect::http_alpn(offered) {
+        Some(alpn) => Ok(Handling::Inspect(name.clone(), alpn)),
+        None if inspector.config().non_http == NonHttp::Relay => Ok(Handling::Relay(Inspection::NonHttp)),
+        None => Err(Failure::new(
+            Outcome::UnknownProtocol,
+            format!("ALPN {} is not HTTP; inspect.non_http = \"deny\"", offered.join(",")),
+        )),
+    }
+}
+
+/// A stream that is neither TLS nor HTTP: the default action decides.
+async fn opaque<C>(mut conn: Conn, client: C, buf: BytesMut, dest: Dest)
+where
+    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+{
+    conn.access.protocol = Protocol::Unknown;
+    // Without a name the default action decides, whatever a CONNECT host matched.
+    let decision = conn.gen.policy.default_decision();
+    conn.access.decided(&decision);
+    // Not TLS: refusals are a plain close, never an alert.
+    if decision.action == Action::Deny {
+        let f = Failure::new(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
+        return refuse(conn, client, f, false).await;
+    }
+    let (upstream, addr) = match Box::pin(dest.connect(&conn, None)).await {
+        Ok(c) => c,
+        Err(f) => return refuse(conn, client, f, false).await,
+    };
+    conn.access.upstream = Some(addr);
+    finish_relay(conn, client, upstream, buf.freeze()).await;
+}
+
+/// Relays `client` and `upstream` (writing `prefix` upstream first) to the end, then emits the
+/// record with how it ended and the bytes relayed.
+pub(crate) async fn finish_relay<C, U>(mut conn: Conn, client: C, upstream: U, prefix: bytes::Bytes)
+where
+    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+    U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+{
+    let open = conn.gen.metrics.tunnel(&conn.access.listener.label);
+    // TCP on both sides (every bypass and uninspected tunnel): the relay that holds no buffer
+    // while idle and moves 64 KiB per call.
+    let idle = conn.gen.idle_timeout;
+    let r = match (client.into_tcp(), upstream.into_tcp()) {
+        (Ok(c), Ok(u)) => relay_tcp(c, u, prefix, idle).await,
+        (Ok(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Ok(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+    };
+    drop(open);
+    conn.access.bytes_up = r.up;
+    conn.access.bytes_down = r.down;
+    match r.end {
+        End::Done => conn.finish(),
+        End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
+        End::ClientError(e) => conn.failed(Outcome::ClientError, e),
+        End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
+    }
+}
+
+/// Refuses a client on its byte stream (an `access_denied` alert first when `alert`, then a
+/// lingering close) and emits the record.
+pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut conn: Conn, client: C, f: Failure, alert: bool) {
+    conn.access.bytes_down += refuse_stream(client, alert).await;
+    conn.refused(f);
+}

@@ -1,0 +1,466 @@
+//! The request pipeline: every HTTP request the gateway sees, plain (redirected, absolute-form
+//! to the explicit proxy, inside a CONNECT tunnel) or inside inspected TLS, goes through the
+//! same steps:
+//!
+//! ```text
+//! target (target.rs) ─► decide (host, port, path) ─► [inspected: fronting check]
+//!   ─► upstream sender (cached per connection) ─► hop-by-hop headers, Via, Host ─► exchange
+//!   ─► response streamed back (body.rs emits the request's record at its end)
+//! ```
+//!
+//! This module owns one client connection's HTTP state ([`Pipeline`]: the connection's record
+//! that each request's record starts from, the upstream connection kept for the next request,
+//! the request count), the per-request decision, the headers a proxy must change and the
+//! refusal of a request. The scopes differ only where [`Scope`] says: how the target is found,
+//! the decision's scheme, and how an upstream connection is made (TCP, or TLS with the
+//! inspector). It does not sniff, serve CONNECT ([`crate::listen::connect`]) or terminate TLS
+//! ([`crate::intercept`]).
+
+pub(crate) mod body;
+pub(crate) mod target;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostgate_matcher::Host;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Mutex;
+
+use crate::access::{Access, Protocol};
+use crate::generation::Generation;
+use crate::inspect::{Inspector, H2};
+use crate::outcome::{http_refusal, Failure, Outcome};
+use crate::policy::{Action, Query};
+use crate::upstream::Target;
+pub(crate) use body::ResBody;
+use body::{Counted, Logged};
+use target::RequestTarget;
+pub(crate) use target::{authority_host, Scope, MAX_HEAD};
+
+/// How an inspected connection reaches its upstream: through the inspector's TLS, offering
+/// the client side's protocol first; or, when the first handshake failed, not at all.
+#[derive(Debug)]
+pub(crate) struct TlsUpstream {
+    /// The inspector of the connection's generation.
+    pub(crate) inspector: Arc<Inspector>,
+    /// The ALPN protocols to offer the upstream on a reconnect.
+    pub(crate) alpn: Vec<Vec<u8>>,
+    /// The upstream handshake failed: every request is answered with this (a `502` that names
+    /// the reason: it comes from the upstream, never from the client).
+    pub(crate) failure: Option<Failure>,
+}
+
+/// An upstream HTTP connection: HTTP/1.1 (plain or TLS), or HTTP/2 (TLS).
+pub(crate) enum Sender {
+    /// HTTP/1.1: one request at a time.
+    H1(http1::SendRequest<Counted>),
+    /// HTTP/2: multiplexed.
+    H2(http2::SendRequest<Counted>),
+}
+
+/// The upstream connection kept for the next request to the same place.
+struct Upstream {
+    host: Host,
+    port: u16,
+    addr: SocketAddr,
+    sender: Sender,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// One client connection's HTTP state, shared by its requests.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    gen: Arc<Generation>,
+    /// The connection's record: each request's record starts as a copy of it.
+    template: Access,
+    scope: Scope,
+    /// `Some` for an inspected connection.
+    tls: Option<TlsUpstream>,
+    upstream: Mutex<Option<Upstream>>,
+    /// Requests that reached [`Pipeline::handle`].
+    requests: AtomicU64,
+}
+
+impl Pipeline {
+    /// The HTTP state of a connection served by `gen` whose record so far is `template`.
+    pub(crate) fn new(gen: Arc<Generation>, template: Access, scope: Scope) -> Pipeline {
+        Pipeline { gen, template, scope, tls: None, upstream: Mutex::new(None), requests: AtomicU64::new(0) }
+    }
+
+    /// The HTTP state of an inspected connection, with its first upstream connection when the
+    /// upstream handshakes succeeded (`sender` at `addr`).
+    pub(crate) fn inspected(
+        gen: Arc<Generation>,
+        template: Access,
+        scope: Scope,
+        tls: TlsUpstream,
+        first: Option<(Sender, SocketAddr)>,
+    ) -> Pipeline {
+        let mut p = Pipeline::new(gen, template, scope);
+        if let (Scope::Inspected { name, port, .. }, Some((sender, addr))) = (&p.scope, first) {
+            *p.upstream.get_mut() = Some(Upstream { host: name.clone(), port: *port, addr, sender });
+        }
+        p.tls = Some(tls);
+        p
+    }
+
+    /// Requests handled so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Serves one request; never fails (failures become responses).
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let protocol = if self.tls.is_some() { Protocol::Https } else { Protocol::Http };
+        let mut access = self.template.request(protocol);
+        access.method = Some(req.method().clone());
+        access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
+        if !matches!(self.scope, Scope::Inspected { .. }) {
+            access.dst = req.uri().authority().cloned().map(crate::access::Dst::Authority);
+        }
+        let target = match RequestTarget::parse(&req, &self.scope) {
+            Ok(t) => t,
+            Err(f) => return Ok(self.refuse(access, f, false)),
+        };
+        access.host = Some(target.host.as_str().to_string());
+        access.path = Some(target.path.clone());
+        match &self.scope {
+            Scope::Transparent { original } => access.dst = Some(crate::access::Dst::Addr(*original)),
+            Scope::Proxy | Scope::Tunnel { .. } => {
+                access.dst = Some(crate::access::Dst::Authority(target.authority.clone()))
+            }
+            Scope::Inspected { .. } => {}
+        }
+        if let Err(f) = self.decide(&target, &mut access) {
+            return Ok(self.refuse(access, f, false));
+        }
+        if let Some(f) = self.tls.as_ref().and_then(|t| t.failure.as_ref()) {
+            return Ok(self.refuse(access, f.clone(), true));
+        }
+        Ok(self.forward(req, target, access).await)
+    }
+
+    /// Decides a request by its host, port and path. Inside an inspected connection a request
+    /// for another host than the connection's (domain fronting) needs a rule that allows that
+    /// host on its own.
+    fn decide(&self, target: &RequestTarget, access: &mut Access) -> Result<(), Failure> {
+        let q = Query { host: &target.host, scheme: self.scope.scheme(), port: target.port, path: Some(&target.path) };
+        let decision = self.gen.decide(&q);
+        access.decided(&decision);
+        if let Scope::Inspected { name, .. } = &self.scope {
+            let fronted = target.host.as_str() != name.as_str();
+            if fronted && (decision.rule.is_none() || decision.action == Action::Deny) {
+                let detail = format!(
+                    "domain fronting: Host {} on a connection for {}, and no rule allows {} on its own",
+                    target.host.as_str(),
+                    name.as_str(),
+                    target.host.as_str()
+                );
+                return Err(Failure::new(Outcome::Fronting, detail));
+            }
+        }
+        if decision.action == Action::Deny {
+            return Err(Failure::new(Outcome::Denied, "policy"));
+        }
+        Ok(())
+    }
+
+    /// Sends the request upstream on the connection's upstream connection (made or remade as
+    /// needed) and streams the response back.
+    async fn forward(&self, req: Request<Incoming>, target: RequestTarget, mut access: Access) -> Response<ResBody> {
+        let (mut parts, body) = req.into_parts();
+        let client_version = parts.version;
+        let up_count = Arc::new(AtomicU64::new(0));
+        let body = Counted::new(body, up_count.clone());
+        remove_hop_by_hop(&mut parts.headers);
+        parts.headers.append(header::VIA, via(client_version));
+
+        let mut slot = self.upstream.lock().await;
+        if let Err(f) = self.ready_upstream(&mut slot, &target).await {
+            return self.refuse(access, f, false);
+        }
+        let Some(upstream) = slot.as_mut() else {
+            return self.refuse(access, Failure::new(Outcome::UpstreamError, "no upstream connection"), false);
+        };
+        access.upstream = Some(upstream.addr);
+        let timeout = self.gen.idle_timeout;
+        let result = match &mut upstream.sender {
+            Sender::H1(s) => {
+                parts.uri = match target.path.parse::<Uri>() {
+                    Ok(u) => u,
+                    Err(_) => return self.refuse(access, Failure::new(Outcome::BadRequest, "request path"), false),
+                };
+                if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+                parts.version = Version::HTTP_11;
+                exchange(s.send_request(Request::from_parts(parts, body)), timeout).await
+            }
+            Sender::H2(s) => {
+                parts.uri = match format!("https://{}{}", target.authority, target.path).parse::<Uri>() {
+                    Ok(u) => u,
+                    Err(_) => return self.refuse(access, Failure::new(Outcome::BadRequest, "request path"), false),
+                };
+                parts.headers.remove(header::HOST);
+                parts.version = Version::HTTP_2;
+                // HTTP/2 multiplexes: send without holding the connection.
+                let fut = s.send_request(Request::from_parts(parts, body));
+                drop(slot);
+                exchange(fut, timeout).await
+            }
+        };
+        match result {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                parts.headers.append(header::VIA, via(client_version));
+                parts.version = client_version;
+                access.status = Some(parts.status.as_u16());
+                let body = Logged::new(body, self.gen.clone(), access, up_count);
+                Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+            }
+            Err(f) => {
+                access.bytes_up = up_count.load(Ordering::Relaxed);
+                self.refuse(access, f, false)
+            }
+        }
+    }
+
+    /// Makes sure `slot` holds a ready upstream connection for `target`: the kept one when it
+    /// goes to the same place and is still open, a new one otherwise. An inspected connection's
+    /// requests all go to its own name (a fronted request that a rule allows goes there too).
+    async fn ready_upstream(&self, slot: &mut Option<Upstream>, target: &RequestTarget) -> Result<(), Failure> {
+        let (host, port) = match &self.scope {
+            Scope::Inspected { name, port, .. } => (name, *port),
+            _ => (&target.host, target.port),
+        };
+        let usable = match slot.as_mut() {
+            Some(u) if u.host.as_str() == host.as_str() && u.port == port => match &mut u.sender {
+                Sender::H1(s) => s.ready().await.is_ok(),
+                Sender::H2(s) => !s.is_closed() && s.ready().await.is_ok(),
+            },
+            _ => false,
+        };
+        if !usable {
+            *slot = None;
+            let (sender, addr) = self.connect(host, port).await?;
+            *slot = Some(Upstream { host: host.clone(), port, addr, sender });
+        }
+        Ok(())
+    }
+
+    /// A new upstream HTTP connection to `host:port`: TCP and HTTP/1.1, or for an inspected
+    /// connection, TLS with the protocol the upstream picks.
+    async fn connect(&self, host: &Host, port: u16) -> Result<(Sender, SocketAddr), Failure> {
+        let target = Target { name: Some(host.as_str()), port, original: self.scope.original() };
+        let (tcp, addr) = self.gen.connector.connect(target).await?;
+        let sender = match &self.tls {
+            None => handshake_h1(tcp).await?,
+            Some(t) => {
+                let timeout: Duration = self.gen.connector.connect_timeout();
+                let tls = t.inspector.connect_upstream(tcp, host, t.alpn.clone(), timeout).await?;
+                handshake(tls).await?
+            }
+        };
+        Ok((sender, addr))
+    }
+
+    /// The answer to a refused or failed request, its record emitted now.
+    fn refuse(&self, mut access: Access, failure: Failure, explained: bool) -> Response<ResBody> {
+        let res = refusal(&mut access, failure, explained);
+        self.gen.emit(&access);
+        res
+    }
+
+    /// Logs how hyper ended the client connection when no request of it could be handled: a
+    /// head it refused (it answered `400`/`431` itself), a head not complete within the header
+    /// timeout, or a client gone mid-head. Other endings (a keep-alive timeout after requests
+    /// were served, a clean close) are not events.
+    pub(crate) fn ended(&self, result: Result<(), hyper::Error>) {
+        let Err(e) = result else { return };
+        let served = self.requests() > 0;
+        let (outcome, status, detail) = if e.is_parse_too_large() {
+            (Outcome::HeadTooLarge, Some(431), format!("request head refused: {e}"))
+        } else if e.is_parse() {
+            (Outcome::BadRequest, Some(400), format!("request head refused: {e}"))
+        } else if e.is_timeout() && !served {
+            return self.head_timed_out();
+        } else if e.is_incomplete_message() && !served {
+            (Outcome::ClientError, None, format!("client closed mid-request: {e}"))
+        } else {
+            tracing::debug!(client = %self.template.client, error = %e, "client HTTP connection ended with an error");
+            return;
+        };
+        let mut access = self.template.request(Protocol::Http);
+        access.status = status;
+        access.refused(outcome, detail);
+        self.gen.emit(&access);
+    }
+
+    /// Logs a client that sent no complete request head within `sniff.timeout` (hyper's header
+    /// timeout, or the listener's wait for a first byte).
+    pub(crate) fn head_timed_out(&self) {
+        let mut access = self.template.request(Protocol::Http);
+        access.refused(
+            Outcome::Timeout,
+            format!("no complete request head within {} ms", self.gen.sniff.timeout.as_millis()),
+        );
+        self.gen.emit(&access);
+    }
+}
+
+/// The answer to a refused request or CONNECT ([`http_refusal`]), recorded in `access`: the
+/// status, the bytes of the body, the outcome.
+pub(crate) fn refusal(access: &mut Access, failure: Failure, explained: bool) -> Response<ResBody> {
+    let res = http_refusal(&failure, explained);
+    access.status = Some(res.status().as_u16());
+    access.bytes_down = hyper::body::Body::size_hint(res.body()).exact().unwrap_or(0);
+    access.refused(failure.outcome, failure.detail);
+    body::fixed(res)
+}
+
+/// Waits for the upstream's response head to a request being sent, at most `timeout` (the
+/// relay's idle timeout: that long without a byte from the upstream).
+///
+/// # Errors
+/// `upstream-timeout` when no head came in time; `bad-request` when the client's request body
+/// broke the exchange (a malformed chunk, a body cut short); `upstream-error` otherwise.
+async fn exchange(
+    send: impl std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, Failure> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(res)) => Ok(res),
+        // The request body hyper was sending is the client's: its error is the client's fault.
+        Ok(Err(e)) if e.is_user() => Err(Failure::new(Outcome::BadRequest, format!("request body: {e}"))),
+        Ok(Err(e)) if e.is_canceled() || e.is_incomplete_message() || e.is_closed() => {
+            Err(Failure::new(Outcome::UpstreamError, format!("upstream closed: {e}")))
+        }
+        Ok(Err(e)) => Err(Failure::new(Outcome::UpstreamError, e.to_string())),
+        Err(_) => {
+            Err(Failure::new(Outcome::UpstreamTimeout, format!("no response head within {} ms", timeout.as_millis())))
+        }
+    }
+}
+
+/// The HTTP/1 client handshake on a plain TCP upstream connection.
+async fn handshake_h1(tcp: tokio::net::TcpStream) -> Result<Sender, Failure> {
+    let (sender, conn) = http1::Builder::new()
+        .preserve_header_case(true)
+        .title_case_headers(false)
+        .handshake::<_, Counted>(TokioIo::new(tcp))
+        .await
+        .map_err(|e| Failure::new(Outcome::UpstreamError, format!("HTTP handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP connection ended");
+        }
+    });
+    Ok(Sender::H1(sender))
+}
+
+/// The HTTP client handshake on an upstream TLS session, by the protocol it negotiated.
+pub(crate) async fn handshake(tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Result<Sender, Failure> {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(H2);
+    let io = TokioIo::new(tls);
+    let failed = |e: hyper::Error| Failure::new(Outcome::UpstreamError, format!("HTTP handshake: {e}"));
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake::<_, Counted>(io)
+            .await
+            .map_err(failed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) =
+            http1::Builder::new().preserve_header_case(true).handshake::<_, Counted>(io).await.map_err(failed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
+            }
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// The HTTP/1 server settings for every client connection that carries HTTP (explicit proxy,
+/// redirected, inside a CONNECT tunnel or inspected TLS): `header_timeout` to send a request
+/// head, header case kept as the client wrote it, 64 KiB of head at most.
+pub(crate) fn server(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new()).header_read_timeout(header_timeout).preserve_header_case(true).max_buf_size(MAX_HEAD);
+    b
+}
+
+/// The `Via` value for a hop in `version`.
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(if version == Version::HTTP_2 { "2 hostgate" } else { "1.1 hostgate" })
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` lists, and the fixed
+/// set, including the proxy's own `Proxy-Authorization` and `Proxy-Connection`.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic Zm9v"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+}

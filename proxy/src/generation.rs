@@ -1,0 +1,209 @@
+//! A generation: everything a connection is decided and served by (the compiled policy, the
+//! resolver and SSRF guard, the sniff and relay settings, inspection), built whole by a start
+//! or a reload and never changed after; and the two things every phase does with it: decide,
+//! and emit a finished access record.
+//!
+//! This module owns the generation's contents, the decision entry points (with the per-thread
+//! scratch buffer and the decision timing) and where a record goes when it ends (the metrics
+//! and the gateway's [`AccessSink`]). It does not swap generations (that is
+//! [`crate::gateway`]) and does not read a byte from a client.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hostgate_matcher::Matches;
+
+use crate::access::{kind_str, Access, AccessSink};
+use crate::config::{Config, Mode, SniffConfig, VerifyDestination};
+use crate::inspect::{CaError, Inspector};
+use crate::metrics::{AccessSample, Metrics};
+use crate::policy::{Decision, Policy, Query, Scheme};
+use crate::upstream::resolve::Resolver;
+use crate::upstream::Connector;
+
+/// One generation of everything a connection is decided and served by. A reload builds a new
+/// one and swaps it in whole; each connection loads the current one once, when it is accepted,
+/// and keeps it.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    /// 1 for the policy loaded at start, +1 per successful reload.
+    pub(crate) number: u64,
+    /// The compiled policy.
+    pub(crate) policy: Arc<Policy>,
+    /// Resolver, SSRF guard and connect settings.
+    pub(crate) connector: Connector,
+    /// `[sniff]`.
+    pub(crate) sniff: SniffConfig,
+    /// `upstream.idle_timeout`.
+    pub(crate) idle_timeout: Duration,
+    /// The configuration it was built from.
+    pub(crate) config: Config,
+    /// When it was swapped in.
+    pub(crate) loaded_at: SystemTime,
+    /// The gateway's metrics (the same for every generation).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where access records go (the same for every generation).
+    pub(crate) sink: Arc<dyn AccessSink>,
+    /// TLS inspection, when `[inspect]` turns it on.
+    pub(crate) inspect: Option<Arc<Inspector>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Matches> = RefCell::new(Matches::new());
+}
+
+impl Generation {
+    /// A generation numbered `number` from a loaded configuration, its compiled policy and its
+    /// inspector.
+    pub(crate) fn build(
+        number: u64,
+        config: Config,
+        policy: Policy,
+        inspect: Option<Arc<Inspector>>,
+        metrics: Arc<Metrics>,
+        sink: Arc<dyn AccessSink>,
+    ) -> Generation {
+        let pins: std::collections::HashMap<_, _> =
+            config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Generation {
+            number,
+            policy: Arc::new(policy),
+            connector: Connector::new(&config.upstream, Resolver::new(pins), metrics.clone()),
+            metrics,
+            sink,
+            sniff: config.sniff.clone(),
+            idle_timeout: config.upstream.idle_timeout,
+            config,
+            loaded_at: SystemTime::now(),
+            inspect,
+        }
+    }
+
+    /// Decides by the policy with a per-thread scratch buffer (so deciding allocates nothing
+    /// once warm), timing it for the metrics.
+    pub(crate) fn decide(&self, q: &Query<'_>) -> Decision {
+        self.decide_with(q, Policy::decide)
+    }
+
+    /// Decides a connection whose requests will each be decided with their path
+    /// ([`Policy::decide_connection`]): a CONNECT to port 80 (plain HTTP inside), and TLS when
+    /// inspection is on. Otherwise, as [`Generation::decide`].
+    pub(crate) fn decide_connection(&self, q: &Query<'_>) -> Decision {
+        let per_request = q.scheme == Scheme::Http || self.inspect.is_some();
+        self.decide_with(q, if per_request { Policy::decide_connection } else { Policy::decide })
+    }
+
+    fn decide_with(&self, q: &Query<'_>, how: fn(&Policy, &Query<'_>, &mut Matches) -> Decision) -> Decision {
+        let started = Instant::now();
+        let decision = SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut scratch) => how(&self.policy, q, &mut scratch),
+            Err(_) => how(&self.policy, q, &mut Matches::new()),
+        });
+        self.metrics.decision_latency(started.elapsed());
+        decision
+    }
+
+    /// A finished record: counted in the metrics, then handed to the sink with the rule that
+    /// decided it.
+    pub(crate) fn emit(&self, a: &Access) {
+        let rule = a.rule.map(|id| self.policy.rule(id));
+        self.metrics.access(&AccessSample {
+            listener: &a.listener.label,
+            kind: kind_str(a.listener.kind),
+            protocol: a.protocol.as_str(),
+            action: a.action_str(),
+            outcome: a.outcome.as_str(),
+            source: rule.map(|r| &r.origin.file),
+            bytes_up: if a.bytes_in_metrics { a.bytes_up } else { 0 },
+            bytes_down: if a.bytes_in_metrics { a.bytes_down } else { 0 },
+            would_deny: a.would_deny,
+        });
+        self.sink.emit(a, rule);
+    }
+
+    /// What the admin listener's `/policy` shows: the generation, its sources and rule counts.
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let p = &self.policy;
+        let loaded = self.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sources: Vec<serde_json::Value> = p
+            .sources()
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "file": &*s.file,
+                    "bypass": s.by_action[0],
+                    "allow": s.by_action[1],
+                    "deny": s.by_action[2],
+                    "inactive": s.inactive,
+                    "mode": if p.reports(&s.file) { "report" } else { "enforce" },
+                })
+            })
+            .collect();
+        let rules = count_rules(p);
+        serde_json::json!({
+            "generation": self.number,
+            "loaded_at_unix": loaded,
+            "config": self.config.path.display().to_string(),
+            "default": p.default_action().as_str(),
+            "mode": if self.config.policy.mode == Mode::Report { "report" } else { "enforce" },
+            "rules": { "bypass": rules[0], "allow": rules[1], "deny": rules[2] },
+            "compile_ms": p.compile_time().as_secs_f64() * 1000.0,
+            "sources": sources,
+        })
+    }
+}
+
+/// Loads `[inspect]`'s CA and trust anchors (blocking: it reads files), keeping `previous`'s
+/// certificate cache when the CA is the same.
+pub(crate) fn load_inspector(
+    config: &Config,
+    previous: Option<&Inspector>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Inspector>>, CaError> {
+    let Some(cfg) = &config.inspect else { return Ok(None) };
+    let inspector = Inspector::load(cfg, previous, metrics.clone())?;
+    Ok(Some(Arc::new(inspector)))
+}
+
+/// Logs what inspection will do, and warns when it is insecure.
+pub(crate) fn log_inspection(inspect: Option<&Inspector>) {
+    match inspect {
+        None => tracing::info!("TLS inspection is off: allowed TLS connections are relayed uninspected"),
+        Some(i) => {
+            tracing::info!(
+                ca = i.ca_subject(),
+                upstream_roots = i.roots(),
+                leaf_validity_s = i.config().leaf_validity.as_secs(),
+                "TLS inspection is on for `allow`; `bypass` is never inspected"
+            );
+            if i.config().insecure_skip_upstream_verify {
+                tracing::warn!(
+                    "inspect.insecure_skip_upstream_verify = true is insecure: upstream certificates are not \
+                     checked, so an impostor on the path is trusted, and so are its answers to clients"
+                );
+            }
+        }
+    }
+}
+
+/// Warns when the configuration turns on something insecure.
+pub(crate) fn warn_insecure(config: &Config) {
+    if config.upstream.verify_destination == VerifyDestination::Original {
+        tracing::warn!(
+            "upstream.verify_destination = \"original\" is insecure: transparent connections go to whatever \
+             address the client chose, so an allowed name can carry traffic to any host"
+        );
+    }
+}
+
+/// Active rules by action: bypass, allow, deny.
+pub(crate) fn count_rules(policy: &Policy) -> [usize; 3] {
+    let mut rules = [0usize; 3];
+    for s in policy.sources() {
+        for (t, n) in rules.iter_mut().zip(s.by_action) {
+            *t += n;
+        }
+    }
+    rules
+}

@@ -1,0 +1,176 @@
+//! The explicit proxy listener: `CONNECT host:port` tunnels and absolute-form plain HTTP
+//! requests, served by hyper on one keep-alive connection.
+//!
+//! This module owns the CONNECT exchange: decide on the CONNECT host (deny → `403` before any
+//! tunnel), connect upstream (failures → `502`/`504`, so the client learns before it starts
+//! TLS), answer `200`, then sniff the tunnel like a redirected connection and hand it to
+//! [`crate::dispatch`]. Absolute-form requests go to the request pipeline
+//! ([`crate::forward`]) like any other HTTP request.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use hostgate_matcher::Host;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::access::{Access, Dst};
+use crate::conn::{Conn, Slot};
+use crate::dispatch::{dispatch, Dest};
+use crate::forward::body::empty;
+use crate::forward::{authority_host, refusal, Pipeline, ResBody, Scope};
+use crate::generation::Generation;
+use crate::outcome::{Failure, Outcome};
+use crate::policy::{Action, Query, Scheme};
+use crate::relay::IntoTcp;
+use crate::sniff::sniff_until;
+use crate::stream::Prefixed;
+use crate::upstream::Target;
+
+/// Serves one client connection of a connect listener.
+///
+/// Until the client sends its first byte the connection costs its socket and this future's few
+/// hundred bytes: hyper's connection (its 8 KiB read buffer, its state) is built when there is
+/// something to read, in a box, so that thousands of connections that never send hold almost
+/// nothing. The first request head must be complete within `sniff.timeout` of the accept, the
+/// wait for the first byte included; later heads get hyper's header timeout of the same length.
+pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
+    let readable = super::first_byte(&stream, conn.deadline).await;
+    Box::pin(serve_readable(conn, stream, readable)).await;
+}
+
+async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
+    let Conn { gen, slot, deadline, access: template } = conn;
+    let pipeline = Arc::new(Pipeline::new(gen.clone(), template.clone(), Scope::Proxy));
+    if !readable {
+        pipeline.head_timed_out();
+        return;
+    }
+    let header_timeout = gen.sniff.timeout;
+    // Set when hyper hands over the first request head: from then on the accept's deadline no
+    // longer applies (a CONNECT's upstream connect, a request being forwarded).
+    let head = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let (head, pipeline) = (head.clone(), pipeline.clone());
+        service_fn(move |req: Request<Incoming>| {
+            head.store(true, Ordering::Relaxed);
+            let (gen, slot, template, pipeline) = (gen.clone(), slot.clone(), template.clone(), pipeline.clone());
+            async move {
+                if req.method() == Method::CONNECT {
+                    Ok::<_, Infallible>(connect(gen, slot, template, req).await)
+                } else {
+                    pipeline.handle(req).await
+                }
+            }
+        })
+    };
+    let serving = crate::forward::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
+    let first_head = async {
+        tokio::time::sleep_until(deadline).await;
+        if head.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = serving => pipeline.ended(result),
+        () = first_head => pipeline.head_timed_out(),
+    }
+}
+
+/// Answers a CONNECT request, and on success spawns the tunnel.
+async fn connect(gen: Arc<Generation>, slot: Slot, template: Access, req: Request<Incoming>) -> Response<ResBody> {
+    let mut conn = Conn { gen, slot, deadline: tokio::time::Instant::now(), access: template };
+    conn.access.started = std::time::Instant::now();
+    conn.access.method = Some(Method::CONNECT);
+    let (host, port, upstream, addr) = match open(&mut conn, &req).await {
+        Ok(opened) => opened,
+        Err(f) => {
+            let res = refusal(&mut conn.access, f, false);
+            conn.finish();
+            return res;
+        }
+    };
+    conn.access.upstream = Some(addr);
+    conn.access.status = Some(200);
+    tokio::spawn(async move {
+        // The tunnel still counts against max_connections after hyper's connection has ended,
+        // and is closed with the others when a shutdown's grace period runs out.
+        let stop = conn.slot.clone();
+        let serve = async move {
+            match hyper::upgrade::on(req).await {
+                // The client's own socket when hyper holds nothing it read past the CONNECT
+                // head: a bypassed tunnel is then relayed socket to socket.
+                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) if parts.read_buf.is_empty() => {
+                        tunnel(conn, parts.io.into_inner(), host, port, upstream, addr).await
+                    }
+                    Ok(parts) => {
+                        let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
+                        tunnel(conn, client, host, port, upstream, addr).await
+                    }
+                    Err(upgraded) => tunnel(conn, TokioIo::new(upgraded), host, port, upstream, addr).await,
+                },
+                Err(e) => conn.failed(Outcome::ClientError, format!("CONNECT upgrade failed: {e}")),
+            }
+        };
+        tokio::select! {
+            () = serve => {}
+            () = stop.stopped() => {}
+        }
+    });
+    let mut res = Response::new(empty());
+    *res.status_mut() = StatusCode::OK;
+    res
+}
+
+/// Checks a CONNECT's target, decides it (as TLS, or as plain HTTP on port 80: the tunnel's
+/// content is decided again, and must agree, before a byte goes upstream) and connects
+/// upstream.
+async fn open(
+    conn: &mut Conn,
+    req: &Request<Incoming>,
+) -> Result<(Host, u16, TcpStream, std::net::SocketAddr), Failure> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Err(Failure::new(Outcome::BadRequest, "CONNECT without host:port"));
+    };
+    conn.access.dst = Some(Dst::Authority(authority.clone()));
+    let Some(port) = authority.port_u16() else {
+        return Err(Failure::new(Outcome::BadRequest, "CONNECT target has no port"));
+    };
+    let host =
+        authority_host(&authority).map_err(|e| Failure::new(Outcome::BadRequest, format!("CONNECT host: {e}")))?;
+    conn.access.host = Some(host.as_str().to_string());
+    let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
+    let decision = conn.gen.decide_connection(&Query { host: &host, scheme, port, path: None });
+    conn.access.decided(&decision);
+    if decision.action == Action::Deny {
+        return Err(Failure::new(Outcome::Denied, "policy"));
+    }
+    let (upstream, addr) =
+        conn.gen.connector.connect(Target { name: Some(host.as_str()), port, original: None }).await?;
+    Ok((host, port, upstream, addr))
+}
+
+/// Sniffs an established CONNECT tunnel (within `sniff.timeout` from now) and dispatches it.
+async fn tunnel<C>(
+    mut conn: Conn,
+    mut client: C,
+    host: Host,
+    port: u16,
+    upstream: TcpStream,
+    addr: std::net::SocketAddr,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + IntoTcp + 'static,
+{
+    let mut buf = BytesMut::new();
+    let started = std::time::Instant::now();
+    conn.deadline = tokio::time::Instant::now() + conn.gen.sniff.timeout;
+    let sniffed = sniff_until(&mut client, &mut buf, &conn.gen.sniff, conn.deadline).await;
+    conn.gen.metrics.sniff_latency(started.elapsed());
+    dispatch(conn, client, buf, sniffed, Dest::Connected { host, port, upstream, addr }).await;
+}

@@ -1,0 +1,96 @@
+//! The transparent listener: connections redirected by an iptables/nftables `REDIRECT` rule.
+//!
+//! This module owns recovering the original destination (`SO_ORIGINAL_DST`, IPv4 and IPv6),
+//! refusing connections that were not redirected (so the gateway never loops into itself), and
+//! the sniff under the deadline set at the accept; what was sniffed goes to
+//! [`crate::dispatch`].
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use bytes::BytesMut;
+use nix::sys::socket::{getsockopt, sockopt};
+use tokio::net::TcpStream;
+
+use crate::access::Dst;
+use crate::conn::Conn;
+use crate::dispatch::{dispatch, refuse, Dest};
+use crate::outcome::{Failure, Outcome};
+use crate::sniff::sniff_until;
+
+/// Serves one redirected connection.
+///
+/// Until the client sends its first byte the connection costs its socket and this small future:
+/// the sniff buffer and the rest are allocated when there is something to read, in a box. The
+/// `sniff.timeout` deadline runs from the accept, the wait for the first byte included.
+pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
+    let original = original_destination(&stream, conn.listener().local);
+    // A connection that was not redirected is refused at once.
+    let readable = original.is_err() || super::first_byte(&stream, conn.deadline).await;
+    Box::pin(serve_readable(conn, stream, original, readable)).await;
+}
+
+async fn serve_readable(mut conn: Conn, mut stream: TcpStream, original: Result<SocketAddr, String>, readable: bool) {
+    let original = match original {
+        Ok(original) => original,
+        // Not redirected: a plain close (no alert: the client may not even speak TLS).
+        Err(detail) => return refuse(conn, stream, Failure::new(Outcome::NotRedirected, detail), false).await,
+    };
+    conn.access.dst = Some(Dst::Addr(original));
+    // The sniff phase's duration counts from the accept.
+    let accepted = conn.access.started;
+    if !readable {
+        conn.gen.metrics.sniff_latency(accepted.elapsed());
+        let f = crate::sniff::timed_out(&conn.gen.sniff, 0);
+        return refuse(conn, stream, f, false).await;
+    }
+    let mut buf = BytesMut::new();
+    let sniffed = sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
+    conn.gen.metrics.sniff_latency(accepted.elapsed());
+    dispatch(conn, stream, buf, sniffed, Dest::Transparent { original }).await;
+}
+
+/// The destination the client asked for before the `REDIRECT`, or why there is none.
+///
+/// A connection that was not redirected has no NAT entry (`ENOENT`) or reports the listener's
+/// own address; both are refused, so a client pointed straight at the listener cannot make the
+/// gateway connect to itself. `listener` is the listening socket's address: a connection's own
+/// address is that, unless the listener is bound to the unspecified address (then it is asked).
+pub(crate) fn original_destination(stream: &TcpStream, listener: SocketAddr) -> Result<SocketAddr, String> {
+    let local = if listener.ip().is_unspecified() {
+        stream.local_addr().map_err(|e| format!("local address: {e}"))?
+    } else {
+        listener
+    };
+    // A dual-stack socket reports IPv4 clients as IPv4-mapped IPv6; their NAT entry is IPv4.
+    let ipv4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+    };
+    let local = match local {
+        SocketAddr::V6(v6) if ipv4 => v6.ip().to_ipv4_mapped().map_or(local, |ip| SocketAddr::from((ip, v6.port()))),
+        _ => local,
+    };
+    let original = match ipv4 {
+        true => getsockopt(stream, sockopt::OriginalDst).map(|sin| {
+            SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            ))
+        }),
+        false => getsockopt(stream, sockopt::Ip6tOriginalDst).map(|sin6| {
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))
+        }),
+    }
+    .map_err(|e| format!("no original destination (SO_ORIGINAL_DST: {e}); the connection was not redirected"))?;
+    if original == local {
+        return Err(format!(
+            "original destination {original} is the listener itself; the connection was not redirected"
+        ));
+    }
+    Ok(original)
+}
