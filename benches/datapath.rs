@@ -48,6 +48,9 @@ mod hello;
 
 #[path = "support/median.rs"]
 mod median;
+
+#[path = "support/netns.rs"]
+mod netns;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -184,33 +187,6 @@ async fn short_upstream() -> SocketAddr {
     addr
 }
 
-/// Moves this process into a new network namespace with `lo` up, for the transparent case;
-/// `Err(why not)` (and nothing changed) without root, `ip` or `iptables`. Call it before any
-/// thread is started: a namespace is per thread, and later threads inherit their creator's.
-fn enter_netns() -> Result<(), String> {
-    for tool in [&["ip", "-V"][..], &["iptables", "-V"]] {
-        run(tool)?;
-    }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e} (needs root)"))?;
-    // From here on a failure would leave the process without a usable loopback: fail loudly.
-    run(&["ip", "link", "set", "lo", "up"]).unwrap_or_else(|e| panic!("in the new namespace: {e}"));
-    Ok(())
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}: {} {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
 async fn setup(netns: bool) -> Setup {
     let echo = echo_server().await;
     let naive = naive_relay(echo).await;
@@ -231,35 +207,13 @@ async fn setup(netns: bool) -> Setup {
     let addr = gateway.local_addr(ListenerKind::Connect).expect("connect listener");
     let transparent = match gateway.local_addr(ListenerKind::Transparent) {
         None => None,
-        Some(listener) => {
-            let port = listener.port().to_string();
-            let (ip, dport) = REDIRECTED.split_once(':').expect("ip:port");
-            let rule = [
-                "iptables",
-                "-w",
-                "-t",
-                "nat",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "tcp",
-                "-d",
-                ip,
-                "--dport",
-                dport,
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &port,
-            ];
-            match run(&rule) {
-                Ok(()) => Some(REDIRECTED.parse().expect("address")),
-                Err(e) => {
-                    println!("connection_rate/hostgate_transparent: skipped: {e}");
-                    None
-                }
+        Some(listener) => match netns::redirect(REDIRECTED, listener) {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                println!("connection_rate/hostgate_transparent: skipped: {e}");
+                None
             }
-        }
+        },
     };
     let naive_short = naive_relay(short).await;
     let rate = Arc::new(Rate {
@@ -484,7 +438,7 @@ fn main() {
     let netns = if listing {
         false
     } else {
-        match enter_netns() {
+        match netns::enter_netns() {
             Ok(()) => true,
             Err(why) => {
                 println!("connection_rate/hostgate_transparent: skipped: {why}");

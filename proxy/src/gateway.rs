@@ -23,11 +23,10 @@ use tokio::task::JoinHandle;
 use crate::access::{AccessSink, Listener, TracingSink};
 use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind};
-use crate::generation::{count_rules, Generation};
-use crate::generation::{load_inspector, log_inspection, warn_insecure};
+use crate::generation::{count_rules, load_inspector, log_inspection, warn_insecure, Generation};
 use crate::inspect::{CaError, Inspector};
 use crate::listen::Intake;
-use crate::metrics::{Metrics, ReloadSample};
+use crate::metrics::Metrics;
 use crate::policy::{LoadError, Policy};
 use crate::reload::restart_needed;
 pub use crate::reload::{ReloadError, Reloaded, SourceChange};
@@ -135,13 +134,7 @@ impl Gateway {
             Some(address) => Some(bind_one(address)?),
         };
         let max_connections = config.limits.max_connections;
-        metrics.reload(&ReloadSample {
-            ok: true,
-            generation: 1,
-            rules: count_rules(&policy).map(|n| n as u64),
-            duration: policy.compile_time(),
-            at: SystemTime::now(),
-        });
+        crate::reload::first(&metrics, &policy);
         let first = Generation::build(1, config.clone(), policy, inspect, metrics.clone(), sink.clone());
         let intake = Arc::new(Intake {
             current: ArcSwap::from_pointee(first),
@@ -283,17 +276,7 @@ impl Core {
         let (config, policy, inspect, changes) = match loaded {
             Ok(x) => x,
             Err(e) => {
-                let generation = self.intake.current.load().number;
-                // Metrics first, then the log line (as on success): whoever acts on the line
-                // finds /metrics already saying so.
-                self.metrics.reload(&ReloadSample {
-                    ok: false,
-                    generation,
-                    rules: [0; 3],
-                    duration: started.elapsed(),
-                    at: SystemTime::now(),
-                });
-                tracing::error!(generation, error = %e, "reload failed; the current generation keeps serving");
+                crate::reload::failed(&self.metrics, old.number, started, &e);
                 return Err(e);
             }
         };
@@ -310,29 +293,9 @@ impl Core {
         // If no connection still holds the old generation, freeing it (a large matcher and rule
         // table) happens on the blocking pool too.
         tokio::task::spawn_blocking(move || drop(old));
-        self.metrics.reload(&ReloadSample {
-            ok: true,
-            generation,
-            rules: rules.map(|n| n as u64),
-            duration: started.elapsed(),
-            at: SystemTime::now(),
-        });
-        let summary =
-            changes.iter().map(|c| format!("{}: +{} -{}", c.file, c.added, c.removed)).collect::<Vec<_>>().join("; ");
-        tracing::info!(
-            generation,
-            bypass = rules[0],
-            allow = rules[1],
-            deny = rules[2],
-            compile_ms = compile_time.as_millis() as u64,
-            took_ms = started.elapsed().as_millis() as u64,
-            changes = if summary.is_empty() { "none" } else { summary.as_str() },
-            "reloaded; new connections use the new generation"
-        );
-        for what in &needs_restart {
-            tracing::warn!(generation, "reload: {what} changed; this takes effect only after a restart");
-        }
-        Ok(Reloaded { generation, rules, compile_time, changes, needs_restart })
+        let done = Reloaded { generation, rules, compile_time, changes, needs_restart };
+        crate::reload::applied(&self.metrics, &done, started);
+        Ok(done)
     }
 }
 

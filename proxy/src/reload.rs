@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::generation::{load_inspector, Generation};
 use crate::inspect::{CaError, Inspector};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadSample};
 use crate::policy::{LoadError, Policy};
 
 /// Why a reload did not apply; the previous generation keeps serving.
@@ -79,6 +79,59 @@ pub(crate) async fn load(
     })
     .await
     .map_err(|e| ReloadError::Internal(format!("reload task: {e}")))?
+}
+
+/// Reports the policy loaded at start as generation 1.
+pub(crate) fn first(metrics: &Metrics, policy: &Policy) {
+    let rules = crate::generation::count_rules(policy).map(|n| n as u64);
+    metrics.reload(&ReloadSample {
+        ok: true,
+        generation: 1,
+        rules,
+        duration: policy.compile_time(),
+        at: SystemTime::now(),
+    });
+}
+
+/// Reports a failed reload: the metrics first, then the log line (as on success), so that whoever
+/// acts on the line finds `/metrics` already saying so.
+pub(crate) fn failed(metrics: &Metrics, generation: u64, started: Instant, e: &ReloadError) {
+    metrics.reload(&ReloadSample {
+        ok: false,
+        generation,
+        rules: [0; 3],
+        duration: started.elapsed(),
+        at: SystemTime::now(),
+    });
+    tracing::error!(generation, error = %e, "reload failed; the current generation keeps serving");
+}
+
+/// Reports a reload that was applied: the metrics, the summary line, and a warning for each
+/// setting that needs a restart.
+pub(crate) fn applied(metrics: &Metrics, r: &Reloaded, started: Instant) {
+    let generation = r.generation;
+    metrics.reload(&ReloadSample {
+        ok: true,
+        generation,
+        rules: r.rules.map(|n| n as u64),
+        duration: started.elapsed(),
+        at: SystemTime::now(),
+    });
+    let summary =
+        r.changes.iter().map(|c| format!("{}: +{} -{}", c.file, c.added, c.removed)).collect::<Vec<_>>().join("; ");
+    tracing::info!(
+        generation,
+        bypass = r.rules[0],
+        allow = r.rules[1],
+        deny = r.rules[2],
+        compile_ms = r.compile_time.as_millis() as u64,
+        took_ms = started.elapsed().as_millis() as u64,
+        changes = if summary.is_empty() { "none" } else { summary.as_str() },
+        "reloaded; new connections use the new generation"
+    );
+    for what in &r.needs_restart {
+        tracing::warn!(generation, "reload: {what} changed; this takes effect only after a restart");
+    }
 }
 
 /// Rules added and removed in one file by a reload.
