@@ -281,17 +281,14 @@ impl Access {
         }
     }
 
-    /// A record for a request that starts now on this connection: the connection's fields,
-    /// nothing of an earlier request.
+    /// A record for a request that starts now on this connection: a copy of the connection's
+    /// record (listener, client, destination, ClientHello, inspection, upstream), started now,
+    /// with the request's protocol.
     pub fn request(&self, protocol: Protocol) -> Access {
-        Access {
-            listener: self.listener.clone(),
-            client: self.client,
-            generation: self.generation,
-            protocol,
-            sni: self.sni.clone(),
-            ..Access::new(self.listener.clone(), self.client, self.generation)
-        }
+        let mut a = self.clone();
+        a.started = Instant::now();
+        a.protocol = protocol;
+        a
     }
 
     /// Records what a ClientHello says: the protocol, the server name and the offer (moved

@@ -2,7 +2,7 @@
 //! importer, and the command-line tools built on them.
 //!
 //! One client connection goes through the data path top to bottom, carried by one context
-//! ([`conn`]) that holds its generation, its slot and its access record:
+//! (`conn::Conn`) that holds its generation, its slot and its access record:
 //!
 //! ```text
 //! listen/ ─ accept, slot, generation, first byte
@@ -31,7 +31,7 @@
 //! - [`metrics`], [`admin`]: the Prometheus metrics and the admin listener.
 //! - [`cli`]: `hostgate run`, `check`, `explain`, `import` and `ca init`.
 //!
-//! The data path's phases are private: [`conn`] (the context), `listen` (accept), `dispatch`
+//! The data path's phases are private: `conn` (the context), `listen` (accept), `dispatch`
 //! (after the sniff), `forward` (the request pipeline), `intercept` (inspected TLS), `relay`,
 //! `stream`, `upstream` (resolve, SSRF guard, connect), `generation` and `reload`.
 
@@ -49,6 +49,7 @@ pub mod inspect;
 mod intercept;
 mod listen;
 pub mod metrics;
+pub mod normalize;
 pub mod notify;
 pub mod outcome;
 pub mod policy;
