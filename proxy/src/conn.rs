@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::access::{Access, Listener};
-use crate::generation::Generation;
+use crate::generation::{Current, Generation};
 use crate::metrics::GaugeGuard;
 use crate::outcome::Failure;
 
@@ -47,8 +47,11 @@ impl Slot {
 /// One accepted client connection, as every phase sees it.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    /// The generation it was accepted under: every decision of the connection comes from it.
+    /// The generation it was accepted under: the connection's own decisions (a TLS or opaque
+    /// stream, a CONNECT's tunnel) and settings come from it.
     pub(crate) gen: Arc<Generation>,
+    /// The generation in force now: each HTTP request on the connection is decided by it.
+    pub(crate) current: Arc<Current>,
     /// Its place under the connection limit.
     pub(crate) slot: Slot,
     /// The sniff deadline (`sniff.timeout` from the accept, or from a CONNECT's `200`).
@@ -60,10 +63,11 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// The context of a connection accepted now from `client` on `listener`.
-    pub(crate) fn accepted(gen: Arc<Generation>, slot: Slot, listener: Arc<Listener>, client: SocketAddr) -> Conn {
+    pub(crate) fn accepted(current: Arc<Current>, slot: Slot, listener: Arc<Listener>, client: SocketAddr) -> Conn {
+        let gen = current.load();
         let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
         let access = Access::new(listener, client, gen.number);
-        Conn { gen, slot, deadline, access }
+        Conn { gen, current, slot, deadline, access }
     }
 
     /// The listener that accepted it.

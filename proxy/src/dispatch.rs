@@ -124,7 +124,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = conn.gen.sniff.timeout;
-    let pipeline = Arc::new(Pipeline::new(conn.gen.clone(), conn.access, scope));
+    let pipeline = Arc::new(Pipeline::new(&conn, conn.access.clone(), scope));
     let svc = {
         let pipeline = pipeline.clone();
         service_fn(move |req| pipeline.clone().handle(req))

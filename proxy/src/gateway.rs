@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::access::{AccessSink, Listener, TracingSink};
 use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind};
-use crate::generation::{count_rules, load_inspector, log_inspection, warn_insecure, Generation};
+use crate::generation::{count_rules, load_inspector, log_inspection, warn_insecure, Current, Generation};
 use crate::inspect::{CaError, Inspector};
 use crate::listen::Intake;
 use crate::metrics::Metrics;
@@ -137,7 +136,7 @@ impl Gateway {
         crate::reload::first(&metrics, &policy);
         let first = Generation::build(1, config.clone(), policy, inspect, metrics.clone(), sink.clone());
         let intake = Arc::new(Intake {
-            current: ArcSwap::from_pointee(first),
+            current: Arc::new(Current::new(first)),
             limit: Arc::new(Semaphore::new(max_connections)),
             stop: watch::Sender::new(false),
             metrics: metrics.clone(),
@@ -271,7 +270,7 @@ impl Core {
     async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _serial = self.reload_lock.lock().await;
         let started = Instant::now();
-        let old = self.intake.current.load_full();
+        let old = self.intake.current.load();
         let loaded = crate::reload::load(self.config_path.clone(), &old, &self.metrics).await;
         let (config, policy, inspect, changes) = match loaded {
             Ok(x) => x,
@@ -289,7 +288,7 @@ impl Core {
         let rules = count_rules(&policy);
         let compile_time = policy.compile_time();
         let next = Generation::build(generation, config, policy, inspect, self.metrics.clone(), self.sink.clone());
-        self.intake.current.store(Arc::new(next));
+        self.intake.current.store(next);
         // If no connection still holds the old generation, freeing it (a large matcher and rule
         // table) happens on the blocking pool too.
         tokio::task::spawn_blocking(move || drop(old));

@@ -12,12 +12,14 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use hostgate_matcher::Matches;
 
 use crate::access::{kind_str, Access, AccessSink};
 use crate::config::{Config, Mode, SniffConfig, VerifyDestination};
 use crate::inspect::{CaError, Inspector};
 use crate::metrics::{AccessSample, Metrics};
+use crate::normalize::Slashes;
 use crate::policy::{Decision, Policy, Query, Scheme};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::Connector;
@@ -47,6 +49,30 @@ pub(crate) struct Generation {
     pub(crate) sink: Arc<dyn AccessSink>,
     /// TLS inspection, when `[inspect]` turns it on.
     pub(crate) inspect: Option<Arc<Inspector>>,
+    /// What the request normaliser does with encoded slashes.
+    pub(crate) slashes: Slashes,
+}
+
+/// The generation in force: what new connections are accepted under and what each HTTP request
+/// is decided by. A reload swaps it whole.
+#[derive(Debug)]
+pub(crate) struct Current(ArcSwap<Generation>);
+
+impl Current {
+    /// The first generation in force.
+    pub(crate) fn new(first: Generation) -> Current {
+        Current(ArcSwap::from_pointee(first))
+    }
+
+    /// The generation in force now.
+    pub(crate) fn load(&self) -> Arc<Generation> {
+        self.0.load_full()
+    }
+
+    /// Puts `next` in force.
+    pub(crate) fn store(&self, next: Generation) {
+        self.0.store(Arc::new(next));
+    }
 }
 
 thread_local! {
@@ -77,6 +103,7 @@ impl Generation {
             config,
             loaded_at: SystemTime::now(),
             inspect,
+            slashes: Slashes::default(),
         }
     }
 

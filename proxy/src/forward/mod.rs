@@ -34,7 +34,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Mutex;
 
 use crate::access::{Access, Protocol};
-use crate::generation::Generation;
+use crate::conn::Conn;
+use crate::generation::{Current, Generation};
 use crate::inspect::{Inspector, H2};
 use crate::outcome::{http_refusal, Failure, Outcome};
 use crate::policy::{Action, Query};
@@ -86,7 +87,11 @@ impl std::fmt::Debug for Upstream {
 /// One client connection's HTTP state, shared by its requests.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
+    /// The generation the connection was accepted under: its settings and its connection-level
+    /// events.
     gen: Arc<Generation>,
+    /// The generation in force now: each request is decided by the one current when it arrives.
+    current: Arc<Current>,
     /// The connection's record: each request's record starts as a copy of it.
     template: Access,
     scope: Scope,
@@ -99,20 +104,28 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// The HTTP state of a connection served by `gen` whose record so far is `template`.
-    pub(crate) fn new(gen: Arc<Generation>, template: Access, scope: Scope) -> Pipeline {
-        Pipeline { gen, template, scope, tls: None, upstream: Mutex::new(None), requests: AtomicU64::new(0) }
+    pub(crate) fn new(conn: &Conn, template: Access, scope: Scope) -> Pipeline {
+        Pipeline {
+            gen: conn.gen.clone(),
+            current: conn.current.clone(),
+            template,
+            scope,
+            tls: None,
+            upstream: Mutex::new(None),
+            requests: AtomicU64::new(0),
+        }
     }
 
     /// The HTTP state of an inspected connection, with its first upstream connection when the
     /// upstream handshakes succeeded (`sender` at `addr`).
     pub(crate) fn inspected(
-        gen: Arc<Generation>,
+        conn: &Conn,
         template: Access,
         scope: Scope,
         tls: TlsUpstream,
         first: Option<(Sender, SocketAddr)>,
     ) -> Pipeline {
-        let mut p = Pipeline::new(gen, template, scope);
+        let mut p = Pipeline::new(conn, template, scope);
         if let (Scope::Inspected { name, port, .. }, Some((sender, addr))) = (&p.scope, first) {
             *p.upstream.get_mut() = Some(Upstream { host: name.clone(), port: *port, addr, sender });
         }
@@ -129,15 +142,17 @@ impl Pipeline {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let protocol = if self.tls.is_some() { Protocol::Https } else { Protocol::Http };
+        let gen = self.current.load();
         let mut access = self.template.request(protocol);
+        access.generation = gen.number;
         access.method = Some(req.method().clone());
         access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
         if !matches!(self.scope, Scope::Inspected { .. }) {
             access.dst = req.uri().authority().cloned().map(crate::access::Dst::Authority);
         }
-        let target = match RequestTarget::parse(&req, &self.scope) {
+        let target = match RequestTarget::parse(&req, &self.scope, gen.slashes) {
             Ok(t) => t,
-            Err(f) => return Ok(self.refuse(access, f, false)),
+            Err(f) => return Ok(refuse(&gen, access, f, false)),
         };
         access.host = Some(target.host.as_str().to_string());
         access.path = Some(target.path.clone());
@@ -148,21 +163,21 @@ impl Pipeline {
             }
             Scope::Inspected { .. } => {}
         }
-        if let Err(f) = self.decide(&target, &mut access) {
-            return Ok(self.refuse(access, f, false));
+        if let Err(f) = self.decide(&gen, &target, &mut access) {
+            return Ok(refuse(&gen, access, f, false));
         }
         if let Some(f) = self.tls.as_ref().and_then(|t| t.failure.as_ref()) {
-            return Ok(self.refuse(access, f.clone(), true));
+            return Ok(refuse(&gen, access, f.clone(), true));
         }
-        Ok(self.forward(req, target, access).await)
+        Ok(self.forward(&gen, req, target, access).await)
     }
 
     /// Decides a request by its host, port and path. Inside an inspected connection a request
     /// for another host than the connection's (domain fronting) needs a rule that allows that
     /// host on its own.
-    fn decide(&self, target: &RequestTarget, access: &mut Access) -> Result<(), Failure> {
+    fn decide(&self, gen: &Generation, target: &RequestTarget, access: &mut Access) -> Result<(), Failure> {
         let q = Query { host: &target.host, scheme: self.scope.scheme(), port: target.port, path: Some(&target.path) };
-        let decision = self.gen.decide(&q);
+        let decision = gen.decide(&q);
         access.decided(&decision);
         if let Scope::Inspected { name, .. } = &self.scope {
             let fronted = target.host.as_str() != name.as_str();
@@ -184,7 +199,13 @@ impl Pipeline {
 
     /// Sends the request upstream on the connection's upstream connection (made or remade as
     /// needed) and streams the response back.
-    async fn forward(&self, req: Request<Incoming>, target: RequestTarget, mut access: Access) -> Response<ResBody> {
+    async fn forward(
+        &self,
+        gen: &Arc<Generation>,
+        req: Request<Incoming>,
+        target: RequestTarget,
+        mut access: Access,
+    ) -> Response<ResBody> {
         let (mut parts, body) = req.into_parts();
         let client_version = parts.version;
         let up_count = Arc::new(AtomicU64::new(0));
@@ -193,30 +214,31 @@ impl Pipeline {
         parts.headers.append(header::VIA, via(client_version));
 
         let mut slot = self.upstream.lock().await;
-        if let Err(f) = self.ready_upstream(&mut slot, &target).await {
-            return self.refuse(access, f, false);
+        if let Err(f) = self.ready_upstream(gen, &mut slot, &target).await {
+            return refuse(gen, access, f, false);
         }
         let Some(upstream) = slot.as_mut() else {
-            return self.refuse(access, Failure::new(Outcome::UpstreamError, "no upstream connection"), false);
+            return refuse(gen, access, Failure::new(Outcome::UpstreamError, "no upstream connection"), false);
         };
         access.upstream = Some(upstream.addr);
-        let timeout = self.gen.idle_timeout;
+        let timeout = gen.idle_timeout;
         let result = match &mut upstream.sender {
             Sender::H1(s) => {
                 parts.uri = match target.path.parse::<Uri>() {
                     Ok(u) => u,
-                    Err(_) => return self.refuse(access, Failure::new(Outcome::BadRequest, "request path"), false),
+                    Err(_) => return refuse(gen, access, Failure::new(Outcome::BadRequest, "request path"), false),
                 };
-                if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+                if let Ok(v) = HeaderValue::from_str(&target.upstream_authority(self.scope.scheme())) {
                     parts.headers.insert(header::HOST, v);
                 }
                 parts.version = Version::HTTP_11;
                 exchange(s.send_request(Request::from_parts(parts, body)), timeout).await
             }
             Sender::H2(s) => {
-                parts.uri = match format!("https://{}{}", target.authority, target.path).parse::<Uri>() {
+                let authority = target.upstream_authority(self.scope.scheme());
+                parts.uri = match format!("https://{authority}{}", target.path).parse::<Uri>() {
                     Ok(u) => u,
-                    Err(_) => return self.refuse(access, Failure::new(Outcome::BadRequest, "request path"), false),
+                    Err(_) => return refuse(gen, access, Failure::new(Outcome::BadRequest, "request path"), false),
                 };
                 parts.headers.remove(header::HOST);
                 parts.version = Version::HTTP_2;
@@ -233,12 +255,12 @@ impl Pipeline {
                 parts.headers.append(header::VIA, via(client_version));
                 parts.version = client_version;
                 access.status = Some(parts.status.as_u16());
-                let body = Logged::new(body, self.gen.clone(), access, up_count);
+                let body = Logged::new(body, gen.clone(), access, up_count);
                 Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
             }
             Err(f) => {
                 access.bytes_up = up_count.load(Ordering::Relaxed);
-                self.refuse(access, f, false)
+                refuse(gen, access, f, false)
             }
         }
     }
@@ -246,7 +268,12 @@ impl Pipeline {
     /// Makes sure `slot` holds a ready upstream connection for `target`: the kept one when it
     /// goes to the same place and is still open, a new one otherwise. An inspected connection's
     /// requests all go to its own name (a fronted request that a rule allows goes there too).
-    async fn ready_upstream(&self, slot: &mut Option<Upstream>, target: &RequestTarget) -> Result<(), Failure> {
+    async fn ready_upstream(
+        &self,
+        gen: &Generation,
+        slot: &mut Option<Upstream>,
+        target: &RequestTarget,
+    ) -> Result<(), Failure> {
         let (host, port) = match &self.scope {
             Scope::Inspected { name, port, .. } => (name, *port),
             _ => (&target.host, target.port),
@@ -260,7 +287,7 @@ impl Pipeline {
         };
         if !usable {
             *slot = None;
-            let (sender, addr) = self.connect(host, port).await?;
+            let (sender, addr) = self.connect(gen, host, port).await?;
             *slot = Some(Upstream { host: host.clone(), port, addr, sender });
         }
         Ok(())
@@ -268,25 +295,18 @@ impl Pipeline {
 
     /// A new upstream HTTP connection to `host:port`: TCP and HTTP/1.1, or for an inspected
     /// connection, TLS with the protocol the upstream picks.
-    async fn connect(&self, host: &Host, port: u16) -> Result<(Sender, SocketAddr), Failure> {
+    async fn connect(&self, gen: &Generation, host: &Host, port: u16) -> Result<(Sender, SocketAddr), Failure> {
         let target = Target { name: Some(host.as_str()), port, original: self.scope.original() };
-        let (tcp, addr) = self.gen.connector.connect(target).await?;
+        let (tcp, addr) = gen.connector.connect(target).await?;
         let sender = match &self.tls {
             None => handshake_h1(tcp).await?,
             Some(t) => {
-                let timeout: Duration = self.gen.connector.connect_timeout();
+                let timeout: Duration = gen.connector.connect_timeout();
                 let tls = t.inspector.connect_upstream(tcp, host, t.alpn.clone(), timeout).await?;
                 handshake(tls).await?
             }
         };
         Ok((sender, addr))
-    }
-
-    /// The answer to a refused or failed request, its record emitted now.
-    fn refuse(&self, mut access: Access, failure: Failure, explained: bool) -> Response<ResBody> {
-        let res = refusal(&mut access, failure, explained);
-        self.gen.emit(&access);
-        res
     }
 
     /// Logs how hyper ended the client connection when no request of it could be handled: a
@@ -324,6 +344,13 @@ impl Pipeline {
         );
         self.gen.emit(&access);
     }
+}
+
+/// The answer to a refused or failed request, its record emitted now through `gen`.
+fn refuse(gen: &Generation, mut access: Access, failure: Failure, explained: bool) -> Response<ResBody> {
+    let res = refusal(&mut access, failure, explained);
+    gen.emit(&access);
+    res
 }
 
 /// The answer to a refused request or CONNECT ([`http_refusal`]), recorded in `access`: the

@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap};
 use http::uri::{Authority, Scheme as UriScheme};
 use http::{Method, Request};
 
+use crate::normalize::{normalize, Slashes};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::Scheme;
 
@@ -97,13 +98,9 @@ impl RequestTarget {
     /// scheme, an authority-form or, to the explicit proxy, an origin-form target, no host);
     /// `mismatch` when the Host header and the URI, or the request and its connection, name
     /// different places; `head-too-large` for a head over [`MAX_HEAD`].
-    pub(crate) fn parse<B>(req: &Request<B>, scope: &Scope) -> Result<RequestTarget, Failure> {
+    pub(crate) fn parse<B>(req: &Request<B>, scope: &Scope, slashes: Slashes) -> Result<RequestTarget, Failure> {
         head_fits(req)?;
-        let uri = req.uri();
-        let path = match uri.path_and_query().map(|p| p.as_str()) {
-            None | Some("") => "/".to_string(),
-            Some(p) => p.to_string(),
-        };
+        let path = normalized_path(req, slashes)?;
         let host_header = host_header(req.headers())?;
         if req.method() == Method::CONNECT {
             return Err(Failure::new(Outcome::BadRequest, "CONNECT is only served by a connect listener"));
@@ -130,6 +127,35 @@ impl RequestTarget {
         let port = authority.port_u16().unwrap_or(default_port);
         same_place(scope, &host, port)?;
         Ok(RequestTarget { host, port, path, authority })
+    }
+
+    /// The authority the request goes upstream with (its Host, or HTTP/2 `:authority`): the
+    /// normalised host, and the port unless it is the scheme's default.
+    pub(crate) fn upstream_authority(&self, scheme: Scheme) -> String {
+        let default = match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        let host = self.host.as_str();
+        let bracketed = host.contains(':');
+        match (bracketed, self.port == default) {
+            (false, true) => host.to_string(),
+            (false, false) => format!("{host}:{}", self.port),
+            (true, true) => format!("[{host}]"),
+            (true, false) => format!("[{host}]:{}", self.port),
+        }
+    }
+}
+
+/// The request's path and query, normalised ([`crate::normalize`]); `OPTIONS *` keeps its `*`.
+fn normalized_path<B>(req: &Request<B>, slashes: Slashes) -> Result<String, Failure> {
+    let raw = req.uri().path_and_query().map_or("", |p| p.as_str());
+    if raw == "*" && req.method() == Method::OPTIONS {
+        return Ok(raw.to_string());
+    }
+    match normalize(raw, slashes) {
+        Ok(path) => Ok(path.into_owned()),
+        Err(e) => Err(Failure::new(Outcome::BadRequest, format!("request target refused: {e}"))),
     }
 }
 
@@ -260,36 +286,48 @@ mod tests {
     #[test]
     fn one_parse_for_every_scope() {
         let original: SocketAddr = "192.0.2.1:80".parse().unwrap();
-        let t = RequestTarget::parse(&req("/a?b", &["Example.com"]), &Scope::Transparent { original }).unwrap();
+        let t = RequestTarget::parse(&req("/a?b", &["Example.com"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap();
         assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.com", 80, "/a?b"));
-        let e = RequestTarget::parse(&req("/", &["example.com:81"]), &Scope::Transparent { original }).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["example.com:81"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::Mismatch);
-        let e = RequestTarget::parse(&req("/", &["a.test", "b.test"]), &Scope::Transparent { original }).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["a.test", "b.test"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::BadRequest);
-        let e = RequestTarget::parse(&req("/", &["a.test"]), &Scope::Proxy).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["a.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.detail, "origin-form request to the explicit proxy");
-        let t = RequestTarget::parse(&req("http://a.test/x", &[]), &Scope::Proxy).unwrap();
+        let t = RequestTarget::parse(&req("http://a.test/x", &[]), &Scope::Proxy, Slashes::Refuse).unwrap();
         assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("a.test", 80, "/x"));
-        let e = RequestTarget::parse(&req("https://a.test/x", &[]), &Scope::Proxy).unwrap_err();
+        let e = RequestTarget::parse(&req("https://a.test/x", &[]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::BadRequest);
-        let e = RequestTarget::parse(&req("http://a.test/", &["b.test"]), &Scope::Proxy).unwrap_err();
+        let e = RequestTarget::parse(&req("http://a.test/", &["b.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::Mismatch);
-        let e = RequestTarget::parse(&req("http://u@a.test/", &[]), &Scope::Proxy).unwrap_err();
+        let e = RequestTarget::parse(&req("http://u@a.test/", &[]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::BadRequest);
         let tunnel = Scope::Tunnel { host: Host::new("a.test").unwrap(), port: 80 };
-        let e = RequestTarget::parse(&req("/", &["b.test"]), &tunnel).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["b.test"]), &tunnel, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::Mismatch);
         let inspected = Scope::Inspected { name: Host::new("a.test").unwrap(), port: 443, original: None };
-        let t = RequestTarget::parse(&req("https://a.test/p", &[]), &inspected).unwrap();
+        let t = RequestTarget::parse(&req("https://a.test/p", &[]), &inspected, Slashes::Refuse).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("a.test", 443));
-        let e = RequestTarget::parse(&req("/", &["a.test:444"]), &inspected).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["a.test:444"]), &inspected, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::Mismatch);
+    }
+
+    #[test]
+    fn targets_are_normalised_before_anything_sees_them() {
+        let t = RequestTarget::parse(&req("http://A.test:80/ok/%2e%2e/no", &[]), &Scope::Proxy, Slashes::Refuse).unwrap();
+        assert_eq!((t.path.as_str(), t.upstream_authority(Scheme::Http).as_str()), ("/no", "a.test"));
+        let e = RequestTarget::parse(&req("http://a.test/ok/..%2fno", &[]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
+        assert_eq!(e.outcome, Outcome::BadRequest);
+        assert!(e.detail.starts_with("request target refused"), "{}", e.detail);
+        let inspected = Scope::Inspected { name: Host::new("a.test").unwrap(), port: 8443, original: None };
+        let t = RequestTarget::parse(&req("/x", &["a.test:8443"]), &inspected, Slashes::Refuse).unwrap();
+        assert_eq!(t.upstream_authority(Scheme::Https), "a.test:8443");
     }
 
     #[test]
     fn heads_over_the_limit_are_refused() {
         let long = "a".repeat(MAX_HEAD);
-        let e = RequestTarget::parse(&req(&format!("/{long}"), &["a.test"]), &Scope::Proxy).unwrap_err();
+        let e = RequestTarget::parse(&req(&format!("/{long}"), &["a.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::HeadTooLarge);
     }
 }

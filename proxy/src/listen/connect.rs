@@ -19,12 +19,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::access::{Access, Dst};
-use crate::conn::{Conn, Slot};
+use crate::access::Dst;
+use crate::conn::Conn;
 use crate::dispatch::{dispatch, Dest};
 use crate::forward::body::empty;
 use crate::forward::{authority_host, refusal, Pipeline, ResBody, Scope};
-use crate::generation::Generation;
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
 use crate::relay::IntoTcp;
@@ -45,31 +44,31 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
 }
 
 async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
-    let Conn { gen, slot, deadline, access: template } = conn;
-    let pipeline = Arc::new(Pipeline::new(gen.clone(), template.clone(), Scope::Proxy));
+    let pipeline = Arc::new(Pipeline::new(&conn, conn.access.clone(), Scope::Proxy));
     if !readable {
         pipeline.head_timed_out();
         return;
     }
-    let header_timeout = gen.sniff.timeout;
+    let (header_timeout, deadline) = (conn.gen.sniff.timeout, conn.deadline);
     // Set when hyper hands over the first request head: from then on the accept's deadline no
     // longer applies (a CONNECT's upstream connect, a request being forwarded).
     let head = Arc::new(AtomicBool::new(false));
     let svc = {
-        let (head, pipeline) = (head.clone(), pipeline.clone());
+        let (head, pipeline, conn) = (head.clone(), pipeline.clone(), Arc::new(conn));
         service_fn(move |req: Request<Incoming>| {
             head.store(true, Ordering::Relaxed);
-            let (gen, slot, template, pipeline) = (gen.clone(), slot.clone(), template.clone(), pipeline.clone());
+            let (conn, pipeline) = (conn.clone(), pipeline.clone());
             async move {
                 if req.method() == Method::CONNECT {
-                    Ok::<_, Infallible>(connect(gen, slot, template, req).await)
+                    Ok::<_, Infallible>(connect(&conn, req).await)
                 } else {
                     pipeline.handle(req).await
                 }
             }
         })
     };
-    let serving = crate::forward::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
+    let serving =
+        crate::forward::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
     let first_head = async {
         tokio::time::sleep_until(deadline).await;
         if head.load(Ordering::Relaxed) {
@@ -82,11 +81,15 @@ async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
     }
 }
 
-/// Answers a CONNECT request, and on success spawns the tunnel.
-async fn connect(gen: Arc<Generation>, slot: Slot, template: Access, req: Request<Incoming>) -> Response<ResBody> {
-    let mut conn = Conn { gen, slot, deadline: tokio::time::Instant::now(), access: template };
-    conn.access.started = std::time::Instant::now();
-    conn.access.method = Some(Method::CONNECT);
+/// Answers a CONNECT request on the proxy connection `parent` (decided by the generation in
+/// force now), and on success spawns the tunnel, which keeps that generation.
+async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
+    let gen = parent.current.load();
+    let mut access = parent.access.request(crate::access::Protocol::None);
+    access.generation = gen.number;
+    access.method = Some(Method::CONNECT);
+    let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
+    let mut conn = Conn { gen, current: parent.current.clone(), slot: parent.slot.clone(), deadline, access };
     let (host, port, upstream, addr) = match open(&mut conn, &req).await {
         Ok(opened) => opened,
         Err(f) => {

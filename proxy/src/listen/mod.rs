@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -26,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::access::{kind_str, Listener};
 use crate::config::ListenerKind;
 use crate::conn::{Conn, Slot};
-use crate::generation::Generation;
+use crate::generation::Current;
 use crate::metrics::Metrics;
 use crate::outcome::is_resource_exhaustion;
 
@@ -34,8 +33,8 @@ use crate::outcome::is_resource_exhaustion;
 /// by, the connection limit and the signal that closes what is left at the end of a shutdown.
 #[derive(Debug)]
 pub(crate) struct Intake {
-    /// The current generation: loaded once per accepted connection.
-    pub(crate) current: ArcSwap<Generation>,
+    /// The generation in force: loaded once per accepted connection, and per HTTP request.
+    pub(crate) current: Arc<Current>,
     /// `limits.max_connections` permits.
     pub(crate) limit: Arc<Semaphore>,
     /// Turned true when the shutdown grace period ends.
@@ -79,10 +78,9 @@ async fn accept_loop(intake: Arc<Intake>, info: Arc<Listener>, listener: TcpList
                 backoff = Duration::from_millis(10);
                 let _ = stream.set_nodelay(true);
                 // The generation is loaded once per connection and kept for its life.
-                let gen = intake.current.load_full();
                 let open = intake.metrics.connection(&info.label);
                 let slot = Slot::new(permit, open, intake.stop.subscribe());
-                let conn = Conn::accepted(gen, slot, info.clone(), client);
+                let conn = Conn::accepted(intake.current.clone(), slot, info.clone(), client);
                 tokio::spawn(serve(conn, stream));
             }
             Err(e) if is_resource_exhaustion(&e) => {
