@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod ca;
 pub mod client_hello;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod netns;
