@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use hostgate_proxy::access::{AccessEvent, Dst};
 use hostgate_proxy::config::{Config, ListenerKind};
 use hostgate_proxy::gateway::Gateway;
 use tempfile::TempDir;
@@ -126,6 +127,11 @@ impl TestGateway {
             g.shutdown(std::time::Duration::ZERO).await;
         }
     }
+}
+
+/// An access event's `dst` as the log writes it (`host:port`, or the original destination).
+pub fn dst(event: &AccessEvent) -> Option<String> {
+    event.dst.as_ref().map(Dst::to_string)
 }
 
 /// A predicate on one field's value.

@@ -30,7 +30,7 @@ pub use self::{
     access_log::{Event, EventExt},
     ca::TestCa,
     client_hello::ClientHello,
-    gateway::{assert_decided, assert_logged_deny, assert_rule, field, pins, TestGateway, LOCAL_UPSTREAM},
+    gateway::{assert_decided, assert_logged_deny, assert_rule, dst, field, pins, TestGateway, LOCAL_UPSTREAM},
     http::{Closed, HttpConn, Response},
     netns::Netns,
     trickle::Trickle,
