@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use hostgate_proxy::access::AccessEvent;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
+use hyper::Method;
 use serde_json::Value;
 use support::gateway::{metric, pins_many};
 use support::http::{
@@ -32,8 +36,8 @@ use support::process::Hostgate;
 use support::resources::{open_fds, raise_nofile, rss_kib};
 use support::upstream::{RawUpstream, Resetting};
 use support::{
-    assert_logged_deny, assert_rule, field, pins, ClientHello, Closed, Event, EventExt, HttpConn, HttpUpstream,
-    Response, TestCa, TestGateway, TlsUpstream, LOCAL_UPSTREAM, STEP,
+    assert_logged_deny, assert_rule, dst, pins, ClientHello, Closed, HttpConn, HttpUpstream, Response, TestCa,
+    TestGateway, TlsUpstream, LOCAL_UPSTREAM, STEP,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -143,7 +147,6 @@ impl Case {
                 previous(info);
             }));
         });
-        support::access_log::init();
         Case { name, fds: fd_census(), panics: TASK_PANICS.load(Ordering::SeqCst), _serial: serial }
     }
 
@@ -230,8 +233,8 @@ async fn responses(bytes: &[u8]) -> Vec<Response> {
 }
 
 /// The detail of an event, lowercase (empty when absent).
-fn detail(ev: &Event) -> String {
-    ev.s("detail").unwrap_or_default().to_ascii_lowercase()
+fn detail(ev: &AccessEvent) -> String {
+    ev.detail.as_deref().unwrap_or_default().to_ascii_lowercase()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         // Each client: connected (and its tunnel open), then trickling; how long until closed.
         let tls = async {
             let tcp = tunnel(proxy, "slow.test:443").await;
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             let (mut rd, wr) = tcp.into_split();
             let start = Instant::now();
             let writer = tokio::spawn(trickle(wr, ClientHello::new("slow.test").to_bytes(), second));
@@ -271,7 +274,7 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         };
         let http_sniffed = async {
             let tcp = tunnel(proxy, "site.test:80").await;
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             let (mut rd, wr) = tcp.into_split();
             let start = Instant::now();
             let writer = tokio::spawn(trickle(wr, head.clone(), second));
@@ -282,7 +285,7 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         let http_proxy = async {
             let tcp = TcpStream::connect(proxy).await.unwrap();
             tcp.set_nodelay(true).unwrap();
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             let (mut rd, wr) = tcp.into_split();
             let start = Instant::now();
             let absolute = b"GET http://site.test/ HTTP/1.1\r\nHost: site.test\r\n\r\n".to_vec();
@@ -293,7 +296,7 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         };
         let http_after_method = async {
             let tcp = tunnel(proxy, "site.test:80").await;
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             let (mut rd, mut wr) = tcp.into_split();
             let start = Instant::now();
             wr.write_all(b"GET ").await.unwrap();
@@ -309,7 +312,7 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
             let start = Instant::now();
             let tcp = TcpStream::connect(proxy).await.unwrap();
             tcp.set_nodelay(true).unwrap();
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             let (mut rd, wr) = tcp.into_split();
             tokio::time::sleep(Duration::from_millis(1200)).await;
             let absolute = b"GET http://site.test/ HTTP/1.1\r\nHost: site.test\r\n\r\n".to_vec();
@@ -325,8 +328,8 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         // Restarted at the first byte, the deadline would be 3.2 s after the connect.
         assert!(waited >= Duration::from_millis(1900), "silent, then trickling: closed after {waited:?}");
         assert!(waited < Duration::from_millis(2900), "silent, then trickling: still open after {waited:?}");
-        let ev = gw.wait_access(field("client", &http_proxy_late.0)).await;
-        assert_eq!(ev.s("outcome"), Some("timeout"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == http_proxy_late.0).await;
+        assert_eq!(ev.outcome, Outcome::Timeout, "{ev:#?}");
         assert_eq!(detail(&ev), "no complete request head within 2000 ms", "{ev:#?}");
 
         for (what, (_, waited, closed)) in [
@@ -353,14 +356,14 @@ async fn slowloris_one_byte_per_second_is_closed_at_the_sniff_timeout() {
         let upstream_side = read_until_closed(&mut up, STEP).await;
         assert!(upstream_side.bytes.is_empty(), "{upstream_side:?}");
         for (what, client) in [("ClientHello", &tls.0), ("HTTP head", &http_sniffed.0)] {
-            let ev = gw.wait_access(field("client", client)).await;
-            assert_eq!(ev.s("outcome"), Some("timeout"), "{what}: {ev:#?}");
+            let ev = gw.wait_access(|e| e.client == *client).await;
+            assert_eq!(ev.outcome, Outcome::Timeout, "{what}: {ev:#?}");
             let d = detail(&ev);
             assert!(d.contains("within 2000 ms"), "{what}: {ev:#?}");
             // A byte or two got in before the deadline: the deadline did not restart with them.
             let read: u64 = d.split('(').nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
             assert!((1..=3).contains(&read), "{what}: {read} bytes read: {ev:#?}");
-            assert_eq!(ev.s("method"), Some("CONNECT"), "{what}: {ev:#?}");
+            assert_eq!(ev.method, Some(Method::CONNECT), "{what}: {ev:#?}");
             assert_logged_deny(&ev);
         }
         drop(up);
@@ -440,8 +443,8 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
             start.elapsed()
         );
         let all_closed = start.elapsed();
-        let clients: std::collections::BTreeSet<String> =
-            idle.iter().map(|tcp| tcp.local_addr().unwrap().to_string()).collect();
+        let clients: std::collections::BTreeSet<SocketAddr> =
+            idle.iter().map(|tcp| tcp.local_addr().unwrap()).collect();
         let mut reads = JoinSet::new();
         for mut tcp in idle {
             reads.spawn(async move {
@@ -463,7 +466,7 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
         let rss_after = rss_kib();
 
         // One access event per idle connection, each saying why it ended.
-        let logged = |e: &Event| e.s("client").is_some_and(|c| clients.contains(c));
+        let logged = |e: &AccessEvent| clients.contains(&e.client);
         assert!(
             eventually(STEP, || gw.access_events(logged).len() >= n).await,
             "{} of {n} idle connections logged",
@@ -472,7 +475,7 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
         let events = gw.access_events(logged);
         assert_eq!(events.len(), n, "events for {n} idle connections");
         for ev in &events {
-            assert_eq!(ev.s("outcome"), Some("timeout"), "{ev:#?}");
+            assert_eq!(ev.outcome, Outcome::Timeout, "{ev:#?}");
             assert!(detail(ev).starts_with("no complete request head within"), "{ev:#?}");
             assert_logged_deny(ev);
         }
@@ -483,8 +486,8 @@ async fn thousands_of_idle_connections_are_closed_by_the_sniff_timeout() {
         let r = conn.request(&get_absolute("site.test", "/after", "site.test")).await;
         assert_eq!(r.text(), "upstream=H host=site.test path=/after method=GET");
         // By path too: the client's port may be one an idle connection had (and logged).
-        let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/after")(e)).await;
-        assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some("/after")).await;
+        assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
 
         let per_connection = rss_held.saturating_sub(rss_before) * 1024 / n as u64;
         eprintln!(
@@ -522,9 +525,9 @@ async fn raw_setup(upstream_extra: &str) -> (RawUpstream, HttpUpstream, Resettin
 
 /// A tunnel to `raw.test` carrying a ClientHello, and the upstream's side of it once the hello
 /// has arrived there: (client, client address, upstream side, hello length).
-async fn raw_tunnel(gw: &TestGateway, raw: &RawUpstream) -> (TcpStream, String, TcpStream, u64) {
+async fn raw_tunnel(gw: &TestGateway, raw: &RawUpstream) -> (TcpStream, SocketAddr, TcpStream, u64) {
     let mut tcp = tunnel(gw.connect_addr(), "raw.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let hello = ClientHello::new("raw.test").to_bytes();
     tcp.write_all(&hello).await.unwrap();
     let mut up = raw.next().await;
@@ -547,15 +550,15 @@ async fn half_closed_tunnels_carry_the_other_direction_to_the_end() {
         c.write_all(b"ping").await.unwrap();
         c.shutdown().await.unwrap();
         assert_eq!(read_to_end(&mut up).await, b"ping", "the upstream got the bytes, then the end");
-        assert!(gw.access_events(field("client", &client)).is_empty(), "logged while the upstream still sends");
+        assert!(gw.access_events(|e| e.client == client).is_empty(), "logged while the upstream still sends");
         up.write_all(b"pong").await.unwrap();
         up.shutdown().await.unwrap();
         assert_eq!(read_to_end(&mut c).await, b"pong", "the answer after the client's FIN");
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
         assert_rule(&ev, "allow raw.test", 1);
-        assert_eq!((ev.u("bytes_up"), ev.u("bytes_down")), (Some(hello + 4), Some(4)), "{ev:#?}");
-        assert_eq!(ev.s("upstream"), Some(raw.addr().to_string().as_str()), "{ev:#?}");
+        assert_eq!((ev.bytes_up, ev.bytes_down), (hello + 4, 4), "{ev:#?}");
+        assert_eq!(ev.upstream, Some(raw.addr()), "{ev:#?}");
         drop((c, up));
 
         // The upstream half-closes.
@@ -563,14 +566,14 @@ async fn half_closed_tunnels_carry_the_other_direction_to_the_end() {
         up.write_all(b"early").await.unwrap();
         up.shutdown().await.unwrap();
         assert_eq!(read_to_end(&mut c).await, b"early", "the client got the rest, then the end");
-        assert!(gw.access_events(field("client", &client)).is_empty(), "logged while the client still sends");
+        assert!(gw.access_events(|e| e.client == client).is_empty(), "logged while the client still sends");
         c.write_all(b"late").await.unwrap();
         assert_eq!(read_n(&mut up, 4).await, b"late", "sent after the upstream's FIN");
         c.shutdown().await.unwrap();
         assert_eq!(read_to_end(&mut up).await, b"", "the client's FIN");
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-        assert_eq!((ev.u("bytes_up"), ev.u("bytes_down")), (Some(hello + 4), Some(5)), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+        assert_eq!((ev.bytes_up, ev.bytes_down), (hello + 4, 5), "{ev:#?}");
         drop((c, up));
         assert!(eventually(STEP, || active(&gw, gw.connect_addr()) == 0.0).await, "connections left open");
         assert_no_connections_left("after the tunnels").await;
@@ -599,10 +602,10 @@ async fn a_reset_in_the_middle_of_a_tunnel_closes_the_other_side() {
         drop(c);
         let upstream_side = read_until_closed(&mut up, STEP).await;
         assert!(upstream_side.bytes.is_empty(), "{upstream_side:?}");
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("client-error"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::ClientError, "{ev:#?}");
         assert!(detail(&ev).contains("reset"), "{ev:#?}");
-        assert_eq!((ev.u("bytes_up"), ev.u("bytes_down")), (Some(hello + 1), Some(1)), "{ev:#?}");
+        assert_eq!((ev.bytes_up, ev.bytes_down), (hello + 1, 1), "{ev:#?}");
         assert_rule(&ev, "allow raw.test", 1);
         drop(up);
 
@@ -614,10 +617,10 @@ async fn a_reset_in_the_middle_of_a_tunnel_closes_the_other_side() {
         drop(up);
         let client_side = read_until_closed(&mut c, STEP).await;
         assert!(client_side.bytes.is_empty(), "{client_side:?}");
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("upstream-error"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::UpstreamError, "{ev:#?}");
         assert!(detail(&ev).contains("reset"), "{ev:#?}");
-        assert_eq!(ev.s("action"), Some("allow"), "an upstream failure keeps the decision: {ev:#?}");
+        assert_eq!(ev.action, Some(Action::Allow), "an upstream failure keeps the decision: {ev:#?}");
         drop(c);
         assert!(eventually(STEP, || active(&gw, gw.connect_addr()) == 0.0).await, "connections left open");
         assert_no_connections_left("after the tunnels").await;
@@ -644,10 +647,10 @@ async fn an_upstream_that_never_answers() {
         assert!(closed.bytes.is_empty(), "{closed:?}");
         assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
         assert!(read_until_closed(&mut up, STEP).await.bytes.is_empty());
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("idle-timeout"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::IdleTimeout, "{ev:#?}");
         assert!(detail(&ev).contains("1000 ms"), "{ev:#?}");
-        assert_eq!((ev.u("bytes_up"), ev.u("bytes_down")), (Some(hello), Some(0)), "{ev:#?}");
+        assert_eq!((ev.bytes_up, ev.bytes_down), (hello, 0), "{ev:#?}");
         drop((c, up));
 
         // Plain HTTP: the request reaches the upstream, which says nothing; the client gives up.
@@ -685,8 +688,8 @@ async fn plain_http_to_a_silent_upstream_gets_a_504() {
         let r = tokio::time::timeout(Duration::from_secs(4), conn.read_response()).await;
         let r = r.unwrap_or_else(|_| panic!("no answer 4 s after the request (idle_timeout 1 s)")).unwrap();
         assert_eq!(r.status, 504, "{r:?}");
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert!(matches!(ev.s("outcome"), Some("idle-timeout" | "upstream-timeout")), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert!(matches!(ev.outcome, Outcome::IdleTimeout | Outcome::UpstreamTimeout), "{ev:#?}");
         gw.shutdown().await;
     }
     .await;
@@ -711,22 +714,22 @@ async fn an_upstream_that_resets_at_once() {
         assert!(matches!(reason.as_deref(), Some("upstream-error" | "upstream-refused")), "{r:?}");
         let r = conn.request(&get_absolute("site.test", "/next", "site.test")).await;
         assert_eq!(r.text(), "upstream=H host=site.test path=/next method=GET", "the connection is still usable");
-        let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/r")(e)).await;
-        assert_eq!(ev.s("outcome"), reason.as_deref(), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some("/r")).await;
+        assert_eq!(Some(ev.outcome.as_str()), reason.as_deref(), "{ev:#?}");
         assert!(!detail(&ev).is_empty(), "{ev:#?}");
-        assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
-        assert_eq!(ev.s("action"), Some("allow"), "{ev:#?}");
+        assert_eq!(ev.status, Some(502), "{ev:#?}");
+        assert_eq!(ev.action, Some(Action::Allow), "{ev:#?}");
         assert_eq!(h.count(), 1);
 
         let (mut tcp, answer) = connect_tunnel(gw.connect_addr(), "reset.test:443").await;
-        let client = tcp.local_addr().unwrap().to_string();
+        let client = tcp.local_addr().unwrap();
         if answer.status == 200 {
             let _ = tcp.write_all(&ClientHello::new("reset.test").to_bytes()).await;
             let closed = read_until_closed(&mut tcp, STEP).await;
             assert!(closed.bytes.is_empty(), "{closed:?}");
-            let ev = gw.wait_access(field("client", &client)).await;
-            assert_eq!(ev.s("outcome"), Some("upstream-error"), "{ev:#?}");
-            assert_eq!(ev.s("sni"), Some("reset.test"), "{ev:#?}");
+            let ev = gw.wait_access(|e| e.client == client).await;
+            assert_eq!(ev.outcome, Outcome::UpstreamError, "{ev:#?}");
+            assert_eq!(ev.sni.as_deref(), Some("reset.test"), "{ev:#?}");
         } else {
             // The reset beat the connect: refused before the tunnel.
             assert_eq!(
@@ -734,8 +737,8 @@ async fn an_upstream_that_resets_at_once() {
                 (502, Some("upstream-refused")),
                 "{answer:?}"
             );
-            let ev = gw.wait_access(field("client", &client)).await;
-            assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
+            let ev = gw.wait_access(|e| e.client == client).await;
+            assert_eq!(ev.outcome, Outcome::UpstreamRefused, "{ev:#?}");
             assert!(detail(&ev).contains("reset"), "{ev:#?}");
         }
         assert!(reset.accepted() >= 2, "{}", reset.accepted());
@@ -786,7 +789,7 @@ type RequestFor = Box<dyn Fn(&str) -> String>;
 
 /// Writes `raw` and then a `Connection: close` sentinel request on a new connection (or tunnel),
 /// reads until the gateway closes, and returns the client address, the responses and the end.
-async fn exchange(gw: &TestGateway, via: Via, raw: Vec<u8>) -> (String, Vec<Response>, Closed) {
+async fn exchange(gw: &TestGateway, via: Via, raw: Vec<u8>) -> (SocketAddr, Vec<Response>, Closed) {
     let tcp = match via {
         Via::Proxy => {
             let tcp = TcpStream::connect(gw.connect_addr()).await.unwrap();
@@ -795,7 +798,7 @@ async fn exchange(gw: &TestGateway, via: Via, raw: Vec<u8>) -> (String, Vec<Resp
         }
         Via::Tunnel => tunnel(gw.connect_addr(), "site.test:80").await,
     };
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let (mut rd, mut wr) = tcp.into_split();
     let sentinel = format!("GET {}/sentinel HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n", via.prefix());
     // The writer may be cut off (the gateway closes after a 400): its errors do not matter.
@@ -812,12 +815,12 @@ async fn exchange(gw: &TestGateway, via: Via, raw: Vec<u8>) -> (String, Vec<Resp
 /// The smuggling invariant: every request the upstream received since `before` was decided and
 /// logged by the gateway for this client (same path, `allow`), and carries exactly one Host,
 /// the decided one.
-async fn assert_nothing_smuggled(what: &str, gw: &TestGateway, h: &HttpUpstream, before: usize, client: &str) {
+async fn assert_nothing_smuggled(what: &str, gw: &TestGateway, h: &HttpUpstream, before: usize, client: SocketAddr) {
     let received = h.received()[before..].to_vec();
     for r in &received {
         let path = r.target.clone();
-        let ev = gw.wait_access(|e| field("client", client)(e) && e.s("path") == Some(path.as_str())).await;
-        assert_eq!(ev.s("action"), Some("allow"), "{what}: the upstream got {r:?}, the gateway logged {ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some(path.as_str())).await;
+        assert_eq!(ev.action, Some(Action::Allow), "{what}: the upstream got {r:?}, the gateway logged {ev:#?}");
         let hosts: Vec<&str> = r.headers.iter().filter(|(n, _)| n == "host").map(|(_, v)| v.as_str()).collect();
         assert_eq!(hosts, ["site.test"], "{what}: the upstream got these Host headers: {r:?}");
         assert!(!r.target.contains("smuggled"), "{what}: a hidden request reached the upstream: {r:?}");
@@ -986,7 +989,7 @@ async fn request_smuggling_attempts_are_refused_or_reframed() {
                     }
                     Want::Forwarded => assert_eq!(first, Some(200), "{what}: {responses:?}"),
                 }
-                assert_nothing_smuggled(&what, &gw, &h, before, &client).await;
+                assert_nothing_smuggled(&what, &gw, &h, before, client).await;
             }
         }
         // A request for another host than the tunnel's, inside a port-80 tunnel.
@@ -994,9 +997,9 @@ async fn request_smuggling_attempts_are_refused_or_reframed() {
         let before = h.count();
         let (client, responses, _) = exchange(&gw, Via::Tunnel, raw).await;
         assert!(matches!(responses.first().map(|r| r.status), Some(400 | 403)), "{responses:?}");
-        let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/x")(e)).await;
-        assert_eq!(ev.s("outcome"), Some("mismatch"), "{ev:#?}");
-        assert_nothing_smuggled("another host in a tunnel", &gw, &h, before, &client).await;
+        let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some("/x")).await;
+        assert_eq!(ev.outcome, Outcome::Mismatch, "{ev:#?}");
+        assert_nothing_smuggled("another host in a tunnel", &gw, &h, before, client).await;
         assert_no_connections_left("smuggling").await;
         gw.shutdown().await;
     }
@@ -1080,11 +1083,11 @@ async fn oversized_heads_get_431_and_never_reach_the_upstream() {
                 assert_eq!(h.count(), before, "{what}: reached the upstream");
                 // hyper answered (or closed) before the gateway saw a request; the gateway logs
                 // why (`requests_the_http_parser_refuses_are_logged` covers the kinds).
-                let ev = gw.wait_access(field("client", &client)).await;
-                assert_eq!(ev.s("outcome"), Some("head-too-large"), "{what}: {ev:#?}");
+                let ev = gw.wait_access(|e| e.client == client).await;
+                assert_eq!(ev.outcome, Outcome::HeadTooLarge, "{what}: {ev:#?}");
                 let logged =
-                    gw.access_events(|e| field("client", &client)(e) && e.s("path").is_some_and(|p| p != "/sentinel"));
-                assert!(logged.iter().all(|e| e.s("outcome") != Some("ok")), "{what}: {logged:#?}");
+                    gw.access_events(|e| e.client == client && e.path.as_deref().is_some_and(|p| p != "/sentinel"));
+                assert!(logged.iter().all(|e| e.outcome != Outcome::Ok), "{what}: {logged:#?}");
             }
             // Just under the cap: forwarded whole (and the sentinel after it).
             let value = big(60 << 10);
@@ -1094,8 +1097,8 @@ async fn oversized_heads_get_431_and_never_reach_the_upstream() {
             assert_eq!(responses.first().map(|r| r.status), Some(200), "{responses:?}");
             let got = &h.received()[before];
             assert_eq!(got.header("x-big").map(str::len), Some(value.len()), "the header arrived cut");
-            let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/under")(e)).await;
-            assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+            let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some("/under")).await;
+            assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
         }
         assert_no_connections_left("oversized").await;
         gw.shutdown().await;
@@ -1157,10 +1160,10 @@ async fn a_malformed_request_body_is_blamed_on_the_client() {
             );
             let before = h.count();
             let (client, responses, _) = exchange(&gw, via, raw.into_bytes()).await;
-            let ev = gw.wait_access(|e| field("client", &client)(e) && field("path", "/chunk-overflow")(e)).await;
-            assert_nothing_smuggled("chunk overflow", &gw, &h, before, &client).await;
+            let ev = gw.wait_access(|e| e.client == client && e.path.as_deref() == Some("/chunk-overflow")).await;
+            assert_nothing_smuggled("chunk overflow", &gw, &h, before, client).await;
             assert_eq!(responses.first().map(|r| r.status), Some(400), "{via:?}: {responses:?}; {ev:#?}");
-            assert!(matches!(ev.s("outcome"), Some("bad-request" | "client-error")), "{via:?}: {ev:#?}");
+            assert!(matches!(ev.outcome, Outcome::BadRequest | Outcome::ClientError), "{via:?}: {ev:#?}");
         }
         gw.shutdown().await;
     }
@@ -1182,11 +1185,11 @@ async fn requests_the_http_parser_refuses_are_logged() {
         for via in [Via::Proxy, Via::Tunnel] {
             let t = via.prefix();
             for (what, raw, outcome) in [
-                ("a malformed head", format!("GET {t}/a b HTTP/1.1\r\nHost: site.test\r\n\r\n"), "bad-request"),
+                ("a malformed head", format!("GET {t}/a b HTTP/1.1\r\nHost: site.test\r\n\r\n"), Outcome::BadRequest),
                 (
                     "an oversized head",
                     format!("GET {t}/big HTTP/1.1\r\nHost: site.test\r\nX-Big: {}\r\n\r\n", "a".repeat(200 << 10)),
-                    "head-too-large",
+                    Outcome::HeadTooLarge,
                 ),
             ] {
                 let (client, _, _) = exchange(&gw, via, raw.into_bytes()).await;
@@ -1196,17 +1199,17 @@ async fn requests_the_http_parser_refuses_are_logged() {
         // A head that never ends: to the proxy, and after the method in a tunnel.
         let mut tcp = TcpStream::connect(gw.connect_addr()).await.unwrap();
         tcp.write_all(b"GET http://site.test/ HTTP/1.1\r\nHost: site").await.unwrap();
-        clients.push(("an unfinished head (Proxy)".into(), tcp.local_addr().unwrap().to_string(), "timeout"));
+        clients.push(("an unfinished head (Proxy)".into(), tcp.local_addr().unwrap(), Outcome::Timeout));
         read_until_closed(&mut tcp, STEP).await;
         let mut tcp = tunnel(gw.connect_addr(), "site.test:80").await;
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: site").await.unwrap();
-        clients.push(("an unfinished head (Tunnel)".into(), tcp.local_addr().unwrap().to_string(), "timeout"));
+        clients.push(("an unfinished head (Tunnel)".into(), tcp.local_addr().unwrap(), Outcome::Timeout));
         read_until_closed(&mut tcp, STEP).await;
         let mut missing = Vec::new();
         for (what, client, outcome) in &clients {
-            let found = gw.access_events(field("client", client));
-            if !found.iter().any(|e| e.s("outcome") == Some(outcome)) {
-                missing.push(format!("{what}: want outcome {outcome}, logged {found:?}"));
+            let found = gw.access_events(|e| e.client == *client);
+            if !found.iter().any(|e| e.outcome == *outcome) {
+                missing.push(format!("{what}: want outcome {outcome:?}, logged {found:?}"));
             }
         }
         assert!(missing.is_empty(), "not logged:\n{}", missing.join("\n"));
@@ -1258,10 +1261,10 @@ async fn ip_literals_and_embedded_private_addresses_are_refused_by_the_guard() {
             let (tcp, r) = connect_tunnel(gw.connect_addr(), &format!("{name}:443")).await;
             assert_eq!(r.status, 403, "{name} → {addr}: {r:?}");
             assert_eq!(r.header("x-hostgate-reason"), Some("ssrf"), "{name}: {r:?}");
-            let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-            assert_eq!(ev.s("outcome"), Some("ssrf"), "{name}: {ev:#?}");
+            let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+            assert_eq!(ev.outcome, Outcome::Ssrf, "{name}: {ev:#?}");
             assert!(detail(&ev).contains(range), "{name}: want {range:?} in {ev:#?}");
-            assert_eq!(ev.s("upstream"), None, "{name}: {ev:#?}");
+            assert_eq!(ev.upstream, None, "{name}: {ev:#?}");
             assert_logged_deny(&ev);
         }
         // Plain HTTP is guarded the same way.
@@ -1271,18 +1274,18 @@ async fn ip_literals_and_embedded_private_addresses_are_refused_by_the_guard() {
         // IP literals: a rule allowing the literal does not get it past the guard; without a
         // rule, the policy refuses first; an IPv6 literal is not a host name the gateway takes.
         for (authority, status, outcome) in [
-            (format!("127.0.0.1:{port}"), 403, "ssrf"),
-            ("10.0.0.1:443".to_string(), 403, "denied"),
-            (format!("[::1]:{port}"), 400, "bad-request"),
-            (format!("[::ffff:127.0.0.1]:{port}"), 400, "bad-request"),
-            ("[2001:db8::1]:443".to_string(), 400, "bad-request"),
+            (format!("127.0.0.1:{port}"), 403, Outcome::Ssrf),
+            ("10.0.0.1:443".to_string(), 403, Outcome::Denied),
+            (format!("[::1]:{port}"), 400, Outcome::BadRequest),
+            (format!("[::ffff:127.0.0.1]:{port}"), 400, Outcome::BadRequest),
+            ("[2001:db8::1]:443".to_string(), 400, Outcome::BadRequest),
         ] {
             let (tcp, r) = connect_tunnel(gw.connect_addr(), &authority).await;
             assert_eq!(r.status, status, "CONNECT {authority}: {r:?}");
             assert_reason_token(&r);
-            let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-            assert_eq!(ev.s("outcome"), Some(outcome), "CONNECT {authority}: {ev:#?}");
-            assert_eq!(ev.s("dst"), Some(authority.as_str()), "{ev:#?}");
+            let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+            assert_eq!(ev.outcome, outcome, "CONNECT {authority}: {ev:#?}");
+            assert_eq!(dst(&ev).as_deref(), Some(authority.as_str()), "{ev:#?}");
         }
         assert_eq!(raw.accepted(), 0, "the gateway connected to loopback");
         drop(conn);
@@ -1300,19 +1303,19 @@ async fn ip_literals_and_embedded_private_addresses_are_refused_by_the_guard() {
             let (tcp, r) = connect_tunnel(gw.connect_addr(), &authority).await;
             assert_eq!(r.status, 200, "CONNECT {authority}: {r:?}");
             let _up = raw.next().await;
-            let client = tcp.local_addr().unwrap().to_string();
+            let client = tcp.local_addr().unwrap();
             drop(tcp);
             // Connected; the client then left without a byte.
-            let ev = gw.wait_access(field("client", &client)).await;
-            assert_eq!(ev.s("outcome"), Some("client-error"), "{ev:#?}");
-            assert_eq!(ev.s("rule").map(|r| r.starts_with("allow ")), Some(true), "{ev:#?}");
-            assert!(ev.s("upstream").is_some_and(|u| u.ends_with(&format!(":{port}"))), "{ev:#?}");
+            let ev = gw.wait_access(|e| e.client == client).await;
+            assert_eq!(ev.outcome, Outcome::ClientError, "{ev:#?}");
+            assert_eq!(ev.rule.as_deref().map(|r| r.starts_with("allow ")), Some(true), "{ev:#?}");
+            assert!(ev.upstream.is_some_and(|u| u.port() == port), "{ev:#?}");
         }
         for name in ["nat64.test", "sixtofour.test"] {
             let (tcp, r) = connect_tunnel(gw.connect_addr(), &format!("{name}:443")).await;
             assert!(matches!(r.status, 502 | 504), "{name}: {r:?}");
-            let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-            assert!(matches!(ev.s("outcome"), Some("upstream-refused" | "upstream-timeout")), "{name}: {ev:#?}");
+            let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+            assert!(matches!(ev.outcome, Outcome::UpstreamRefused | Outcome::UpstreamTimeout), "{name}: {ev:#?}");
         }
         assert_eq!(raw.accepted(), 2);
         assert_no_connections_left("ssrf, loopback allowed").await;
@@ -1342,22 +1345,22 @@ async fn pins_mixing_private_and_public_addresses_never_reach_the_private_one() 
         for name in ["mixed.test", "mixed-rev.test"] {
             let (tcp, r) = connect_tunnel(gw.connect_addr(), &format!("{name}:443")).await;
             assert!(matches!(r.status, 502 | 504), "{name}: {r:?}");
-            let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-            assert!(matches!(ev.s("outcome"), Some("upstream-timeout" | "upstream-refused")), "{name}: {ev:#?}");
+            let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+            assert!(matches!(ev.outcome, Outcome::UpstreamTimeout | Outcome::UpstreamRefused), "{name}: {ev:#?}");
             assert!(detail(&ev).contains("192.0.2.1:443"), "{name}: the public address was the one tried: {ev:#?}");
-            assert_eq!(ev.s("upstream"), None, "{ev:#?}");
-            assert_eq!(ev.s("action"), Some("allow"), "an upstream failure, not a refusal: {ev:#?}");
+            assert_eq!(ev.upstream, None, "{ev:#?}");
+            assert_eq!(ev.action, Some(Action::Allow), "an upstream failure, not a refusal: {ev:#?}");
 
             let mut conn = HttpConn::connect(gw.connect_addr()).await;
             let r = conn.request(&get_absolute(name, "/p", name)).await;
             assert!(matches!(r.status, 502 | 504), "{name}: {r:?}");
-            let ev = gw.wait_access(field("client", &conn.local_addr())).await;
+            let ev = gw.wait_access(|e| e.client == conn.local_addr()).await;
             assert!(detail(&ev).contains("192.0.2.1:443"), "{name}: {ev:#?}");
         }
         let (tcp, r) = connect_tunnel(gw.connect_addr(), "private.test:443").await;
         assert_eq!((r.status, r.header("x-hostgate-reason")), (403, Some("ssrf")), "{r:?}");
-        let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-        assert_eq!(ev.s("outcome"), Some("ssrf"), "{ev:#?}");
+        let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+        assert_eq!(ev.outcome, Outcome::Ssrf, "{ev:#?}");
         assert_eq!(raw.accepted(), 0, "the gateway connected to the loopback pin");
         drop(tcp);
         assert_no_connections_left("mixed pins").await;
@@ -1516,8 +1519,8 @@ async fn failed_reloads_of_every_kind_keep_the_old_generation() {
                 let mut conn = HttpConn::connect(gw.connect_addr()).await;
                 let r = conn.request(&get_absolute(name, "/g", name)).await;
                 assert_eq!(r.status, status, "{name}: {r:?}");
-                let ev = gw.wait_access(field("client", &conn.local_addr())).await;
-                assert_eq!(ev.u("generation"), Some(generation), "{name}: {ev:#?}");
+                let ev = gw.wait_access(|e| e.client == conn.local_addr()).await;
+                assert_eq!(ev.generation, generation, "{name}: {ev:#?}");
             }
         };
         check("old.test", 200, 1).await;

@@ -6,14 +6,20 @@
 
 mod support;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use hostgate_proxy::access::Protocol;
+use hostgate_proxy::config::ListenerKind;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
+use hyper::Method;
 use support::http::{get_absolute, read_connect_answer, read_until_closed, send_connect, tls_handshake, tunnel};
 use support::tools::{curl, describe, run, stdout};
 use support::upstream::Refusing;
 use support::{
-    assert_decided, assert_rule, field, pins, random_bytes, Blackhole, EventExt, HttpConn, HttpUpstream, TestCa,
-    TestGateway, TlsUpstream, LOCAL_UPSTREAM,
+    assert_decided, assert_rule, dst, pins, random_bytes, Blackhole, HttpConn, HttpUpstream, TestCa, TestGateway,
+    TlsUpstream, LOCAL_UPSTREAM,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,24 +45,27 @@ async fn curl_reaches_an_allowed_name_through_connect() {
     let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("allowed.test", up.addr())]))).await;
 
     let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let accepted_after = Instant::now();
     let out = curl(&["--proxy", &proxy_url(&gw), "--cacert", ca_path, "https://allowed.test/x"]).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=A sni=allowed.test path=/x");
 
-    let ev = gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("kind"), Some("connect"), "{ev:#?}");
-    assert_eq!(ev.s("listener"), Some(gw.connect_addr().to_string().as_str()), "{ev:#?}");
-    assert_eq!(ev.s("protocol"), Some("tls"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some("allowed.test:443"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(200), "the CONNECT answer: {ev:#?}");
-    assert!(ev.s("client").is_some_and(|c| c.starts_with("127.0.0.1:")), "{ev:#?}");
-    assert!(ev.s("alpn").is_some_and(|a| a.contains("http/1.1")), "curl offers http/1.1: {ev:#?}");
-    assert!(ev.s("tls_versions").is_some(), "{ev:#?}");
-    assert!(ev.u("bytes_up").unwrap() > 0 && ev.u("bytes_down").unwrap() > 0, "{ev:#?}");
-    assert!(ev.u("duration_ms").is_some(), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.listener.kind, ListenerKind::Connect, "{ev:#?}");
+    assert_eq!(ev.listener.local, gw.connect_addr(), "{ev:#?}");
+    assert_eq!(ev.protocol, Protocol::Tls, "{ev:#?}");
+    assert_eq!(dst(&ev).as_deref(), Some("allowed.test:443"), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
+    assert_eq!(ev.status, Some(200), "the CONNECT answer: {ev:#?}");
+    assert_eq!(ev.client.ip(), IpAddr::from(Ipv4Addr::LOCALHOST), "{ev:#?}");
+    let tls = ev.tls.as_ref().unwrap_or_else(|| panic!("no ClientHello offer: {ev:#?}"));
+    assert!(tls.alpn.iter().any(|p| p == "http/1.1"), "curl offers http/1.1: {ev:#?}");
+    assert!(!tls.versions().to_string().is_empty(), "{ev:#?}");
+    assert!(ev.bytes_up > 0 && ev.bytes_down > 0, "{ev:#?}");
+    // The log's `duration_ms` is measured from `started`, the accept.
+    assert!(ev.started >= accepted_after, "{ev:#?}");
     assert_eq!(up.handshakes(), 1);
 }
 
@@ -71,10 +80,10 @@ async fn curl_reaches_a_bypassed_name_through_connect() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=B sni=bypassed.test path=/b?q=1");
 
-    let ev = gw.wait_access(field("sni", "bypassed.test")).await;
-    assert_decided(&ev, "bypass", Some(("bypass bypassed.test", 2)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("bypassed.test")).await;
+    assert_decided(&ev, Action::Bypass, Some(("bypass bypassed.test", 2)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,11 +98,11 @@ async fn curl_to_a_denied_name_gets_403_before_the_tunnel() {
     assert_eq!(out.status.code(), Some(56), "{}", describe(&out));
     assert!(support::tools::stderr(&out).contains("CONNECT tunnel failed, response 403"), "{}", describe(&out));
 
-    let ev = gw.wait_access(field("dst", "denied.test:443")).await;
-    assert_decided(&ev, "deny", Some(("deny denied.test", 3)));
-    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(403), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = gw.wait_access(|e| dst(e).as_deref() == Some("denied.test:443")).await;
+    assert_decided(&ev, Action::Deny, Some(("deny denied.test", 3)));
+    assert_eq!(ev.outcome, Outcome::Denied, "{ev:#?}");
+    assert_eq!(ev.status, Some(403), "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
 
     // The same by hand: the reason header is the fixed token.
     let (_tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "denied.test:443").await;
@@ -107,10 +116,10 @@ async fn a_name_no_rule_matches_is_denied_by_default() {
     let gw = TestGateway::start(RULES, LOCAL_UPSTREAM).await;
     let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "unlisted.test:443").await;
     assert_eq!(response.status, 403, "{response:?}");
-    let client = tcp.local_addr().unwrap().to_string();
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_decided(&ev, "deny", None);
-    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
+    let client = tcp.local_addr().unwrap();
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_decided(&ev, Action::Deny, None);
+    assert_eq!(ev.outcome, Outcome::Denied, "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,10 +147,10 @@ async fn openssl_s_client_through_connect() {
     let out = run("openssl", &args, Some(request)).await;
     assert!(stdout(&out).contains("upstream=A sni=allowed.test path=/ossl"), "{}", describe(&out));
 
-    let ev = gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -152,7 +161,7 @@ async fn rustls_relays_8_mib_each_way_byte_exact() {
     let gw = TestGateway::start(RULES, &format!("{LOCAL_UPSTREAM}{}", pins(&[("echo.test", up.addr())]))).await;
 
     let tcp = tunnel(gw.connect_addr(), "echo.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let tls = tls_handshake(tcp, "echo.test", ca.client_config()).await.unwrap();
     let (mut rd, mut wr) = tokio::io::split(tls);
     let data = random_bytes(SIZE, 0x5eed);
@@ -179,13 +188,13 @@ async fn rustls_relays_8_mib_each_way_byte_exact() {
     let _ = read_until_closed(&mut tls, Duration::from_secs(15)).await;
     drop(tls);
 
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_decided(&ev, "allow", Some(("allow echo.test", 4)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), Some("echo.test"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_decided(&ev, Action::Allow, Some(("allow echo.test", 4)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.sni.as_deref(), Some("echo.test"), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
     // TLS records add overhead on top of the payload.
-    let (up_bytes, down_bytes) = (ev.u("bytes_up").unwrap(), ev.u("bytes_down").unwrap());
+    let (up_bytes, down_bytes) = (ev.bytes_up, ev.bytes_down);
     assert!(up_bytes >= SIZE as u64 && up_bytes < SIZE as u64 + SIZE as u64 / 10, "bytes_up {up_bytes}: {ev:#?}");
     assert!(
         down_bytes >= SIZE as u64 && down_bytes < SIZE as u64 + SIZE as u64 / 10,
@@ -207,10 +216,10 @@ async fn connect_to_a_refusing_upstream_is_502() {
     let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "refused.test:443").await;
     assert_eq!(response.status, 502, "{response:?}");
     support::http::assert_reason_token(&response);
-    let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
+    let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
     assert_rule(&ev, "allow refused.test", 6);
-    assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
+    assert_eq!(ev.outcome, Outcome::UpstreamRefused, "{ev:#?}");
+    assert_eq!(ev.status, Some(502), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,9 +234,9 @@ async fn connect_to_a_silent_upstream_is_504() {
     let (tcp, response) = support::http::connect_tunnel(gw.connect_addr(), "slow.test:443").await;
     assert_eq!(response.status, 504, "{response:?}");
     assert!(start.elapsed() >= Duration::from_millis(400), "answered after {:?}", start.elapsed());
-    let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-    assert_eq!(ev.s("outcome"), Some("upstream-timeout"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(504), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+    assert_eq!(ev.outcome, Outcome::UpstreamTimeout, "{ev:#?}");
+    assert_eq!(ev.status, Some(504), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,24 +258,24 @@ async fn keep_alive_requests_are_decided_one_by_one() {
     assert_eq!(r.text(), "upstream=H host=site.test path=/three method=GET");
     assert_eq!(h.count(), 2);
 
-    let one = gw.wait_access(field("path", "/one")).await;
-    assert_decided(&one, "allow", Some(("allow site.test", 5)));
-    assert_eq!(one.s("outcome"), Some("ok"), "{one:#?}");
-    assert_eq!(one.s("protocol"), Some("http"), "{one:#?}");
-    assert_eq!(one.s("method"), Some("GET"), "{one:#?}");
-    assert_eq!(one.s("host"), Some("site.test"), "{one:#?}");
-    assert_eq!(one.u("status"), Some(200), "{one:#?}");
-    assert_eq!(one.s("upstream"), Some(h.addr().to_string().as_str()), "{one:#?}");
-    let two = gw.wait_access(field("path", "/two")).await;
-    assert_decided(&two, "deny", Some(("deny denied.test", 3)));
-    assert_eq!(two.s("outcome"), Some("denied"), "{two:#?}");
-    assert_eq!(two.u("status"), Some(403), "{two:#?}");
-    assert_eq!(two.s("upstream"), None, "{two:#?}");
-    let three = gw.wait_access(field("path", "/three")).await;
-    assert_eq!(three.s("outcome"), Some("ok"), "{three:#?}");
+    let one = gw.wait_access(|e| e.path.as_deref() == Some("/one")).await;
+    assert_decided(&one, Action::Allow, Some(("allow site.test", 5)));
+    assert_eq!(one.outcome, Outcome::Ok, "{one:#?}");
+    assert_eq!(one.protocol, Protocol::Http, "{one:#?}");
+    assert_eq!(one.method, Some(Method::GET), "{one:#?}");
+    assert_eq!(one.host.as_deref(), Some("site.test"), "{one:#?}");
+    assert_eq!(one.status, Some(200), "{one:#?}");
+    assert_eq!(one.upstream, Some(h.addr()), "{one:#?}");
+    let two = gw.wait_access(|e| e.path.as_deref() == Some("/two")).await;
+    assert_decided(&two, Action::Deny, Some(("deny denied.test", 3)));
+    assert_eq!(two.outcome, Outcome::Denied, "{two:#?}");
+    assert_eq!(two.status, Some(403), "{two:#?}");
+    assert_eq!(two.upstream, None, "{two:#?}");
+    let three = gw.wait_access(|e| e.path.as_deref() == Some("/three")).await;
+    assert_eq!(three.outcome, Outcome::Ok, "{three:#?}");
     // All three came from the same client connection.
-    assert_eq!(one.s("client"), two.s("client"));
-    assert_eq!(two.s("client"), three.s("client"));
+    assert_eq!(one.client, two.client);
+    assert_eq!(two.client, three.client);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,12 +301,12 @@ async fn curl_through_an_ipv6_listener() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=A6 sni=allowed.test path=/v6");
 
-    let ev = gw.wait_access(field("sni", "allowed.test")).await;
-    assert_eq!(ev.s("listener"), Some(format!("[::1]:{}", listener.port()).as_str()), "{ev:#?}");
-    assert!(ev.s("client").is_some_and(|c| c.starts_with("[::1]:")), "{ev:#?}");
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_eq!(ev.listener.local, SocketAddr::from((Ipv6Addr::LOCALHOST, listener.port())), "{ev:#?}");
+    assert_eq!(ev.client.ip(), IpAddr::from(Ipv6Addr::LOCALHOST), "{ev:#?}");
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
 }
 
 /// One HTTP request through an established TLS session; returns the response body.
@@ -322,35 +331,35 @@ async fn max_connections_holds_the_next_client_in_the_backlog() {
 
     // The one slot: a tunnel with a TLS session through it, kept open.
     let first = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let first_client = first.local_addr().unwrap().to_string();
+    let first_client = first.local_addr().unwrap();
     let mut first = tls_handshake(first, "allowed.test", ca.client_config()).await.unwrap();
 
     // The second client's TCP connect completes (the kernel's backlog), but nobody reads its
     // CONNECT: no answer while the first holds the slot.
     let mut second = send_connect(gw.connect_addr(), "allowed.test:443").await;
-    let second_client = second.local_addr().unwrap().to_string();
+    let second_client = second.local_addr().unwrap();
     match tokio::time::timeout(Duration::from_millis(500), second.read_u8()).await {
         Err(_) => {}
         Ok(r) => panic!("the second client was answered while the first held the only slot: {r:?}"),
     }
     assert_eq!(up.accepted(), 1, "the gateway connected upstream for the second client");
-    assert!(gw.access_events(field("client", &second_client)).is_empty(), "the second client was served");
+    assert!(gw.access_events(|e| e.client == second_client).is_empty(), "the second client was served");
 
     // The first tunnel ends; its slot goes to the second client.
     assert_eq!(get_over(&mut first, "/first").await, "upstream=A sni=allowed.test path=/first");
     drop(first);
-    let ev = gw.wait_access(field("client", &first_client)).await;
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == first_client).await;
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
 
     let answer = read_connect_answer(&mut second, "allowed.test:443").await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let mut second = tls_handshake(second, "allowed.test", ca.client_config()).await.unwrap();
     assert_eq!(get_over(&mut second, "/second").await, "upstream=A sni=allowed.test path=/second");
     drop(second);
-    let ev = gw.wait_access(field("client", &second_client)).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(200), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == second_client).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.status, Some(200), "{ev:#?}");
     assert_eq!(up.handshakes(), 2);
 }
 
@@ -382,7 +391,7 @@ async fn max_connections_is_shared_by_listeners_without_starving_one() {
         panic!("no answer to the second client after the first closed (its slot went to the idle listener?): {e}")
     });
     assert_eq!(r.text(), "upstream=H host=site.test path=/second method=GET", "{r:?}");
-    let ev = gw.wait_access(field("client", &second_client)).await;
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("path"), Some("/second"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == second_client).await;
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.path.as_deref(), Some("/second"), "{ev:#?}");
 }

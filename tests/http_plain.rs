@@ -7,11 +7,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use hostgate_proxy::access::Protocol;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
+use hyper::Method;
 use support::http::{assert_reason_token, get_absolute};
 use support::upstream::{saw_headers, Refusing};
 use support::{
-    assert_decided, assert_logged_deny, assert_rule, field, pins, Blackhole, EventExt, HttpConn, HttpUpstream,
-    TestGateway, LOCAL_UPSTREAM,
+    assert_decided, assert_logged_deny, assert_rule, dst, pins, Blackhole, HttpConn, HttpUpstream, TestGateway,
+    LOCAL_UPSTREAM,
 };
 
 const RULES: &str = "\
@@ -50,18 +54,18 @@ async fn path_rules_decide_each_request() {
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(h.count(), 1);
 
-    let ok = gw.wait_access(field("path", "/api/x?y=1")).await;
-    assert_decided(&ok, "allow", Some(("allow http://site.test/api/", 1)));
-    assert_eq!(ok.s("outcome"), Some("ok"), "{ok:#?}");
-    assert_eq!(ok.s("protocol"), Some("http"), "{ok:#?}");
-    assert_eq!(ok.s("dst"), Some("site.test"), "the URI authority: {ok:#?}");
-    assert_eq!(ok.u("status"), Some(200), "{ok:#?}");
-    assert_eq!(ok.s("upstream"), Some(h.addr().to_string().as_str()), "{ok:#?}");
-    assert!(ok.u("bytes_down").unwrap() > 0, "{ok:#?}");
-    let denied = gw.wait_access(field("path", "/other")).await;
-    assert_decided(&denied, "deny", None);
-    assert_eq!(denied.s("outcome"), Some("denied"), "{denied:#?}");
-    assert_eq!(denied.u("status"), Some(403), "{denied:#?}");
+    let ok = gw.wait_access(|e| e.path.as_deref() == Some("/api/x?y=1")).await;
+    assert_decided(&ok, Action::Allow, Some(("allow http://site.test/api/", 1)));
+    assert_eq!(ok.outcome, Outcome::Ok, "{ok:#?}");
+    assert_eq!(ok.protocol, Protocol::Http, "{ok:#?}");
+    assert_eq!(dst(&ok).as_deref(), Some("site.test"), "the URI authority: {ok:#?}");
+    assert_eq!(ok.status, Some(200), "{ok:#?}");
+    assert_eq!(ok.upstream, Some(h.addr()), "{ok:#?}");
+    assert!(ok.bytes_down > 0, "{ok:#?}");
+    let denied = gw.wait_access(|e| e.path.as_deref() == Some("/other")).await;
+    assert_decided(&denied, Action::Deny, None);
+    assert_eq!(denied.outcome, Outcome::Denied, "{denied:#?}");
+    assert_eq!(denied.status, Some(403), "{denied:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,10 +77,10 @@ async fn host_header_must_agree_with_the_uri() {
     let r = conn.request(&get_absolute("site.test", "/api/x", "denied.test")).await;
     assert!(r.status == 400 || r.status == 403, "{r:?}");
     assert_reason_token(&r);
-    let ev = gw.wait_access(field("client", &conn.local_addr())).await;
-    assert_eq!(ev.s("outcome"), Some("mismatch"), "{ev:#?}");
-    assert_eq!(ev.s("method"), Some("GET"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(u64::from(r.status)), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == conn.local_addr()).await;
+    assert_eq!(ev.outcome, Outcome::Mismatch, "{ev:#?}");
+    assert_eq!(ev.method, Some(Method::GET), "{ev:#?}");
+    assert_eq!(ev.status, Some(r.status), "{ev:#?}");
     assert_eq!(h.count(), 0, "the request reached the upstream");
     assert_logged_deny(&ev);
 
@@ -84,13 +88,13 @@ async fn host_header_must_agree_with_the_uri() {
     let mut conn = HttpConn::connect(gw.connect_addr()).await;
     let r = conn.request(&get_absolute("site.test:8080", "/api/port", "site.test")).await;
     assert!(r.status == 400 || r.status == 403, "{r:?}");
-    let ev2 = gw.wait_access(field("client", &conn.local_addr())).await;
-    assert_eq!(ev2.s("outcome"), Some("mismatch"), "{ev2:#?}");
+    let ev2 = gw.wait_access(|e| e.client == conn.local_addr()).await;
+    assert_eq!(ev2.outcome, Outcome::Mismatch, "{ev2:#?}");
     assert_eq!(h.count(), 0, "the request reached the upstream");
 
     // What the log must also say: the request's path is known, and it was refused.
-    assert_eq!(ev.s("path"), Some("/api/x"), "{ev:#?}");
-    assert_eq!(ev2.s("path"), Some("/api/port"), "{ev2:#?}");
+    assert_eq!(ev.path.as_deref(), Some("/api/x"), "{ev:#?}");
+    assert_eq!(ev2.path.as_deref(), Some("/api/port"), "{ev2:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,9 +148,9 @@ async fn request_bodies_are_forwarded() {
     let received = h.received();
     assert_eq!(received[0].body, b"hello world");
     assert_eq!(received[1].body, b"hello world");
-    let ev = gw.wait_access(field("path", "/api/post")).await;
-    assert_eq!(ev.s("method"), Some("POST"), "{ev:#?}");
-    assert!(ev.u("bytes_up").unwrap() >= 11, "{ev:#?}");
+    let ev = gw.wait_access(|e| e.path.as_deref() == Some("/api/post")).await;
+    assert_eq!(ev.method, Some(Method::POST), "{ev:#?}");
+    assert!(ev.bytes_up >= 11, "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,10 +160,10 @@ async fn a_refusing_upstream_is_502() {
     let r = conn.request(&get_absolute("refused.test", "/r", "refused.test")).await;
     assert_eq!(r.status, 502, "{r:?}");
     assert_reason_token(&r);
-    let ev = gw.wait_access(field("path", "/r")).await;
+    let ev = gw.wait_access(|e| e.path.as_deref() == Some("/r")).await;
     assert_rule(&ev, "allow refused.test", 2);
-    assert_eq!(ev.s("outcome"), Some("upstream-refused"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(502), "{ev:#?}");
+    assert_eq!(ev.outcome, Outcome::UpstreamRefused, "{ev:#?}");
+    assert_eq!(ev.status, Some(502), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +179,9 @@ async fn a_silent_upstream_is_504() {
     let r = conn.request(&get_absolute("slow.test", "/s", "slow.test")).await;
     assert_eq!(r.status, 504, "{r:?}");
     assert!(start.elapsed() >= Duration::from_millis(400), "answered after {:?}", start.elapsed());
-    let ev = gw.wait_access(field("path", "/s")).await;
-    assert_eq!(ev.s("outcome"), Some("upstream-timeout"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(504), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.path.as_deref() == Some("/s")).await;
+    assert_eq!(ev.outcome, Outcome::UpstreamTimeout, "{ev:#?}");
+    assert_eq!(ev.status, Some(504), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hostgate_proxy::access::{Inspection, Protocol};
+use hostgate_proxy::config::ListenerKind;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
 use http_body_util::{BodyExt, Empty};
-use hyper::Request;
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -19,7 +23,7 @@ use rustls::{ClientConfig, RootCertStore};
 use support::http::{connect_tunnel, read_until_closed, tls_handshake, tunnel};
 use support::tools::{curl, describe, stderr, stdout};
 use support::upstream::HttpsUpstream;
-use support::{field, pins, Netns, TestCa, TestGateway, TlsUpstream, LOCAL_UPSTREAM};
+use support::{pins, Netns, TestCa, TestGateway, TlsUpstream, LOCAL_UPSTREAM};
 use tempfile::TempDir;
 
 const RULES: &str = "\
@@ -148,16 +152,16 @@ async fn allow_is_inspected_bypass_is_spliced_deny_is_refused() {
     assert!(body.starts_with("upstream=U "), "{body}");
     assert!(body.contains("authority=inspected.test"), "{body}");
     assert!(body.contains("path=/hello"), "{body}");
-    let conn = s.gw.wait_access(|e| field("sni", "inspected.test")(e) && field("protocol", "tls")(e)).await;
-    assert_eq!(conn.get("inspection").map(String::as_str), Some("inspected"), "{conn:?}");
-    assert_eq!(conn.get("requests").map(String::as_str), Some("1"), "{conn:?}");
-    assert_eq!(conn.get("outcome").map(String::as_str), Some("ok"), "{conn:?}");
-    let req = s.gw.wait_access(|e| field("protocol", "https")(e) && field("path", "/hello")(e)).await;
-    assert_eq!(req.get("host").map(String::as_str), Some("inspected.test"), "{req:?}");
-    assert_eq!(req.get("method").map(String::as_str), Some("GET"), "{req:?}");
-    assert_eq!(req.get("status").map(String::as_str), Some("200"), "{req:?}");
-    assert_eq!(req.get("action").map(String::as_str), Some("allow"), "{req:?}");
-    assert_eq!(req.get("bytes_down").map(String::as_str), Some(body.len().to_string().as_str()), "{req:?}");
+    let conn = s.gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test") && e.protocol == Protocol::Tls).await;
+    assert_eq!(conn.inspection, Some(Inspection::Inspected), "{conn:?}");
+    assert_eq!(conn.requests, Some(1), "{conn:?}");
+    assert_eq!(conn.outcome, Outcome::Ok, "{conn:?}");
+    let req = s.gw.wait_access(|e| e.protocol == Protocol::Https && e.path.as_deref() == Some("/hello")).await;
+    assert_eq!(req.host.as_deref(), Some("inspected.test"), "{req:?}");
+    assert_eq!(req.method, Some(Method::GET), "{req:?}");
+    assert_eq!(req.status, Some(200), "{req:?}");
+    assert_eq!(req.action, Some(Action::Allow), "{req:?}");
+    assert_eq!(req.bytes_down, body.len() as u64, "{req:?}");
 
     // The inspection CA alone does not verify a bypassed name: it was not terminated.
     let out = s.curl("https://bypassed.test/", &s.ca.cert(), &[]).await;
@@ -166,9 +170,9 @@ async fn allow_is_inspected_bypass_is_spliced_deny_is_refused() {
     let out = s.curl("https://bypassed.test/", s.upstream_ca.ca_pem_path(), &[]).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert!(issuer(&out).contains("hostgate test CA"), "issuer {:?}", issuer(&out));
-    let ev = s.gw.wait_access(|e| field("sni", "bypassed.test")(e) && field("outcome", "ok")(e)).await;
-    assert_eq!(ev.get("inspection").map(String::as_str), Some("bypass"), "{ev:?}");
-    assert_eq!(ev.get("action").map(String::as_str), Some("bypass"), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("bypassed.test") && e.outcome == Outcome::Ok).await;
+    assert_eq!(ev.inspection, Some(Inspection::Bypass), "{ev:?}");
+    assert_eq!(ev.action, Some(Action::Bypass), "{ev:?}");
 
     // deny: the CONNECT is refused.
     let out = s.curl("https://denied.test/", &s.ca.cert(), &[]).await;
@@ -202,9 +206,9 @@ async fn http2_and_http1_inside_the_inspected_tunnel_and_path_rules() {
     let seen = s.up.seen();
     assert!(seen.iter().all(|r| r.path != "/other" && !r.path.starts_with("/admin")), "{seen:?}");
     assert_eq!(seen.iter().filter(|r| r.path == "/ncsi.txt").count(), 2, "{seen:?}");
-    let denied = s.gw.wait_access(|e| field("path", "/other")(e) && field("status", "403")(e)).await;
-    assert_eq!(denied.get("outcome").map(String::as_str), Some("denied"), "{denied:?}");
-    assert_eq!(denied.get("protocol").map(String::as_str), Some("https"), "{denied:?}");
+    let denied = s.gw.wait_access(|e| e.path.as_deref() == Some("/other") && e.status == Some(403)).await;
+    assert_eq!(denied.outcome, Outcome::Denied, "{denied:?}");
+    assert_eq!(denied.protocol, Protocol::Https, "{denied:?}");
     // The connection-level decision said the path rule could not be checked yet; the requests
     // were each decided with their path.
     assert_eq!(seen.iter().filter(|r| r.sni == "paths.test" && r.version == "HTTP/2.0").count(), 1, "{seen:?}");
@@ -273,9 +277,9 @@ async fn another_host_inside_the_tunnel_is_domain_fronting() {
     }
     let seen = s.up.seen();
     assert!(seen.iter().all(|r| r.authority != "other.test" && r.authority != "denied.test"), "{seen:?}");
-    let ev = s.gw.wait_access(|e| field("outcome", "fronting")(e) && field("host", "other.test")(e)).await;
-    assert_eq!(ev.get("sni").map(String::as_str), Some("inspected.test"), "{ev:?}");
-    assert!(ev.get("detail").is_some_and(|d| d.contains("domain fronting")), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.outcome == Outcome::Fronting && e.host.as_deref() == Some("other.test")).await;
+    assert_eq!(ev.sni.as_deref(), Some("inspected.test"), "{ev:?}");
+    assert!(ev.detail.as_deref().is_some_and(|d| d.contains("domain fronting")), "{ev:?}");
 }
 
 #[tokio::test]
@@ -309,10 +313,10 @@ async fn an_untrusted_upstream_certificate_gets_a_502_naming_the_reason() {
     // Both test CAs have one subject name: webpki finds the wrong issuer's signature bad.
     assert!(body.contains("invalid peer certificate: BadSignature"), "the page names the reason: {body}");
     assert!(up.seen().is_empty(), "no request may reach an unverified upstream");
-    let req = gw.wait_access(|e| field("protocol", "https")(e) && field("status", "502")(e)).await;
-    assert_eq!(req.get("outcome").map(String::as_str), Some("upstream-certificate"), "{req:?}");
-    let conn = gw.wait_access(|e| field("protocol", "tls")(e) && field("inspection", "inspected")(e)).await;
-    assert_eq!(conn.get("outcome").map(String::as_str), Some("upstream-certificate"), "{conn:?}");
+    let req = gw.wait_access(|e| e.protocol == Protocol::Https && e.status == Some(502)).await;
+    assert_eq!(req.outcome, Outcome::UpstreamCertificate, "{req:?}");
+    let conn = gw.wait_access(|e| e.protocol == Protocol::Tls && e.inspection == Some(Inspection::Inspected)).await;
+    assert_eq!(conn.outcome, Outcome::UpstreamCertificate, "{conn:?}");
 }
 
 /// `hostgate_inspect_certificates_total{result}` in the gateway's metrics.
@@ -384,9 +388,9 @@ async fn responses_and_request_bodies_stream_through_inspection() {
     ])
     .await;
     assert_eq!(stdout(&out).len(), body.len(), "{}", describe(&out).chars().take(300).collect::<String>());
-    let ev = s.gw.wait_access(|e| field("path", "/echo")(e) && field("status", "200")(e)).await;
-    assert_eq!(ev.get("bytes_up").map(String::as_str), Some("300000"), "{ev:?}");
-    assert_eq!(ev.get("bytes_down").map(String::as_str), Some("300000"), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/echo") && e.status == Some(200)).await;
+    assert_eq!(ev.bytes_up, 300_000, "{ev:?}");
+    assert_eq!(ev.bytes_down, 300_000, "{ev:?}");
 }
 
 #[tokio::test]
@@ -407,9 +411,9 @@ async fn with_inspection_off_allow_is_spliced_and_the_log_says_so() {
     .await;
     assert!(out.status.success(), "{}", describe(&out));
     assert!(issuer(&out).contains("hostgate test CA"), "{}", issuer(&out));
-    let ev = gw.wait_access(|e| field("sni", "inspected.test")(e)).await;
-    assert_eq!(ev.get("inspection").map(String::as_str), Some("off"), "{ev:?}");
-    assert_eq!(ev.get("action").map(String::as_str), Some("allow"), "{ev:?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test")).await;
+    assert_eq!(ev.inspection, Some(Inspection::Off), "{ev:?}");
+    assert_eq!(ev.action, Some(Action::Allow), "{ev:?}");
 }
 
 #[tokio::test]
@@ -419,9 +423,9 @@ async fn a_client_that_does_not_trust_the_ca_is_logged_as_such() {
     // The client trusts only the upstream's CA: it rejects the minted leaf.
     let err = tls_handshake(tcp, "inspected.test", s.upstream_ca.client_config()).await.unwrap_err();
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
-    let ev = s.gw.wait_access(|e| field("sni", "inspected.test")(e) && field("protocol", "tls")(e)).await;
-    assert_eq!(ev.get("outcome").map(String::as_str), Some("client-error"), "{ev:?}");
-    assert!(ev.get("detail").is_some_and(|d| d.contains("is the inspection CA installed")), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test") && e.protocol == Protocol::Tls).await;
+    assert_eq!(ev.outcome, Outcome::ClientError, "{ev:?}");
+    assert!(ev.detail.as_deref().is_some_and(|d| d.contains("is the inspection CA installed")), "{ev:?}");
 }
 
 #[tokio::test]
@@ -431,8 +435,8 @@ async fn non_http_alpn_is_denied_by_default_and_relayed_when_configured() {
     let tcp = tunnel(s.gw.connect_addr(), "inspected.test:443").await;
     let err = tls_handshake(tcp, "inspected.test", s.ca.client(&[b"imap"])).await.unwrap_err();
     assert!(err.to_string().to_lowercase().contains("accessdenied"), "{err}");
-    let ev = s.gw.wait_access(|e| field("sni", "inspected.test")(e) && field("protocol", "tls")(e)).await;
-    assert_eq!(ev.get("outcome").map(String::as_str), Some("unknown-protocol"), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test") && e.protocol == Protocol::Tls).await;
+    assert_eq!(ev.outcome, Outcome::UnknownProtocol, "{ev:?}");
 
     // non_http = "relay": spliced, so the client sees the upstream's certificate.
     let ca = InspectionCa::new();
@@ -454,8 +458,8 @@ async fn non_http_alpn_is_denied_by_default_and_relayed_when_configured() {
     tls.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"a1 CAPABILITY\r\n");
     drop(tls);
-    let ev = gw.wait_access(|e| field("sni", "inspected.test")(e)).await;
-    assert_eq!(ev.get("inspection").map(String::as_str), Some("non-http"), "{ev:?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test")).await;
+    assert_eq!(ev.inspection, Some(Inspection::NonHttp), "{ev:?}");
 }
 
 #[tokio::test]
@@ -480,13 +484,13 @@ async fn without_alpn_bytes_that_are_not_http_are_refused_or_relayed_inside() {
             tls.read_exact(&mut back).await.unwrap();
             assert_eq!(&back, b"\x00\x01binary hello\r\n");
             drop(tls);
-            let ev = gw.wait_access(|e| field("sni", "inspected.test")(e)).await;
-            assert_eq!(ev.get("inspection").map(String::as_str), Some("inspected-relay"), "{ev:?}");
+            let ev = gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test")).await;
+            assert_eq!(ev.inspection, Some(Inspection::InspectedRelay), "{ev:?}");
         } else {
             let closed = read_until_closed(&mut tls, Duration::from_secs(5)).await;
             assert!(closed.bytes.is_empty(), "{closed:?}");
-            let ev = gw.wait_access(|e| field("sni", "inspected.test")(e)).await;
-            assert_eq!(ev.get("outcome").map(String::as_str), Some("unknown-protocol"), "{ev:?}");
+            let ev = gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test")).await;
+            assert_eq!(ev.outcome, Outcome::UnknownProtocol, "{ev:?}");
         }
     }
 }
@@ -557,9 +561,9 @@ async fn transparent_inspection_in_a_namespace() {
     assert!(issuer(&out).contains("hostgate test CA"), "{}", issuer(&out));
     let out = run("denied.test", ca.cert(), "/").await;
     assert!(!out.status.success(), "{}", describe(&out));
-    let ev = gw.wait_access(|e| field("sni", "inspected.test")(e) && field("protocol", "tls")(e)).await;
-    assert_eq!(ev.get("inspection").map(String::as_str), Some("inspected"), "{ev:?}");
-    assert_eq!(ev.get("kind").map(String::as_str), Some("transparent"), "{ev:?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("inspected.test") && e.protocol == Protocol::Tls).await;
+    assert_eq!(ev.inspection, Some(Inspection::Inspected), "{ev:?}");
+    assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{ev:?}");
 }
 
 #[tokio::test]
@@ -608,6 +612,6 @@ async fn reloads_keep_the_certificate_cache_refuse_a_broken_ca_and_take_a_new_on
     gw.reload().await.unwrap();
     let tcp = tunnel(s.gw.connect_addr(), "inspected.test:443").await;
     tls_handshake(tcp, "inspected.test", s.upstream_ca.client_config()).await.unwrap();
-    let ev = s.gw.wait_access(|e| field("inspection", "off")(e)).await;
-    assert_eq!(ev.get("sni").map(String::as_str), Some("inspected.test"), "{ev:?}");
+    let ev = s.gw.wait_access(|e| e.inspection == Some(Inspection::Off)).await;
+    assert_eq!(ev.sni.as_deref(), Some("inspected.test"), "{ev:?}");
 }

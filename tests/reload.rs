@@ -14,15 +14,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostgate_proxy::access::AccessEvent;
 use hostgate_proxy::config::{Config, ListenerKind};
 use hostgate_proxy::gateway::{Gateway, Reloaded};
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
 use rustls::ClientConfig;
 use serde_json::Value;
-use support::access_log;
+use support::events::AccessEvents;
 use support::http::{read_head, read_response, tls_handshake, tunnel};
 use support::process::Hostgate;
 use support::tools::{curl, describe, stderr, stdout};
-use support::{pins, Event, EventExt, TestCa, TlsUpstream, LOCAL_UPSTREAM, STEP};
+use support::{dst, pins, TestCa, TlsUpstream, LOCAL_UPSTREAM, STEP};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -50,28 +53,30 @@ fn line_of(text: &str, needle: &str) -> usize {
 }
 
 /// A gateway started in-process from files in a temporary directory, kept as a [`Gateway`] so
-/// that the test can reload it and shut it down.
+/// that the test can reload it and shut it down, and its access events (kept after a shutdown).
 struct Env {
     dir: TempDir,
     gateway: Option<Gateway>,
     connect: SocketAddr,
+    events: AccessEvents,
 }
 
 impl Env {
     /// Writes `hostgate.toml` and `files` (name, text) and starts the gateway.
     async fn start(config: &str, files: &[(&str, &str)]) -> Env {
-        access_log::init();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("hostgate.toml"), config).unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let config = Config::load(&dir.path().join("hostgate.toml")).unwrap_or_else(|e| panic!("{e}\n{config}"));
-        let gateway = Gateway::start(config).await.unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
+        let (sink, events) = AccessEvents::new();
+        let gateway =
+            Gateway::start_with_sink(config, sink).await.unwrap_or_else(|e| panic!("the gateway did not start: {e}"));
         let connect = gateway.local_addr(ListenerKind::Connect).unwrap();
         assert_eq!(gateway.generation(), 1);
         assert_eq!(gateway.ready(), Ok(()));
-        Env { dir, gateway: Some(gateway), connect }
+        Env { dir, gateway: Some(gateway), connect, events }
     }
 
     fn gw(&self) -> &Gateway {
@@ -87,22 +92,17 @@ impl Env {
         write_atomic(&self.path(name), text);
     }
 
-    /// Whether an access event is about this gateway's listener.
-    fn owns(&self, e: &Event) -> bool {
-        e.s("listener") == Some(self.connect.to_string().as_str())
+    fn events(&self, pred: impl Fn(&AccessEvent) -> bool) -> Vec<AccessEvent> {
+        self.events.matching(pred)
     }
 
-    fn events(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        access_log::events(|e| self.owns(e) && pred(e))
-    }
-
-    async fn wait_access(&self, pred: impl Fn(&Event) -> bool) -> Event {
-        access_log::wait_access_in(|e| self.owns(e), pred, Duration::from_secs(10)).await
+    async fn wait_access(&self, pred: impl Fn(&AccessEvent) -> bool) -> AccessEvent {
+        self.events.wait(pred, Duration::from_secs(10)).await
     }
 
     /// The access event of the connection from `client`.
-    async fn event_of(&self, client: &str) -> Event {
-        self.wait_access(|e| e.s("client") == Some(client)).await
+    async fn event_of(&self, client: SocketAddr) -> AccessEvent {
+        self.wait_access(|e| e.client == client).await
     }
 
     /// A reload that must succeed.
@@ -126,22 +126,29 @@ impl Env {
     /// Opens a connection through the connect listener to `name` and checks its decision and the
     /// generation that made it: a tunnel with an upstream answer (`allow`) or a `403` (`deny`),
     /// and the access event with that action, `rule` (or none) and `generation`.
-    async fn expect(&self, ca: &ClientConfig, name: &str, action: &str, rule: Option<&str>, generation: u64) -> Event {
+    async fn expect(
+        &self,
+        ca: &ClientConfig,
+        name: &str,
+        action: Action,
+        rule: Option<&str>,
+        generation: u64,
+    ) -> AccessEvent {
         let path = format!("/{action}/{generation}");
         let f = fetch(self.connect, ca, name, &path).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         match action {
-            "allow" => {
+            Action::Allow => {
                 assert_eq!(f.status, 200, "{name}: {f:?}");
                 assert!(f.body.ends_with(&format!("sni={name} path={path}")), "{name}: {f:?}");
             }
-            "deny" => assert_eq!(f.status, 403, "{name}: {f:?}"),
-            _ => unreachable!(),
+            Action::Deny => assert_eq!(f.status, 403, "{name}: {f:?}"),
+            Action::Bypass => unreachable!(),
         }
-        let ev = self.event_of(&f.client).await;
-        assert_eq!(ev.s("action"), Some(action), "{name}: {ev:#?}");
-        assert_eq!(ev.s("rule"), rule, "{name}: {ev:#?}");
-        assert_eq!(ev.u("generation"), Some(generation), "{name}: {ev:#?}");
-        assert_eq!(ev.s("outcome"), Some(if action == "deny" { "denied" } else { "ok" }), "{name}: {ev:#?}");
+        let ev = self.event_of(f.client).await;
+        assert_eq!(ev.action, Some(action), "{name}: {ev:#?}");
+        assert_eq!(ev.rule.as_deref(), rule, "{name}: {ev:#?}");
+        assert_eq!(ev.generation, generation, "{name}: {ev:#?}");
+        assert_eq!(ev.outcome, if action == Action::Deny { Outcome::Denied } else { Outcome::Ok }, "{name}: {ev:#?}");
         ev
     }
 }
@@ -150,7 +157,7 @@ impl Env {
 #[derive(Debug)]
 struct Fetched {
     /// The client side's address (the access log's `client`).
-    client: String,
+    client: SocketAddr,
     /// The answer to CONNECT.
     status: u16,
     /// The upstream's answer to `GET path` (200), or the gateway's refusal text (403).
@@ -187,7 +194,7 @@ async fn fetch(proxy: SocketAddr, ca: &ClientConfig, name: &str, path: &str) -> 
 /// [`fetch`] on a connection to the proxy that is already open.
 async fn fetch_on(mut tcp: TcpStream, ca: &ClientConfig, name: &str, path: &str) -> Result<Fetched, String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let client = tcp.local_addr().map_err(|e| e.to_string())?.to_string();
+    let client = tcp.local_addr().map_err(|e| e.to_string())?;
     let request = format!("CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n");
     within("write CONNECT", tcp.write_all(request.as_bytes())).await?;
     let head = within("CONNECT answer", async {
@@ -241,7 +248,7 @@ async fn reload_under_load_decides_each_connection_by_its_accept_generation() {
     let env =
         Env::start(&toml(POLICY, &pins(&[("flip.test", up.addr())])), &[("test.rules", "allow flip.test\n")]).await;
     // Generation 1 allows; each reload flips: odd generations allow, even ones deny.
-    let action_of = |generation: u64| if generation % 2 == 1 { "allow" } else { "deny" };
+    let action_of = |generation: u64| if generation % 2 == 1 { Action::Allow } else { Action::Deny };
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -297,7 +304,7 @@ async fn reload_under_load_decides_each_connection_by_its_accept_generation() {
     for (n, r) in (1..=RELOADS).zip(&reloads) {
         let r = r.as_ref().unwrap_or_else(|e| panic!("reload {n} failed: {e}"));
         assert_eq!(r.generation, n + 1, "{r:?}");
-        let want_rules = if action_of(n + 1) == "allow" { [0, 1, 0] } else { [0, 0, 1] };
+        let want_rules = if action_of(n + 1) == Action::Allow { [0, 1, 0] } else { [0, 0, 1] };
         assert_eq!(r.rules, want_rules, "reload {n}: {r:?}");
         assert_eq!(r.changes.len(), 1, "reload {n}: {r:?}");
         let c = &r.changes[0];
@@ -310,45 +317,48 @@ async fn reload_under_load_decides_each_connection_by_its_accept_generation() {
     // older generation.
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = loop {
-        let events = env.events(|e| e.s("dst") == Some("flip.test:443"));
+        let events = env.events(|e| dst(e).as_deref() == Some("flip.test:443"));
         if events.len() >= total || Instant::now() > deadline {
             break events;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(events.len(), total, "one access event per connection");
-    let mut by_client: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    let mut by_client: BTreeMap<SocketAddr, Vec<&AccessEvent>> = BTreeMap::new();
     for e in &events {
-        by_client.entry(e.s("client").unwrap()).or_default().push(e);
+        by_client.entry(e.client).or_default().push(e);
     }
-    let mut seen = BTreeMap::<&str, usize>::new();
+    let mut seen = BTreeMap::<Action, usize>::new();
     let mut generations = BTreeMap::<u64, usize>::new();
     for e in &events {
-        let generation = e.u("generation").unwrap_or_else(|| panic!("no generation: {e:#?}"));
+        let generation = e.generation;
         assert!((1..=RELOADS + 1).contains(&generation), "{e:#?}");
         let want = action_of(generation);
-        assert_eq!(e.s("action"), Some(want), "generation {generation} decided otherwise: {e:#?}");
-        assert_eq!(e.s("rule"), Some(format!("{want} flip.test").as_str()), "{e:#?}");
-        assert!(e.s("source").is_some_and(|s| s.ends_with("/test.rules:1")), "{e:#?}");
-        assert_eq!(e.s("outcome"), Some(if want == "allow" { "ok" } else { "denied" }), "{e:#?}");
+        assert_eq!(e.action, Some(want), "generation {generation} decided otherwise: {e:#?}");
+        assert_eq!(e.rule.as_deref(), Some(format!("{want} flip.test").as_str()), "{e:#?}");
+        assert!(e.source.as_deref().is_some_and(|s| s.ends_with("/test.rules:1")), "{e:#?}");
+        assert_eq!(e.outcome, if want == Action::Allow { Outcome::Ok } else { Outcome::Denied }, "{e:#?}");
         *seen.entry(want).or_default() += 1;
         *generations.entry(generation).or_default() += 1;
     }
     for (task, conns) in done.iter().enumerate() {
         let mut last = 0;
         for f in conns {
-            let evs = &by_client[f.client.as_str()];
+            let evs = &by_client[&f.client];
             assert_eq!(evs.len(), 1, "one access event per connection from {}: {evs:#?}", f.client);
             let ev = evs[0];
-            let action = if f.status == 200 { "allow" } else { "deny" };
-            assert_eq!(ev.s("action"), Some(action), "the client saw {}: {ev:#?}", f.status);
-            let generation = ev.u("generation").unwrap();
+            let action = if f.status == 200 { Action::Allow } else { Action::Deny };
+            assert_eq!(ev.action, Some(action), "the client saw {}: {ev:#?}", f.status);
+            let generation = ev.generation;
             assert!(generation >= last, "task {task}: generation {generation} after {last}: {ev:#?}");
             last = generation;
         }
     }
     eprintln!("{total} connections; actions {seen:?}; connections per generation {generations:?}");
-    assert!(seen.get("allow").is_some_and(|&n| n > 0) && seen.get("deny").is_some_and(|&n| n > 0), "{seen:?}");
+    assert!(
+        seen.get(&Action::Allow).is_some_and(|&n| n > 0) && seen.get(&Action::Deny).is_some_and(|&n| n > 0),
+        "{seen:?}"
+    );
     assert!(generations.len() >= 4, "connections spanned only generations {generations:?}");
 }
 
@@ -381,7 +391,7 @@ async fn connections_keep_the_generation_they_were_accepted_under() {
     // A tunnel established under generation 1, and a connection accepted under it that has not
     // sent its CONNECT yet.
     let tcp = tunnel(env.connect, "flip.test:443").await;
-    let established = tcp.local_addr().unwrap().to_string();
+    let established = tcp.local_addr().unwrap();
     let mut tls = BufReader::new(tls_handshake(tcp, "flip.test", config.clone()).await.unwrap());
     assert_eq!(get(&mut tls, "flip.test", "/before").await, "upstream=F sni=flip.test path=/before");
     let early = TcpStream::connect(env.connect).await.unwrap();
@@ -396,15 +406,15 @@ async fn connections_keep_the_generation_they_were_accepted_under() {
     // The early connection is decided by generation 1, though its CONNECT comes after the reload.
     let f = fetch_on(early, &config, "flip.test", "/early").await.unwrap();
     assert_eq!((f.status, f.body.as_str()), (200, "upstream=F sni=flip.test path=/early"), "{f:?}");
-    let ev = env.event_of(&f.client).await;
-    assert_eq!((ev.s("action"), ev.u("generation")), (Some("allow"), Some(1)), "{ev:#?}");
-    assert_eq!(ev.s("rule"), Some("allow flip.test"), "{ev:#?}");
+    let ev = env.event_of(f.client).await;
+    assert_eq!((ev.action, ev.generation), (Some(Action::Allow), 1), "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("allow flip.test"), "{ev:#?}");
     // A new connection: generation 2.
-    env.expect(&config, "flip.test", "deny", Some("deny flip.test"), 2).await;
+    env.expect(&config, "flip.test", Action::Deny, Some("deny flip.test"), 2).await;
 
     drop(tls);
-    let ev = env.event_of(&established).await;
-    assert_eq!((ev.s("action"), ev.u("generation"), ev.s("outcome")), (Some("allow"), Some(1), Some("ok")), "{ev:#?}");
+    let ev = env.event_of(established).await;
+    assert_eq!((ev.action, ev.generation, ev.outcome), (Some(Action::Allow), 1, Outcome::Ok), "{ev:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -423,7 +433,7 @@ async fn two_names(rules: &str) -> (TestCa, TlsUpstream, Env) {
 async fn a_bad_rule_line_keeps_the_old_generation() {
     let (ca, _up, env) = two_names("allow old.test\n").await;
     let client = ca.client_config();
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 1).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 1).await;
 
     // Line 1 would deny old.test and line 3 allow new.test, but line 2 is bad: nothing applies.
     env.write("test.rules", "deny old.test\nallow *.*bad[\nallow new.test\n");
@@ -431,8 +441,8 @@ async fn a_bad_rule_line_keeps_the_old_generation() {
     assert!(err.contains("test.rules:2"), "the error names test.rules:2: {err}");
     assert!(err.contains("*.*bad["), "the error quotes the pattern: {err}");
     assert!(!err.contains("test.rules:1") && !err.contains("test.rules:3"), "{err}");
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 1).await;
-    env.expect(&client, "new.test", "deny", None, 1).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 1).await;
+    env.expect(&client, "new.test", Action::Deny, None, 1).await;
 
     // Fixed: the whole new file applies at once.
     env.write("test.rules", "deny old.test\nallow new.test\n");
@@ -442,8 +452,8 @@ async fn a_bad_rule_line_keeps_the_old_generation() {
     assert_eq!(r.rules, [0, 1, 1], "{r:?}");
     assert_eq!(r.changes.len(), 1, "{r:?}");
     assert_eq!((r.changes[0].added, r.changes[0].removed), (2, 1), "{r:?}");
-    env.expect(&client, "old.test", "deny", Some("deny old.test"), 2).await;
-    env.expect(&client, "new.test", "allow", Some("allow new.test"), 2).await;
+    env.expect(&client, "old.test", Action::Deny, Some("deny old.test"), 2).await;
+    env.expect(&client, "new.test", Action::Allow, Some("allow new.test"), 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,15 +469,15 @@ async fn a_missing_rule_file_keeps_the_old_generation() {
     assert!(err.contains(&rules.display().to_string()), "the error names the rule file: {err}");
     assert!(err.contains("cannot read rule file"), "{err}");
     assert!(err.contains(&format!("hostgate.toml:{source_line}")), "and the config line naming it: {err}");
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 1).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 1).await;
 
     // Back (with a new rule): generation 2.
     std::fs::write(&rules, "allow old.test\nallow new.test\n").unwrap();
     let r = env.reload_ok().await;
     assert_eq!(r.generation, 2, "{r:?}");
     assert_eq!((r.changes.len(), r.changes[0].added, r.changes[0].removed), (1, 1, 0), "{r:?}");
-    env.expect(&client, "new.test", "allow", Some("allow new.test"), 2).await;
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 2).await;
+    env.expect(&client, "new.test", Action::Allow, Some("allow new.test"), 2).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 2).await;
 
     // A reload that changes nothing still makes a new generation, and says nothing changed.
     let r = env.reload_ok().await;
@@ -487,7 +497,7 @@ async fn a_config_syntax_error_keeps_the_old_generation() {
     env.write("hostgate.toml", &bad);
     let err = env.reload_err().await;
     assert!(err.contains(&format!("hostgate.toml:{line}:")), "the error names hostgate.toml:{line}: {err}");
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 1).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 1).await;
 
     // A value error is reported at its line as well.
     let bad = good.replace("default = \"deny\"", "default = \"maybe\"");
@@ -496,13 +506,13 @@ async fn a_config_syntax_error_keeps_the_old_generation() {
     let err = env.reload_err().await;
     assert!(err.contains(&format!("hostgate.toml:{line}:")), "the error names hostgate.toml:{line}: {err}");
     assert!(err.contains("policy.default"), "{err}");
-    env.expect(&client, "old.test", "allow", Some("allow old.test"), 1).await;
+    env.expect(&client, "old.test", Action::Allow, Some("allow old.test"), 1).await;
 
     env.write("hostgate.toml", &good);
     let r = env.reload_ok().await;
     assert_eq!(r.generation, 2, "{r:?}");
     assert!(r.needs_restart.is_empty(), "{r:?}");
-    env.expect(&client, "old.test", "deny", Some("deny old.test"), 2).await;
+    env.expect(&client, "old.test", Action::Deny, Some("deny old.test"), 2).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,8 +542,8 @@ async fn reload_requests_coalesce() {
     eprintln!("10 requests ran {moved} reload(s)");
     assert!((1..=3).contains(&moved), "10 reload requests ran {moved} reloads");
     // The reload read the newest files.
-    env.expect(&client, "old.test", "deny", Some("deny old.test"), last).await;
-    env.expect(&client, "new.test", "allow", Some("allow new.test"), last).await;
+    env.expect(&client, "old.test", Action::Deny, Some("deny old.test"), last).await;
+    env.expect(&client, "new.test", Action::Allow, Some("allow new.test"), last).await;
 
     // One more request, one more reload.
     env.gw().request_reload();
@@ -569,7 +579,7 @@ async fn a_listener_change_needs_a_restart_and_the_old_listener_keeps_serving() 
     assert_eq!(r.needs_restart.len(), 2, "only the listener and the runtime changed: {r:?}");
 
     // The rules applied; the old listener serves them; the new address is not bound.
-    env.expect(&client, "new.test", "allow", Some("allow new.test"), 2).await;
+    env.expect(&client, "new.test", Action::Allow, Some("allow new.test"), 2).await;
     assert_eq!(env.gw().local_addr(ListenerKind::Connect), Some(env.connect));
     match tokio::time::timeout(STEP, TcpStream::connect(moved)).await.unwrap() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
@@ -598,31 +608,31 @@ async fn global_report_mode_lets_denials_through_and_logs_would_deny() {
     let out = curl_via(env.connect, &ca, "blocked.test", "/r").await;
     assert!(out.status.success(), "a report-mode deny must be let through: {}", describe(&out));
     assert_eq!(stdout(&out), "upstream=R sni=blocked.test path=/r");
-    let ev = env.wait_access(|e| e.s("sni") == Some("blocked.test")).await;
-    assert_eq!(ev.s("action"), Some("allow"), "{ev:#?}");
-    assert_eq!(ev.s("would_deny"), Some("true"), "{ev:#?}");
-    assert_eq!(ev.s("rule"), Some("deny blocked.test"), "{ev:#?}");
-    assert!(ev.s("source").is_some_and(|s| s.ends_with("/test.rules:2")), "{ev:#?}");
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(200), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(up.addr().to_string().as_str()), "{ev:#?}");
+    let ev = env.wait_access(|e| e.sni.as_deref() == Some("blocked.test")).await;
+    assert_eq!(ev.action, Some(Action::Allow), "{ev:#?}");
+    assert!(ev.would_deny, "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("deny blocked.test"), "{ev:#?}");
+    assert!(ev.source.as_deref().is_some_and(|s| s.ends_with("/test.rules:2")), "{ev:#?}");
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.status, Some(200), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(up.addr()), "{ev:#?}");
 
     // Denied only by the default: let through, would_deny, no rule.
     let out = curl_via(env.connect, &ca, "unlisted.test", "/d").await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=R sni=unlisted.test path=/d");
-    let ev = env.wait_access(|e| e.s("sni") == Some("unlisted.test")).await;
-    assert_eq!(ev.s("action"), Some("allow"), "{ev:#?}");
-    assert_eq!(ev.s("would_deny"), Some("true"), "{ev:#?}");
-    assert_eq!((ev.s("rule"), ev.s("source")), (None, None), "{ev:#?}");
+    let ev = env.wait_access(|e| e.sni.as_deref() == Some("unlisted.test")).await;
+    assert_eq!(ev.action, Some(Action::Allow), "{ev:#?}");
+    assert!(ev.would_deny, "{ev:#?}");
+    assert_eq!((ev.rule.as_deref(), ev.source.as_deref()), (None, None), "{ev:#?}");
 
     // An allowed name is just allowed.
     let out = curl_via(env.connect, &ca, "ok.test", "/a").await;
     assert!(out.status.success(), "{}", describe(&out));
-    let ev = env.wait_access(|e| e.s("sni") == Some("ok.test")).await;
-    assert_eq!(ev.s("action"), Some("allow"), "{ev:#?}");
-    assert_eq!(ev.s("would_deny"), None, "{ev:#?}");
-    assert_eq!(ev.s("rule"), Some("allow ok.test"), "{ev:#?}");
+    let ev = env.wait_access(|e| e.sni.as_deref() == Some("ok.test")).await;
+    assert_eq!(ev.action, Some(Action::Allow), "{ev:#?}");
+    assert!(!ev.would_deny, "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("allow ok.test"), "{ev:#?}");
     assert_eq!(up.handshakes(), 3);
 }
 
@@ -644,29 +654,29 @@ async fn report_mode_per_rule_file() {
     let out = curl_via(env.connect, &ca, "reported.test", "/r").await;
     assert!(out.status.success(), "a deny from a report-mode file must be let through: {}", describe(&out));
     assert_eq!(stdout(&out), "upstream=R sni=reported.test path=/r");
-    let ev = env.wait_access(|e| e.s("sni") == Some("reported.test")).await;
-    assert_eq!(ev.s("action"), Some("allow"), "{ev:#?}");
-    assert_eq!(ev.s("would_deny"), Some("true"), "{ev:#?}");
-    assert_eq!(ev.s("rule"), Some("deny reported.test"), "{ev:#?}");
-    assert!(ev.s("source").is_some_and(|s| s.ends_with("/report.rules:2")), "{ev:#?}");
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    let ev = env.wait_access(|e| e.sni.as_deref() == Some("reported.test")).await;
+    assert_eq!(ev.action, Some(Action::Allow), "{ev:#?}");
+    assert!(ev.would_deny, "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("deny reported.test"), "{ev:#?}");
+    assert!(ev.source.as_deref().is_some_and(|s| s.ends_with("/report.rules:2")), "{ev:#?}");
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
 
     let out = curl_via(env.connect, &ca, "enforced.test", "/e").await;
     assert_eq!(out.status.code(), Some(56), "{}", describe(&out));
     assert!(stderr(&out).contains("CONNECT tunnel failed, response 403"), "{}", describe(&out));
-    let ev = env.wait_access(|e| e.s("dst") == Some("enforced.test:443")).await;
-    assert_eq!(ev.s("action"), Some("deny"), "{ev:#?}");
-    assert_eq!(ev.s("would_deny"), None, "{ev:#?}");
-    assert_eq!(ev.s("rule"), Some("deny enforced.test"), "{ev:#?}");
-    assert!(ev.s("source").is_some_and(|s| s.ends_with("/enforce.rules:1")), "{ev:#?}");
-    assert_eq!((ev.s("outcome"), ev.u("status")), (Some("denied"), Some(403)), "{ev:#?}");
+    let ev = env.wait_access(|e| dst(e).as_deref() == Some("enforced.test:443")).await;
+    assert_eq!(ev.action, Some(Action::Deny), "{ev:#?}");
+    assert!(!ev.would_deny, "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("deny enforced.test"), "{ev:#?}");
+    assert!(ev.source.as_deref().is_some_and(|s| s.ends_with("/enforce.rules:1")), "{ev:#?}");
+    assert_eq!((ev.outcome, ev.status), (Outcome::Denied, Some(403)), "{ev:#?}");
 
     // A report-mode file does not put the default in report mode.
     let out = curl_via(env.connect, &ca, "unlisted.test", "/u").await;
     assert_eq!(out.status.code(), Some(56), "{}", describe(&out));
-    let ev = env.wait_access(|e| e.s("dst") == Some("unlisted.test:443")).await;
-    assert_eq!(ev.s("action"), Some("deny"), "{ev:#?}");
-    assert_eq!((ev.s("would_deny"), ev.s("rule")), (None, None), "{ev:#?}");
+    let ev = env.wait_access(|e| dst(e).as_deref() == Some("unlisted.test:443")).await;
+    assert_eq!(ev.action, Some(Action::Deny), "{ev:#?}");
+    assert_eq!((ev.would_deny, ev.rule.as_deref()), (false, None), "{ev:#?}");
     assert_eq!(up.handshakes(), 1, "only reported.test reached the upstream");
 }
 
@@ -713,13 +723,13 @@ async fn until_refused(addr: SocketAddr, started: Instant, limit: Duration) -> D
 }
 
 /// A gateway allowing `echo.test`, pinned to an echo upstream, and a TLS tunnel through it.
-async fn echo_tunnel() -> (TestCa, TlsUpstream, Env, tokio_rustls::client::TlsStream<TcpStream>, String) {
+async fn echo_tunnel() -> (TestCa, TlsUpstream, Env, tokio_rustls::client::TlsStream<TcpStream>, SocketAddr) {
     let ca = TestCa::new();
     let up = TlsUpstream::start_echo(&ca, &["echo.test"], "E").await;
     let env =
         Env::start(&toml(POLICY, &pins(&[("echo.test", up.addr())])), &[("test.rules", "allow echo.test\n")]).await;
     let tcp = tunnel(env.connect, "echo.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let mut tls = tls_handshake(tcp, "echo.test", ca.client_config()).await.unwrap();
     echo_round(&mut tls, b"before the shutdown").await;
     (ca, up, env, tls, client)
@@ -806,14 +816,10 @@ async fn shutdown_returns_early_when_the_last_tunnel_ends() {
     assert!(took < Duration::from_secs(3), "shutdown took {took:?} though the last tunnel ended at ~0.3 s");
 
     // The tunnel was logged as a normal end.
-    let ev = access_log::wait_access_in(
-        |e| e.s("listener") == Some(proxy.to_string().as_str()),
-        |e| e.s("client") == Some(client.as_str()),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!((ev.s("action"), ev.s("outcome")), (Some("allow"), Some("ok")), "{ev:#?}");
-    assert!(ev.u("bytes_down").is_some_and(|n| n > 0), "{ev:#?}");
+    let ev = env.events.wait(|e| e.client == client, Duration::from_secs(5)).await;
+    assert_eq!(ev.listener.local, proxy, "{ev:#?}");
+    assert_eq!((ev.action, ev.outcome), (Some(Action::Allow), Outcome::Ok), "{ev:#?}");
+    assert!(ev.bytes_down > 0, "{ev:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,11 +7,16 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hostgate_proxy::access::Protocol;
+use hostgate_proxy::config::ListenerKind;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
 use support::http::{assert_alert_or_nothing, connect_tunnel, read_until_closed, tls_handshake, tunnel};
 use support::{
-    assert_decided, assert_logged_deny, field, pins, ClientHello, EventExt, TestCa, TestGateway, TlsUpstream, Trickle,
+    assert_decided, assert_logged_deny, dst, pins, ClientHello, TestCa, TestGateway, TlsUpstream, Trickle,
     ALERT_ACCESS_DENIED, LOCAL_UPSTREAM,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -46,9 +51,9 @@ async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls: S, pa
 
 /// Sends `hello` in a tunnel to `authority` and returns the tunnel's client address and how
 /// it ended.
-async fn send_in_tunnel(gw: &TestGateway, authority: &str, hello: &[u8]) -> (String, support::Closed) {
+async fn send_in_tunnel(gw: &TestGateway, authority: &str, hello: &[u8]) -> (SocketAddr, support::Closed) {
     let mut tcp = tunnel(gw.connect_addr(), authority).await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     tcp.write_all(hello).await.unwrap();
     let closed = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
     (client, closed)
@@ -65,7 +70,7 @@ async fn expect_server_hello(tcp: &mut TcpStream) {
 async fn clienthello_one_byte_per_segment() {
     let (ca, http, _echo, gw) = setup("").await;
     let tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     // Every byte the client writes during the handshake goes in its own segment, 2 ms apart.
     let trickle = Trickle::new(tcp, 4096, Duration::from_millis(2));
     let tls = tls_handshake(trickle, "allowed.test", ca.client_config()).await.unwrap();
@@ -73,11 +78,11 @@ async fn clienthello_one_byte_per_segment() {
     assert!(trickled > 150, "only {trickled} bytes went one by one");
     assert_eq!(get(tls, "/trickle").await, "upstream=A sni=allowed.test path=/trickle");
 
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), Some("allowed.test"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(http.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.sni.as_deref(), Some("allowed.test"), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(http.addr()), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,14 +91,14 @@ async fn clienthello_split_across_records() {
 
     // rustls fragments every record it writes, the ClientHello included, to 64 bytes.
     let tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let mut config = ca.client_config();
     config.max_fragment_size = Some(64);
     let tls = tls_handshake(tcp, "allowed.test", config).await.unwrap();
     assert_eq!(get(tls, "/fragments").await, "upstream=A sni=allowed.test path=/fragments");
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), Some("allowed.test"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.sni.as_deref(), Some("allowed.test"), "{ev:#?}");
 
     // A hand-built hello in 16-byte records, the server_name extension straddling several: the
     // gateway must reassemble it to decide, and replay it unchanged for the upstream to parse
@@ -101,13 +106,13 @@ async fn clienthello_split_across_records() {
     let hello = ClientHello::new("allowed.test").record_size(16).to_bytes();
     assert!(hello.len() > 10 * 21, "{} bytes", hello.len());
     let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     tcp.write_all(&hello).await.unwrap();
     expect_server_hello(&mut tcp).await;
     drop(tcp);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("sni"), Some("allowed.test"), "{ev:#?}");
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.sni.as_deref(), Some("allowed.test"), "{ev:#?}");
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,8 +123,8 @@ async fn clienthello_over_the_cap_is_refused() {
     assert!(hello.len() > 700);
     let (client, closed) = send_in_tunnel(&gw, "echo.test:443", &hello).await;
     assert_alert_or_nothing(&closed);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("clienthello-too-large"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::ClientHelloTooLarge, "{ev:#?}");
     assert_eq!(echo.bytes_received(), 0, "bytes reached the upstream");
 
     // The same hello without the padding fits and reaches the upstream, which answers: the
@@ -136,27 +141,27 @@ async fn clienthello_over_the_cap_is_refused() {
 async fn ech_is_decided_on_the_outer_sni_and_logged() {
     let (_ca, http, _echo, gw) = setup("").await;
     let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     tcp.write_all(&ClientHello::new("allowed.test").alpn(&["h2"]).ech().to_bytes()).await.unwrap();
     // Relayed: the upstream (which cannot decrypt the inner hello and ignores the extension)
     // answers with its ServerHello.
     expect_server_hello(&mut tcp).await;
     drop(tcp);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("ech"), Some("true"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), Some("allowed.test"), "{ev:#?}");
-    assert_eq!(ev.s("alpn"), Some("h2"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(http.addr().to_string().as_str()), "{ev:#?}");
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.tls.as_ref().map(|t| t.ech), Some(true), "{ev:#?}");
+    assert_eq!(ev.sni.as_deref(), Some("allowed.test"), "{ev:#?}");
+    assert!(ev.tls.as_ref().is_some_and(|t| t.alpn == ["h2"]), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(http.addr()), "{ev:#?}");
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
 
     // Without the extension the log says so.
     let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     tcp.write_all(&ClientHello::new("allowed.test").to_bytes()).await.unwrap();
     expect_server_hello(&mut tcp).await;
     drop(tcp);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("ech"), Some("false"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.tls.as_ref().map(|t| t.ech), Some(false), "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +180,8 @@ async fn malformed_server_names_are_refused() {
             closed.bytes.is_empty() || closed.bytes == ALERT_ACCESS_DENIED,
             "{what}: expected an access_denied alert or a close, got {closed:?}"
         );
-        let ev = gw.wait_access(field("client", &client)).await;
-        assert_eq!(ev.s("outcome"), Some("malformed-clienthello"), "{what}: {ev:#?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::MalformedClientHello, "{what}: {ev:#?}");
         events.push(ev);
     }
     assert_eq!(echo.bytes_received(), 0, "bytes reached the upstream");
@@ -190,19 +195,19 @@ async fn sni_that_disagrees_with_the_connect_host_gets_access_denied() {
     // Raw: exactly the alert, then the end.
     let (client, closed) = send_in_tunnel(&gw, "echo.test:443", &ClientHello::new("other.test").to_bytes()).await;
     assert_eq!(closed.bytes, ALERT_ACCESS_DENIED, "{closed:?}");
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("mismatch"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), Some("other.test"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some("echo.test:443"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::Mismatch, "{ev:#?}");
+    assert_eq!(ev.sni.as_deref(), Some("other.test"), "{ev:#?}");
+    assert_eq!(dst(&ev).as_deref(), Some("echo.test:443"), "{ev:#?}");
 
     // A real client: the handshake fails on the alert. The SNI names an allowed host too: a
     // tunnel to one allowed name cannot be used for another.
     let tcp = tunnel(gw.connect_addr(), "echo.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let err = tls_handshake(tcp, "allowed.test", ca.client_config()).await.map(|_| ()).unwrap_err();
     assert!(format!("{err:?}").contains("AccessDenied"), "{err:?}");
-    let ev2 = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev2.s("outcome"), Some("mismatch"), "{ev2:#?}");
+    let ev2 = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev2.outcome, Outcome::Mismatch, "{ev2:#?}");
 
     assert_eq!(echo.bytes_received(), 0, "the echo upstream saw bytes");
     assert_eq!(echo.handshakes(), 0);
@@ -214,11 +219,11 @@ async fn sni_that_disagrees_with_the_connect_host_gets_access_denied() {
 async fn sni_comparison_ignores_case() {
     let (ca, _http, _echo, gw) = setup("").await;
     let tcp = tunnel(gw.connect_addr(), "Allowed.TEST:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let tls = tls_handshake(tcp, "allowed.test", ca.client_config()).await.unwrap();
     assert_eq!(get(tls, "/case").await, "upstream=A sni=allowed.test path=/case");
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,9 +235,9 @@ async fn an_allowed_name_that_resolves_to_loopback_is_ssrf() {
     let (tcp, response) = connect_tunnel(gw.connect_addr(), "allowed.test:443").await;
     assert_eq!(response.status, 403, "{response:?}");
     support::http::assert_reason_token(&response);
-    let ev = gw.wait_access(field("client", &tcp.local_addr().unwrap().to_string())).await;
-    assert_eq!(ev.s("outcome"), Some("ssrf"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == tcp.local_addr().unwrap()).await;
+    assert_eq!(ev.outcome, Outcome::Ssrf, "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(up.accepted(), 0, "the gateway connected to loopback");
     assert_logged_deny(&ev);
 }
@@ -241,15 +246,15 @@ async fn an_allowed_name_that_resolves_to_loopback_is_ssrf() {
 async fn a_silent_client_is_closed_after_the_sniff_timeout() {
     let (_ca, _http, echo, gw) = setup("[sniff]\ntimeout = \"300ms\"\n").await;
     let mut tcp = tunnel(gw.connect_addr(), "echo.test:443").await;
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     let start = Instant::now();
     let closed = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(250), "closed after {waited:?}, before the timeout");
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
     assert_alert_or_nothing(&closed);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("timeout"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::Timeout, "{ev:#?}");
     assert_eq!(echo.bytes_received(), 0);
     assert_logged_deny(&ev);
 }
@@ -260,26 +265,26 @@ async fn bytes_neither_tls_nor_http_get_the_default_action() {
     let junk: Vec<u8> = [0x00, 0xff, 0x13, 0x37].iter().copied().cycle().take(64).collect();
     let (client, closed) = send_in_tunnel(&gw, "echo.test:443", &junk).await;
     assert_alert_or_nothing(&closed);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("unknown-protocol"), "{ev:#?}");
-    assert_eq!(ev.s("protocol"), Some("unknown"), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::UnknownProtocol, "{ev:#?}");
+    assert_eq!(ev.protocol, Protocol::Unknown, "{ev:#?}");
     assert_eq!(echo.bytes_received(), 0, "unknown bytes reached the upstream");
     // The default decided: no rule may be named.
-    assert_decided(&ev, "deny", None);
+    assert_decided(&ev, Action::Deny, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_was_not_redirected_is_closed() {
     let (_ca, _http, echo, gw) = setup("").await;
     let mut tcp = TcpStream::connect(gw.transparent_addr()).await.unwrap();
-    let client = tcp.local_addr().unwrap().to_string();
+    let client = tcp.local_addr().unwrap();
     // A hello naming an allowed, pinned name: even so, nothing may go anywhere.
     let _ = tcp.write_all(&ClientHello::new("echo.test").to_bytes()).await;
     let closed = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
     assert_alert_or_nothing(&closed);
-    let ev = gw.wait_access(field("client", &client)).await;
-    assert_eq!(ev.s("outcome"), Some("not-redirected"), "{ev:#?}");
-    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_eq!(ev.outcome, Outcome::NotRedirected, "{ev:#?}");
+    assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(echo.accepted(), 0);
 }

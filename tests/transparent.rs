@@ -13,14 +13,17 @@
 
 mod support;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hostgate_proxy::access::{Dst, Protocol};
+use hostgate_proxy::config::ListenerKind;
+use hostgate_proxy::outcome::Outcome;
+use hostgate_proxy::policy::Action;
 use support::tools::{describe, stdout};
 use support::upstream::Mode;
 use support::{
-    assert_decided, assert_logged_deny, field, pins, EventExt, HttpUpstream, Netns, TestCa, TestGateway, TlsUpstream,
-    LOCAL_UPSTREAM,
+    assert_decided, assert_logged_deny, pins, HttpUpstream, Netns, TestCa, TestGateway, TlsUpstream, LOCAL_UPSTREAM,
 };
 
 const RULES: &str = "\
@@ -33,6 +36,16 @@ allow http://portonly.test:8080
 /// The client's idea of where `allowed.test` is: any address will do, the gateway must not go
 /// there.
 const CHOSEN: &str = "203.0.113.10";
+
+/// [`CHOSEN`] as an address.
+fn chosen() -> IpAddr {
+    CHOSEN.parse().unwrap()
+}
+
+/// A redirected connection's `dst`: its original destination.
+fn original(ip: IpAddr, port: u16) -> Option<Dst> {
+    Some(Dst::Addr(SocketAddr::new(ip, port)))
+}
 
 /// How the namespace's traffic gets to the gateway.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,10 +109,6 @@ impl Setup {
         args.push(url);
         self.ns.exec_async(&args, Duration::from_secs(20)).await
     }
-
-    fn client_prefix(&self) -> String {
-        format!("{}:", self.ns.ns_ip)
-    }
 }
 
 async fn allowed_name_goes_to_the_pinned_upstream(s: &Setup) {
@@ -107,14 +116,14 @@ async fn allowed_name_goes_to_the_pinned_upstream(s: &Setup) {
     assert!(out.status.success(), "{}", support::tools::describe(&out));
     assert_eq!(stdout(&out), "upstream=T sni=allowed.test path=/t");
 
-    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
-    assert_eq!(ev.s("protocol"), Some("tls"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:443").as_str()), "the original destination: {ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(s.tls.addr().to_string().as_str()), "connected to the name's pin: {ev:#?}");
-    assert!(ev.s("client").is_some_and(|c| c.starts_with(&s.client_prefix())), "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{ev:#?}");
+    assert_eq!(ev.protocol, Protocol::Tls, "{ev:#?}");
+    assert_eq!(ev.dst, original(chosen(), 443), "the original destination: {ev:#?}");
+    assert_eq!(ev.upstream, Some(s.tls.addr()), "connected to the name's pin: {ev:#?}");
+    assert_eq!(ev.client.ip(), IpAddr::from(s.ns.ns_ip), "{ev:#?}");
     assert_eq!(s.tls.handshakes(), 1);
 }
 
@@ -145,11 +154,11 @@ async fn a_denied_name_gets_a_tls_alert() {
     let out = s.curl("denied.test", 443, "https://denied.test/", &[]).await;
     assert_eq!(out.status.code(), Some(35), "{}", support::tools::describe(&out));
 
-    let ev = s.gw.wait_access(field("sni", "denied.test")).await;
-    assert_decided(&ev, "deny", Some(("deny denied.test", 2)));
-    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:443").as_str()), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("denied.test")).await;
+    assert_decided(&ev, Action::Deny, Some(("deny denied.test", 2)));
+    assert_eq!(ev.outcome, Outcome::Denied, "{ev:#?}");
+    assert_eq!(ev.dst, original(chosen(), 443), "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(s.tls.accepted(), 0, "the gateway connected upstream for a denied name");
 }
 
@@ -162,28 +171,28 @@ async fn plain_http_is_decided_by_host_and_original_port() {
     let out = s.curl("site.test", 80, "http://site.test/p?q=1", &[]).await;
     assert!(out.status.success(), "{}", support::tools::describe(&out));
     assert_eq!(stdout(&out), "upstream=H host=site.test path=/p?q=1 method=GET");
-    let ev = s.gw.wait_access(field("path", "/p?q=1")).await;
-    assert_decided(&ev, "allow", Some(("allow http://site.test/", 3)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("protocol"), Some("http"), "{ev:#?}");
-    assert_eq!(ev.s("host"), Some("site.test"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:80").as_str()), "{ev:#?}");
-    assert_eq!(ev.u("status"), Some(200), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(s.http.addr().to_string().as_str()), "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/p?q=1")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow http://site.test/", 3)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.protocol, Protocol::Http, "{ev:#?}");
+    assert_eq!(ev.host.as_deref(), Some("site.test"), "{ev:#?}");
+    assert_eq!(ev.dst, original(chosen(), 80), "{ev:#?}");
+    assert_eq!(ev.status, Some(200), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(s.http.addr()), "{ev:#?}");
 
     // A name no rule allows on port 80.
     let out = s.curl("denied.test", 80, "http://denied.test/d", &["-i"]).await;
     let text = stdout(&out);
     assert!(text.starts_with("HTTP/1.1 403"), "{}", support::tools::describe(&out));
     assert!(text.to_ascii_lowercase().contains("x-hostgate-reason: denied"), "{text}");
-    let ev = s.gw.wait_access(field("path", "/d")).await;
-    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/d")).await;
+    assert_eq!(ev.outcome, Outcome::Denied, "{ev:#?}");
 
     // `portonly.test` is allowed on 8080 only; this request's original port is 80.
     let out = s.curl("portonly.test", 80, "http://portonly.test/port", &["-i"]).await;
     assert!(stdout(&out).starts_with("HTTP/1.1 403"), "{}", support::tools::describe(&out));
-    let ev = s.gw.wait_access(field("path", "/port")).await;
-    assert_decided(&ev, "deny", None);
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/port")).await;
+    assert_decided(&ev, Action::Deny, None);
     assert_eq!(s.http.count(), 1);
 }
 
@@ -197,10 +206,10 @@ async fn original_in_dns_refuses_a_destination_the_name_does_not_have() {
     };
     let out = s.curl("allowed.test", 443, "https://allowed.test/", &[]).await;
     assert_eq!(out.status.code(), Some(35), "{}", support::tools::describe(&out));
-    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
-    assert_eq!(ev.s("outcome"), Some("mismatch"), "{CHOSEN} is not an address of allowed.test: {ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:443").as_str()), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_eq!(ev.outcome, Outcome::Mismatch, "{CHOSEN} is not an address of allowed.test: {ev:#?}");
+    assert_eq!(ev.dst, original(chosen(), 443), "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(s.tls.accepted(), 0);
     assert_logged_deny(&ev);
 }
@@ -219,13 +228,13 @@ async fn a_clienthello_without_sni_gets_the_default_action() {
             .await;
     assert_eq!(out.status.code(), Some(35), "the default (deny) must end the handshake: {}", describe(&out));
 
-    let ev = s.gw.wait_access(field("dst", &format!("{CHOSEN}:443"))).await;
-    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
-    assert_eq!(ev.s("protocol"), Some("tls"), "{ev:#?}");
-    assert_eq!(ev.s("sni"), None, "curl sent no SNI: {ev:#?}");
-    assert_decided(&ev, "deny", None);
-    assert_eq!(ev.s("outcome"), Some("denied"), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), None, "{ev:#?}");
+    let ev = s.gw.wait_access(|e| e.dst == original(chosen(), 443)).await;
+    assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{ev:#?}");
+    assert_eq!(ev.protocol, Protocol::Tls, "{ev:#?}");
+    assert_eq!(ev.sni, None, "curl sent no SNI: {ev:#?}");
+    assert_decided(&ev, Action::Deny, None);
+    assert_eq!(ev.outcome, Outcome::Denied, "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(s.tls.accepted(), 0, "the gateway connected upstream for a denied connection");
 }
 
@@ -253,11 +262,11 @@ async fn verify_destination_original_goes_where_the_client_chose() {
     // This is what `original` is insecure about: an allowed SNI carried to the client's address.
     assert_eq!(stdout(&out), "upstream=attacker sni=allowed.test path=/o");
 
-    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{ip}:443").as_str()), "{ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(format!("{ip}:443").as_str()), "connected to the original destination: {ev:#?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.dst, original(ip, 443), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(SocketAddr::new(ip, 443)), "connected to the original destination: {ev:#?}");
     assert_eq!(attacker.handshakes(), 1);
     assert_eq!(s.tls.accepted(), 0, "the name's pin is not used with `original`");
 }
@@ -275,11 +284,11 @@ async fn verify_destination_name_ignores_where_the_client_chose() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=T sni=allowed.test path=/n");
 
-    let ev = s.gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("{ip}:443").as_str()), "the original destination: {ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(s.tls.addr().to_string().as_str()), "connected to the name's pin: {ev:#?}");
+    let ev = s.gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.dst, original(ip, 443), "the original destination: {ev:#?}");
+    assert_eq!(ev.upstream, Some(s.tls.addr()), "connected to the name's pin: {ev:#?}");
     assert_eq!(attacker.accepted(), 0, "the attacker's server was reached");
     assert_eq!(s.tls.handshakes(), 1);
 }
@@ -311,15 +320,14 @@ async fn ipv6_ip6tables_redirect_connects_to_the_name() {
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "upstream=T6 sni=allowed.test path=/v6");
 
-    let ev = gw.wait_access(field("sni", "allowed.test")).await;
-    assert_decided(&ev, "allow", Some(("allow allowed.test", 1)));
-    assert_eq!(ev.s("outcome"), Some("ok"), "{ev:#?}");
-    assert_eq!(ev.s("kind"), Some("transparent"), "{ev:#?}");
-    assert_eq!(ev.s("dst"), Some(format!("[{chosen}]:443").as_str()), "IP6T_SO_ORIGINAL_DST: {ev:#?}");
-    assert_eq!(ev.s("listener"), Some(gw.transparent_addr().to_string().as_str()), "{ev:#?}");
-    let client = format!("[{}]:", ns.ns_ip6());
-    assert!(ev.s("client").is_some_and(|c| c.starts_with(&client)), "client {client}…: {ev:#?}");
-    assert_eq!(ev.s("upstream"), Some(tls.addr().to_string().as_str()), "{ev:#?}");
+    let ev = gw.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    assert_decided(&ev, Action::Allow, Some(("allow allowed.test", 1)));
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+    assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{ev:#?}");
+    assert_eq!(ev.dst, original(chosen.parse().unwrap(), 443), "IP6T_SO_ORIGINAL_DST: {ev:#?}");
+    assert_eq!(ev.listener.local, gw.transparent_addr(), "{ev:#?}");
+    assert_eq!(ev.client.ip(), IpAddr::from(ns.ns_ip6()), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(tls.addr()), "{ev:#?}");
     assert_eq!(tls.handshakes(), 1);
 }
 
@@ -356,16 +364,17 @@ async fn silent_and_late_clients_are_closed_at_the_sniff_timeout_from_the_accept
         eprintln!("{what}: closed after {waited} ms");
         // Restarted at the first byte, the late client's deadline would be 3.2 s away.
         assert!((1800..2900).contains(&waited), "{what}: closed after {waited} ms: {}", describe(out));
-        let port = String::from_utf8_lossy(&out.stderr)
+        let port: u16 = String::from_utf8_lossy(&out.stderr)
             .split_whitespace()
             .nth(2)
-            .and_then(|local| local.rsplit(':').next().map(str::to_string))
+            .and_then(|local| local.rsplit(':').next().and_then(|p| p.parse().ok()))
             .unwrap_or_else(|| panic!("{what}: no local address in {}", describe(out)));
-        let ev = s.gw.wait_access(field("client", &format!("{}{port}", s.client_prefix()))).await;
-        assert_eq!(ev.s("outcome"), Some("timeout"), "{what}: {ev:#?}");
-        assert_eq!(ev.s("kind"), Some("transparent"), "{what}: {ev:#?}");
-        assert_eq!(ev.s("dst"), Some(format!("{CHOSEN}:443").as_str()), "{what}: {ev:#?}");
-        let detail = ev.s("detail").unwrap_or_default().to_string();
+        let client = SocketAddr::new(s.ns.ns_ip.into(), port);
+        let ev = s.gw.wait_access(|e| e.client == client).await;
+        assert_eq!(ev.outcome, Outcome::Timeout, "{what}: {ev:#?}");
+        assert_eq!(ev.listener.kind, ListenerKind::Transparent, "{what}: {ev:#?}");
+        assert_eq!(ev.dst, original(chosen(), 443), "{what}: {ev:#?}");
+        let detail = ev.detail.as_deref().unwrap_or_default().to_string();
         let bytes: u64 = detail
             .strip_prefix("nothing decidable within 2000 ms (")
             .and_then(|rest| rest.split(' ').next())

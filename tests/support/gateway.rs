@@ -1,16 +1,19 @@
 //! A gateway started in-process on the test's runtime, from a `hostgate.toml` and a `test.rules`
-//! written to a temporary directory.
+//! written to a temporary directory, with a channel sink for its access events (see
+//! [`super::events`]); and assertions on those events.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use hostgate_proxy::access::{AccessEvent, Dst};
 use hostgate_proxy::config::{Config, ListenerKind};
 use hostgate_proxy::gateway::Gateway;
+use hostgate_proxy::policy::Action;
 use tempfile::TempDir;
 
-use super::access_log::{self, Event, EventExt};
+use super::events::AccessEvents;
 
 /// `[upstream]` for tests whose upstreams are local servers: loopback is exempt from the SSRF
 /// guard. Tests that need other `[upstream]` settings write their own section.
@@ -26,10 +29,11 @@ pub fn pins(pins: &[(&str, SocketAddr)]) -> String {
     s
 }
 
-/// A running gateway and the directory of its configuration.
+/// A running gateway, the access events it emitted, and the directory of its configuration.
 pub struct TestGateway {
     gateway: Option<Gateway>,
     listeners: Vec<(ListenerKind, SocketAddr)>,
+    events: AccessEvents,
     dir: TempDir,
 }
 
@@ -48,7 +52,6 @@ impl TestGateway {
 
     /// [`TestGateway::start_with`] that returns the configuration or start error as text.
     pub async fn try_start(listeners: &[(&str, &str)], rules: &str, extra_toml: &str) -> Result<TestGateway, String> {
-        access_log::init();
         let dir = tempfile::tempdir().unwrap();
         let mut toml = String::new();
         for (kind, address) in listeners {
@@ -60,11 +63,12 @@ impl TestGateway {
         std::fs::write(&config_path, &toml).unwrap();
         std::fs::write(dir.path().join("test.rules"), rules).unwrap();
         let config = Config::load(&config_path).map_err(|e| format!("{e}\n--- hostgate.toml:\n{toml}"))?;
-        let gateway = Gateway::start(config)
+        let (sink, events) = AccessEvents::new();
+        let gateway = Gateway::start_with_sink(config, sink)
             .await
             .map_err(|e| format!("the gateway did not start: {e}\n--- hostgate.toml:\n{toml}"))?;
         let listeners = gateway.listeners().iter().map(|l| (l.kind, l.local)).collect();
-        Ok(TestGateway { gateway: Some(gateway), listeners, dir })
+        Ok(TestGateway { gateway: Some(gateway), listeners, events, dir })
     }
 
     /// The first connect listener's address.
@@ -100,24 +104,19 @@ impl TestGateway {
         self.dir.path()
     }
 
-    /// Whether an access event is about one of this gateway's listeners.
-    pub fn owns(&self, event: &Event) -> bool {
-        event.s("listener").is_some_and(|l| self.listeners.iter().any(|(_, a)| a.to_string() == l))
-    }
-
     /// This gateway's access events so far that satisfy `pred`.
-    pub fn access_events(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        access_log::events(|e| self.owns(e) && pred(e))
+    pub fn access_events(&self, pred: impl Fn(&AccessEvent) -> bool) -> Vec<AccessEvent> {
+        self.events.matching(pred)
     }
 
     /// Waits (up to 10 s) for an access event of this gateway that satisfies `pred`.
-    pub async fn wait_access(&self, pred: impl Fn(&Event) -> bool) -> Event {
+    pub async fn wait_access(&self, pred: impl Fn(&AccessEvent) -> bool) -> AccessEvent {
         self.wait_access_timeout(pred, Duration::from_secs(10)).await
     }
 
     /// [`TestGateway::wait_access`] with a timeout.
-    pub async fn wait_access_timeout(&self, pred: impl Fn(&Event) -> bool, timeout: Duration) -> Event {
-        access_log::wait_access_in(|e| self.owns(e), pred, timeout).await
+    pub async fn wait_access_timeout(&self, pred: impl Fn(&AccessEvent) -> bool, timeout: Duration) -> AccessEvent {
+        self.events.wait(pred, timeout).await
     }
 
     /// Stops the gateway.
@@ -128,38 +127,38 @@ impl TestGateway {
     }
 }
 
-/// A predicate on one field's value.
-pub fn field<'a>(name: &'a str, value: &'a str) -> impl Fn(&Event) -> bool + 'a {
-    move |e| e.s(name) == Some(value)
+/// An access event's `dst` as the log writes it (`host:port`, or the original destination).
+pub fn dst(event: &AccessEvent) -> Option<String> {
+    event.dst.as_ref().map(Dst::to_string)
 }
 
 /// Asserts an access event's decision: its action, and the deciding rule's text (`ACTION
 /// TARGET`) and line in `test.rules`, or no rule at all (the default decided).
-pub fn assert_decided(event: &Event, action: &str, rule: Option<(&str, usize)>) {
-    assert_eq!(event.s("action"), Some(action), "action: {event:#?}");
+pub fn assert_decided(event: &AccessEvent, action: Action, rule: Option<(&str, usize)>) {
+    assert_eq!(event.action, Some(action), "action: {event:#?}");
     match rule {
         Some((text, line)) => assert_rule(event, text, line),
         None => {
-            assert_eq!(event.s("rule"), None, "rule: {event:#?}");
-            assert_eq!(event.s("source"), None, "source: {event:#?}");
+            assert_eq!(event.rule, None, "rule: {event:#?}");
+            assert_eq!(event.source, None, "source: {event:#?}");
         }
     }
 }
 
 /// Asserts the deciding rule's text (`ACTION TARGET`) and line in `test.rules`, whatever
 /// became of the connection afterwards.
-pub fn assert_rule(event: &Event, text: &str, line: usize) {
-    assert_eq!(event.s("rule"), Some(text), "rule: {event:#?}");
-    let source = event.s("source").unwrap_or_else(|| panic!("no source: {event:#?}"));
+pub fn assert_rule(event: &AccessEvent, text: &str, line: usize) {
+    assert_eq!(event.rule.as_deref(), Some(text), "rule: {event:#?}");
+    let source = event.source.as_deref().unwrap_or_else(|| panic!("no source: {event:#?}"));
     let want = format!("test.rules:{line}");
     assert!(source == want || source.ends_with(&format!("/{want}")), "source {source:?}, want {want}: {event:#?}");
 }
 
-/// Asserts that a connection or request the gateway refused is logged with `action = "deny"`
+/// Asserts that a connection or request the gateway refused is logged with the action `deny`
 /// even when the policy allowed the name (it was refused for another reason, which `outcome`
 /// gives). Tests check this last, after the behaviour itself.
-pub fn assert_logged_deny(event: &Event) {
-    assert_eq!(event.s("action"), Some("deny"), "a refused connection logged with this action: {event:#?}");
+pub fn assert_logged_deny(event: &AccessEvent) {
+    assert_eq!(event.action, Some(Action::Deny), "a refused connection logged with this action: {event:#?}");
 }
 
 /// A `[resolve]` section pinning each name to several addresses, in order (`ip` or `ip:port`

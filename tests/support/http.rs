@@ -53,8 +53,8 @@ impl HttpConn {
     }
 
     /// The client side's address (the access log's `client`).
-    pub fn local_addr(&self) -> String {
-        self.io.get_ref().local_addr().unwrap().to_string()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.io.get_ref().local_addr().unwrap()
     }
 
     /// Writes `raw` as is.

@@ -1,6 +1,6 @@
 //! Helpers of the end-to-end tests: a test CA and upstream servers, a gateway started in-process
-//! from a configuration written to a temporary directory, access-log capture, raw HTTP and
-//! CONNECT clients, adversarial TLS clients (trickled writes, hand-built ClientHellos),
+//! from a configuration written to a temporary directory, and its typed access events; raw HTTP
+//! and CONNECT clients, adversarial TLS clients (trickled writes, hand-built ClientHellos),
 //! network namespaces for the transparent listener, and the `hostgate` binary as a child
 //! process.
 //!
@@ -9,9 +9,9 @@
 //! flag in a test binary.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod access_log;
 pub mod ca;
 pub mod client_hello;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod netns;
@@ -26,10 +26,9 @@ use std::time::Duration;
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use self::{
-    access_log::{Event, EventExt},
     ca::TestCa,
     client_hello::ClientHello,
-    gateway::{assert_decided, assert_logged_deny, assert_rule, field, pins, TestGateway, LOCAL_UPSTREAM},
+    gateway::{assert_decided, assert_logged_deny, assert_rule, dst, pins, TestGateway, LOCAL_UPSTREAM},
     http::{Closed, HttpConn, Response},
     netns::Netns,
     trickle::Trickle,
