@@ -201,6 +201,8 @@ where
 }
 
 /// What happens to an allowed TLS connection.
+// Made once per connection and matched at once: the size of the inline `Host` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Handling {
     /// Inspected: terminated for this name, offering the upstream these HTTP protocols.
     Inspect(Host, Vec<Vec<u8>>),
