@@ -241,7 +241,7 @@ async fn serve_signals(
 
 fn load(config: &std::path::Path) -> Result<(Config, Policy), String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
-    let p = Policy::load(&c).map_err(|e| e.to_string())?;
+    let p = Policy::load(&c.policy_inputs()).map_err(|e| e.to_string())?;
     Ok((c, p))
 }
 

@@ -14,7 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{placeholder_key, Action};
+use crate::policy::{placeholder_key, Action, Inputs, Source};
+// `[policy] mode` and `[[policy.source]] mode` spell the policy's own type; re-exported for the
+// configuration's users (config depends on policy, never the reverse).
+pub use crate::policy::Mode;
 use crate::upstream::resolve::Pin;
 
 /// A validated configuration.
@@ -226,32 +229,7 @@ pub struct PolicyConfig {
     /// its own).
     pub mode: Mode,
     /// Rule files, in order.
-    pub sources: Vec<SourceConfig>,
-}
-
-/// One rule file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceConfig {
-    /// The path, resolved against the configuration file's directory.
-    pub path: PathBuf,
-    /// The action of bare lines until the file says `default ACTION`.
-    pub default: Option<Action>,
-    /// The line of the configuration file that names this source.
-    pub line: usize,
-    /// Report mode for this file's deny rules (the global `[policy] mode` applies to every file).
-    pub mode: Mode,
-}
-
-/// Whether deny decisions are enforced or only reported.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Deny means deny.
-    #[default]
-    Enforce,
-    /// A would-be deny is allowed and logged with `would_deny = true`, so that a new rule list can
-    /// be rolled out and watched before it bites.
-    Report,
+    pub sources: Vec<Source>,
 }
 
 /// Logging.
@@ -436,6 +414,20 @@ struct RawLog {
 }
 
 impl Config {
+    /// What the policy is loaded from: the `[policy]` section, `[vars]`, whether `[inspect]` is
+    /// on, and this file's path for messages. `Policy::load(&config.policy_inputs())` reads and
+    /// compiles the rule files.
+    pub fn policy_inputs(&self) -> Inputs<'_> {
+        Inputs {
+            sources: &self.policy.sources,
+            default: self.policy.default,
+            mode: self.policy.mode,
+            vars: &self.vars,
+            inspected: self.inspect.is_some(),
+            config_file: &self.path,
+        }
+    }
+
     /// Reads and validates a configuration file.
     ///
     /// # Errors
@@ -492,7 +484,7 @@ impl Config {
             if s.path.get_ref().trim().is_empty() {
                 return Err(err(Some(s.path.span()), "policy.source.path: empty path".to_string()));
             }
-            sources.push(SourceConfig {
+            sources.push(Source {
                 path: base.join(s.path.get_ref()),
                 default: s.default,
                 line: line_col(text, s.path.span().start).0,

@@ -303,7 +303,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let m = metrics.clone();
         let (policy, inspect) = tokio::task::spawn_blocking(move || {
-            let policy = Policy::load(&cfg).map_err(StartError::Policy)?;
+            let policy = Policy::load(&cfg.policy_inputs()).map_err(StartError::Policy)?;
             let inspect = load_inspector(&cfg, None, &m).map_err(StartError::Inspect)?;
             Ok::<_, StartError>((policy, inspect))
         })
@@ -476,7 +476,7 @@ impl Core {
         // reading the CA and the trust anchors.
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(ReloadError::Config)?;
-            let policy = Policy::load(&config).map_err(ReloadError::Policy)?;
+            let policy = Policy::load(&config.policy_inputs()).map_err(ReloadError::Policy)?;
             let inspect = load_inspector(&config, old_inspect.as_deref(), &metrics).map_err(ReloadError::Inspect)?;
             let changes = rule_changes(&old_policy, &policy);
             Ok::<_, ReloadError>((config, policy, inspect, changes))
