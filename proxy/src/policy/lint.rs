@@ -1,15 +1,17 @@
 //! The lint of `hostgate check`: rules that are legal but probably not what the operator meant.
 //!
-//! Each check works on the compiled policy, mostly by asking the matcher about a representative
-//! host of a rule (the rule's pattern with each `*` filled in), so that it sees exactly what the
-//! data path would see.
+//! Each check works on the compiled policy's rules and matcher, mostly by asking the matcher about
+//! a representative host of a rule (the rule's pattern with each `*` filled in), so that it sees
+//! exactly what the data path would see. This module owns the checks and their messages; it does
+//! not compile or decide, and it is handed what it reads ([`run`]) rather than the `Policy`, so
+//! that it depends on the rule types only.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use hostgate_matcher::{Host, Matches};
+use hostgate_matcher::{Host, Matcher, Matches};
 
-use super::{path_matches, Action, Origin, Policy, Rule, RuleId, Scheme};
+use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
 
 /// A warning about one rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,9 +111,11 @@ const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
 /// A rule's normalised target: pattern, scheme, port, path.
 type TargetKey<'a> = (&'a str, Option<Scheme>, Option<u16>, Option<&'a str>);
 
-pub(super) fn run(p: &Policy) -> Vec<Lint> {
+/// Every warning about `rules` (a policy's rule list, in file order) compiled into `matcher`
+/// (each pattern's value is its rule's index); `inspected` says whether TLS inspection shows the
+/// paths of `allow` and `deny` rules.
+pub(super) fn run(rules: &[Rule], matcher: &Matcher<RuleId>, inspected: bool) -> Vec<Lint> {
     let mut out = Vec::new();
-    let rules = p.rules();
     let mut scratch = Matches::new();
     let mut first_by_target: HashMap<TargetKey<'_>, usize> = HashMap::new();
     let mut ties_seen = std::collections::HashSet::new();
@@ -135,7 +139,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
         }
         if let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) {
             // Inspection shows the path of `allow` and `deny` traffic; `bypass` is never inspected.
-            if !p.inspected {
+            if !inspected {
                 out.push(lint(
                     LintKind::PathUnenforceable,
                     format!(
@@ -193,17 +197,17 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
         let Some(host) = representative(text) else {
             continue;
         };
-        p.matcher().find_all_host(&host, &mut scratch);
+        matcher.find_all_host(&host, &mut scratch);
         let me = RuleId(i as u32);
-        let Some(pos) = scratch.iter().position(|h| *p.matcher().value(h.id()) == me) else {
+        let Some(pos) = scratch.iter().position(|h| *matcher.value(h.id()) == me) else {
             continue;
         };
         let my_spec = scratch.as_slice()[pos].specificity();
 
         // Ties: equally specific, different pattern, overlapping constraints, different action.
         for h in scratch.iter().filter(|h| h.specificity() == my_spec) {
-            let other = *p.matcher().value(h.id());
-            let o = p.rule(other);
+            let other = *matcher.value(h.id());
+            let o = &rules[other.0 as usize];
             let same_pattern = o.pattern.as_ref().is_some_and(|op| op.as_str() == text);
             if other != me
                 && !same_pattern
@@ -232,7 +236,7 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
         let next = scratch.as_slice()[pos + 1..]
             .iter()
             .filter(|h| h.specificity() < my_spec)
-            .map(|h| p.rule(*p.matcher().value(h.id())))
+            .map(|h| &rules[matcher.value(h.id()).0 as usize])
             .find(|g| constraints_cover(g, r));
         if let Some(g) = next {
             let covered = g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));

@@ -27,7 +27,7 @@ use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
 use serde::Deserialize;
 
 pub use lint::{Lint, LintKind};
-pub use rule::{placeholder_key, Action, Origin, Rule, Scheme};
+pub use rule::{path_matches, placeholder_key, Action, Origin, Rule, RuleId, Scheme};
 
 /// One rule file, as the configuration names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,10 +74,6 @@ pub struct Inputs<'a> {
     /// The file that names the sources, quoted (with [`Source::line`]) when one cannot be read.
     pub config_file: &'a Path,
 }
-
-/// Identifies a rule of a [`Policy`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleId(pub u32);
 
 /// What is known of a connection or request when deciding.
 #[derive(Clone, Copy, Debug)]
@@ -476,7 +472,7 @@ impl Policy {
 
     /// The lint: warnings about rules that are legal but probably not what the operator meant.
     pub fn lint(&self) -> Vec<Lint> {
-        lint::run(self)
+        lint::run(&self.rules, &self.matcher, self.inspected)
     }
 }
 
@@ -492,21 +488,6 @@ fn fits(r: &Rule, q: &Query<'_>) -> Fit {
         (Some(_), None) => Fit::Yes { path_unenforced: true },
         (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes { path_unenforced: false },
         (Some(_), Some(_)) => Fit::No(Verdict::PathMismatch),
-    }
-}
-
-/// Whether a request path (with its query) fits a rule's path prefix. Without a query in the
-/// rule, the prefix must end at a segment boundary: `/ekcertservice` fits `/ekcertservice`,
-/// `/ekcertservice/x` and `/ekcertservice?x`, not `/ekcertservicex`. With a query, the request's
-/// path and query must start with the rule's.
-pub fn path_matches(rule: &str, request: &str) -> bool {
-    if rule.contains('?') {
-        return request.starts_with(rule);
-    }
-    let path = request.split_once('?').map_or(request, |(p, _)| p);
-    match path.strip_prefix(rule) {
-        Some(rest) => rest.is_empty() || rule.ends_with('/') || rest.starts_with('/'),
-        None => false,
     }
 }
 

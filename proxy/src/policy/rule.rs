@@ -104,6 +104,10 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Identifies a rule of a [`Policy`](super::Policy): its index in the policy's rule list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub u32);
+
 /// A parsed rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -131,6 +135,21 @@ impl Rule {
     /// the whole name).
     pub fn is_active(&self) -> bool {
         self.pattern.is_some()
+    }
+}
+
+/// Whether a request path (with its query) fits a rule's path prefix. Without a query in the
+/// rule, the prefix must end at a segment boundary: `/ekcertservice` fits `/ekcertservice`,
+/// `/ekcertservice/x` and `/ekcertservice?x`, not `/ekcertservicex`. With a query, the request's
+/// path and query must start with the rule's.
+pub fn path_matches(rule: &str, request: &str) -> bool {
+    if rule.contains('?') {
+        return request.starts_with(rule);
+    }
+    let path = request.split_once('?').map_or(request, |(p, _)| p);
+    match path.strip_prefix(rule) {
+        Some(rest) => rest.is_empty() || rule.ends_with('/') || rest.starts_with('/'),
+        None => false,
     }
 }
 
