@@ -2,13 +2,19 @@
 //! then validated into typed values before anything uses it.
 //!
 //! This module owns the file format and its error messages (file, line, column, field). It does
-//! not read rule files (see [`crate::policy`]) nor bind sockets.
+//! not read rule files (see [`crate::policy`]: [`Config::policy_inputs`] is what the policy is
+//! loaded from) nor bind sockets.
+//!
+//! It depends on the policy's types ([`Action`], [`Mode`], [`Source`]) and on no data-path
+//! module: the values the data path reads (a [`Pin`], the `[sniff]` and `[upstream]` settings)
+//! are defined here, and the data path imports them.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -18,7 +24,6 @@ use crate::policy::{placeholder_key, Action, Inputs, Source};
 // `[policy] mode` and `[[policy.source]] mode` spell the policy's own type; re-exported for the
 // configuration's users (config depends on policy, never the reverse).
 pub use crate::policy::Mode;
-use crate::upstream::resolve::Pin;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,6 +261,60 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A `[resolve]` pin from the configuration: an address with or without a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// Connect to this address on the port the client asked for.
+    Ip(IpAddr),
+    /// Connect to this address and port whatever the client asked for.
+    Socket(SocketAddr),
+}
+
+impl Pin {
+    /// The socket address to connect to when the client asked for `port`.
+    pub fn socket_addr(self, port: u16) -> SocketAddr {
+        match self {
+            Pin::Ip(ip) => SocketAddr::new(ip, port),
+            Pin::Socket(addr) => addr,
+        }
+    }
+}
+
+impl FromStr for Pin {
+    type Err = String;
+
+    /// `"127.0.0.1"`, `"127.0.0.1:9443"`, `"::1"`, `"[::1]"` or `"[::1]:9443"`. An IPv6 address
+    /// with a port needs the brackets: `"::1:443"` is the address `::1:443`.
+    fn from_str(s: &str) -> Result<Pin, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Pin::Ip(ip));
+        }
+        if let Some(v6) = s.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            if let Ok(ip) = v6.parse::<Ipv6Addr>() {
+                return Ok(Pin::Ip(IpAddr::V6(ip)));
+            }
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => Err(format!("`{s}`: port 0 cannot be connected to")),
+            Ok(addr) => Ok(Pin::Socket(addr)),
+            Err(_) => Err(format!(
+                "`{s}` is not an IP address with an optional port \
+                 (e.g. 192.0.2.1, 192.0.2.1:443, 2001:db8::1 or [2001:db8::1]:443)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Pin {
+    /// The form [`Pin::from_str`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::Ip(ip) => ip.fmt(f),
+            Pin::Socket(addr) => addr.fmt(f),
+        }
+    }
 }
 
 /// A configuration error: where (file, line, column) and what.
@@ -805,6 +864,41 @@ Tenant = "Contoso"
             c.resolve.get("login.live.com").unwrap(),
             &vec![Pin::Socket("127.0.0.1:9443".parse().unwrap()), Pin::Ip("::1".parse().unwrap())]
         );
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pin_parses() {
+        let ok = [
+            ("127.0.0.1", Pin::Ip("127.0.0.1".parse().unwrap())),
+            ("127.0.0.1:9443", Pin::Socket(addr("127.0.0.1:9443"))),
+            ("::1", Pin::Ip("::1".parse().unwrap())),
+            ("[::1]", Pin::Ip("::1".parse().unwrap())),
+            ("[::1]:9443", Pin::Socket(addr("[::1]:9443"))),
+            ("2001:db8::1", Pin::Ip("2001:db8::1".parse().unwrap())),
+            // Not ::1 port 443: without brackets it is all address.
+            ("::1:443", Pin::Ip("0::1:443".parse().unwrap())),
+        ];
+        for (text, want) in ok {
+            assert_eq!(text.parse::<Pin>(), Ok(want), "{text}");
+        }
+        for bad in ["", "localhost", "example.com:443", "127.0.0.1:", "127.0.0.1:99999", "[::1", "[::1]443", "1.2.3"] {
+            let err = bad.parse::<Pin>().unwrap_err();
+            assert!(err.contains("is not an IP address"), "{bad}: {err}");
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        assert_eq!("127.0.0.1:0".parse::<Pin>(), Err("`127.0.0.1:0`: port 0 cannot be connected to".to_string()));
+    }
+
+    #[test]
+    fn pin_display_round_trips() {
+        for text in ["192.0.2.1", "192.0.2.1:443", "2001:db8::1", "[2001:db8::1]:443"] {
+            let pin: Pin = text.parse().unwrap();
+            assert_eq!(pin.to_string(), text);
+        }
     }
 
     #[test]
