@@ -23,7 +23,8 @@ use super::endpoint::{self, Note, Reject, Target};
 use super::front_matter::{self, FrontMatter};
 use super::markdown::{self, Repair, Span, SpanKind};
 use super::policy::{self, Context};
-use super::{Action, Counts, Finding, FindingKind};
+use super::report::{Counts, Finding, FindingKind};
+use crate::policy::Action;
 
 /// Words in a table header marking a column of endpoints.
 const ENDPOINT_HEADER_WORDS: &[&str] = &[
