@@ -100,26 +100,56 @@ struct ActionLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    traffic: Traffic,
+    open: Open,
+    latency: Latency,
+    /// Indexed like [`DnsResult`]'s variants.
+    dns: [Counter; 4],
+    reloads: Reloads,
+    inspection: Inspection,
+}
+
+/// What access events count: connections and decisions by label, bytes, would-be denials.
+#[derive(Debug)]
+struct Traffic {
     connections: Family<ConnectionLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     bytes_up: Counter,
     bytes_down: Counter,
     would_deny: Counter,
-    active_tunnels: Family<ListenerLabels, Gauge>,
-    active_connections: Family<ListenerLabels, Gauge>,
+}
+
+/// What is open now, by listener.
+#[derive(Debug)]
+struct Open {
+    tunnels: Family<ListenerLabels, Gauge>,
+    connections: Family<ListenerLabels, Gauge>,
+}
+
+/// How long the data path's steps take.
+#[derive(Debug)]
+struct Latency {
     sniff: Histogram,
     decision: Histogram,
     connect_ok: Histogram,
     connect_error: Histogram,
-    /// Indexed like [`DnsResult`]'s variants.
-    dns: [Counter; 4],
-    reload_success: Counter,
-    reload_failure: Counter,
-    reload_duration: Histogram,
+}
+
+/// Policy loads and reloads, and the policy in force.
+#[derive(Debug)]
+struct Reloads {
+    success: Counter,
+    failure: Counter,
+    duration: Histogram,
     generation: Gauge,
     /// Bypass, allow, deny.
     rules: [Gauge; 3],
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+/// TLS inspection.
+#[derive(Debug)]
+struct Inspection {
     /// Minted, cached, failed.
     certificates: [Counter; 3],
     mint: Histogram,
@@ -241,10 +271,130 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric. Label sets known in advance (directions, lookup and reload
-    /// results, rule actions) are created at once, so that they are exported as zeros.
+    /// results, rule actions) are created at once, so that they are exported as zeros. The
+    /// families are registered (and so exported) in the order of the table in the module docs.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
+        let traffic = Traffic::register(&mut registry);
+        let open = Open::register(&mut registry);
+        let latency = Latency::register(&mut registry);
+        let dns = register_dns(&mut registry);
+        let reloads = Reloads::register(&mut registry);
+        let inspection = Inspection::register(&mut registry);
+        Metrics { registry, traffic, open, latency, dns, reloads, inspection }
+    }
 
+    /// One access event ended (a TLS or opaque connection, or an HTTP request): counts
+    /// `hostgate_connections_total`, `hostgate_decisions_total`, `hostgate_bytes_total` and, when
+    /// `would_deny`, `hostgate_would_deny_total`.
+    pub fn access(&self, e: &AccessSample<'_>) {
+        self.traffic
+            .connections
+            .get_or_create(&ConnectionLabels {
+                listener: label(e.listener),
+                kind: label(e.kind),
+                protocol: label(e.protocol),
+                action: label(e.action),
+                outcome: label(e.outcome),
+            })
+            .inc();
+        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s)));
+        self.traffic.decisions.get_or_create(&DecisionLabels { source, action: label(e.action) }).inc();
+        self.traffic.bytes_up.inc_by(e.bytes_up);
+        self.traffic.bytes_down.inc_by(e.bytes_down);
+        if e.would_deny {
+            self.traffic.would_deny.inc();
+        }
+    }
+
+    /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
+    /// stays one higher until the guard drops.
+    pub fn tunnel(&self, listener: &str) -> TunnelGuard {
+        TunnelGuard::new(self.open.tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    }
+
+    /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
+    /// stays one higher until the guard drops.
+    pub fn connection(&self, listener: &str) -> TunnelGuard {
+        TunnelGuard::new(self.open.connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    }
+
+    /// How long sniffing took (`hostgate_sniff_seconds`).
+    pub fn sniff_latency(&self, d: Duration) {
+        self.latency.sniff.observe(d.as_secs_f64());
+    }
+
+    /// How long one decision took (`hostgate_decision_seconds`).
+    pub fn decision_latency(&self, d: Duration) {
+        self.latency.decision.observe(d.as_secs_f64());
+    }
+
+    /// How long an upstream connect took, and whether it succeeded
+    /// (`hostgate_upstream_connect_seconds{result}`).
+    pub fn upstream_connect(&self, d: Duration, ok: bool) {
+        let h = if ok { &self.latency.connect_ok } else { &self.latency.connect_error };
+        h.observe(d.as_secs_f64());
+    }
+
+    /// How a name was resolved (`hostgate_dns_lookups_total{result}`).
+    pub fn dns(&self, result: DnsResult) {
+        self.dns[result.index()].inc();
+    }
+
+    /// A load or reload attempt finished. Always counts `hostgate_reloads_total{result}` and
+    /// observes `hostgate_reload_duration_seconds`; on success also sets
+    /// `hostgate_policy_generation`, `hostgate_rules{action}` and
+    /// `hostgate_last_reload_success_timestamp_seconds`.
+    pub fn reload(&self, r: &ReloadSample) {
+        self.reloads.duration.observe(r.duration.as_secs_f64());
+        if !r.ok {
+            self.reloads.failure.inc();
+            return;
+        }
+        self.reloads.success.inc();
+        self.reloads.generation.set(saturating_i64(r.generation));
+        for (gauge, &n) in self.reloads.rules.iter().zip(&r.rules) {
+            gauge.set(saturating_i64(n));
+        }
+        let at = r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.reloads.last_success.set(at);
+    }
+
+    /// Where a leaf certificate came from (`hostgate_inspect_certificates_total{result}`).
+    pub fn certificate(&self, result: CertResult) {
+        let i = match result {
+            CertResult::Minted => 0,
+            CertResult::Cached => 1,
+            CertResult::Failed => 2,
+        };
+        self.inspection.certificates[i].inc();
+    }
+
+    /// How long minting one leaf certificate took (`hostgate_inspect_mint_seconds`).
+    pub fn mint_latency(&self, d: Duration) {
+        self.inspection.mint.observe(d.as_secs_f64());
+    }
+
+    /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
+    pub fn tls_handling(&self, inspection: &'static str) {
+        self.inspection.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; an encoder error would be a bug in a label type.
+            tracing::warn!(error = %e, "metrics: encoding failed");
+        }
+        out
+    }
+}
+
+impl Traffic {
+    /// `hostgate_connections`, `hostgate_decisions`, `hostgate_bytes` (both directions at
+    /// zero), `hostgate_would_deny`.
+    fn register(registry: &mut Registry) -> Traffic {
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "hostgate_connections",
@@ -271,12 +421,25 @@ impl Metrics {
             "Access events let through that the policy would have denied",
             would_deny.clone(),
         );
+        Traffic { connections, decisions, bytes_up, bytes_down, would_deny }
+    }
+}
 
-        let active_tunnels = Family::<ListenerLabels, Gauge>::default();
-        registry.register("hostgate_active_tunnels", "Relayed connections open now", active_tunnels.clone());
-        let active_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register("hostgate_active_connections", "Client connections open now", active_connections.clone());
+impl Open {
+    /// `hostgate_active_tunnels`, `hostgate_active_connections`.
+    fn register(registry: &mut Registry) -> Open {
+        let tunnels = Family::<ListenerLabels, Gauge>::default();
+        registry.register("hostgate_active_tunnels", "Relayed connections open now", tunnels.clone());
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register("hostgate_active_connections", "Client connections open now", connections.clone());
+        Open { tunnels, connections }
+    }
+}
 
+impl Latency {
+    /// `hostgate_sniff_seconds`, `hostgate_decision_seconds`, `hostgate_upstream_connect_seconds`
+    /// (both results created).
+    fn register(registry: &mut Registry) -> Latency {
         let sniff = Histogram::new(SNIFF_BUCKETS.iter().copied());
         registry.register_with_unit(
             "hostgate_sniff",
@@ -296,21 +459,32 @@ impl Metrics {
         );
         let connect_ok = connect.get_or_create_owned(&ResultLabels { result: "ok" });
         let connect_error = connect.get_or_create_owned(&ResultLabels { result: "error" });
+        Latency { sniff, decision, connect_ok, connect_error }
+    }
+}
 
-        let dns_family = Family::<ResultLabels, Counter>::default();
-        registry.register("hostgate_dns_lookups", "Upstream name resolutions, by result", dns_family.clone());
-        let dns = DnsResult::ALL.map(|r| dns_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+/// `hostgate_dns_lookups`, every result created; indexed like [`DnsResult`]'s variants.
+fn register_dns(registry: &mut Registry) -> [Counter; 4] {
+    let dns_family = Family::<ResultLabels, Counter>::default();
+    registry.register("hostgate_dns_lookups", "Upstream name resolutions, by result", dns_family.clone());
+    DnsResult::ALL.map(|r| dns_family.get_or_create_owned(&ResultLabels { result: r.as_str() }))
+}
 
+impl Reloads {
+    /// `hostgate_reloads` (both results created), `hostgate_reload_duration_seconds`,
+    /// `hostgate_policy_generation`, `hostgate_rules` (every action created),
+    /// `hostgate_last_reload_success_timestamp_seconds`.
+    fn register(registry: &mut Registry) -> Reloads {
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("hostgate_reloads", "Policy reload attempts, by result", reloads.clone());
-        let reload_success = reloads.get_or_create_owned(&ResultLabels { result: "success" });
-        let reload_failure = reloads.get_or_create_owned(&ResultLabels { result: "failure" });
-        let reload_duration = Histogram::new(RELOAD_BUCKETS.iter().copied());
+        let success = reloads.get_or_create_owned(&ResultLabels { result: "success" });
+        let failure = reloads.get_or_create_owned(&ResultLabels { result: "failure" });
+        let duration = Histogram::new(RELOAD_BUCKETS.iter().copied());
         registry.register_with_unit(
             "hostgate_reload_duration",
             "Time to load and compile the policy",
             Unit::Seconds,
-            reload_duration.clone(),
+            duration.clone(),
         );
         let generation = Gauge::default();
         registry.register("hostgate_policy_generation", "The policy generation in force", generation.clone());
@@ -325,7 +499,14 @@ impl Metrics {
             Unit::Seconds,
             last_success.clone(),
         );
+        Reloads { success, failure, duration, generation, rules, last_success }
+    }
+}
 
+impl Inspection {
+    /// `hostgate_inspect_certificates` (every result created), `hostgate_inspect_mint_seconds`,
+    /// `hostgate_tls_handling`.
+    fn register(registry: &mut Registry) -> Inspection {
         let certs = Family::<ResultLabels, Counter>::default();
         registry.register(
             "hostgate_inspect_certificates",
@@ -347,136 +528,7 @@ impl Metrics {
             "Allowed TLS connections by how they were handled: inspected, or relayed opaquely and why",
             tls_handling.clone(),
         );
-
-        Metrics {
-            registry,
-            certificates,
-            mint,
-            tls_handling,
-            connections,
-            decisions,
-            bytes_up,
-            bytes_down,
-            would_deny,
-            active_tunnels,
-            active_connections,
-            sniff,
-            decision,
-            connect_ok,
-            connect_error,
-            dns,
-            reload_success,
-            reload_failure,
-            reload_duration,
-            generation,
-            rules,
-            last_success,
-        }
-    }
-
-    /// One access event ended (a TLS or opaque connection, or an HTTP request): counts
-    /// `hostgate_connections_total`, `hostgate_decisions_total`, `hostgate_bytes_total` and, when
-    /// `would_deny`, `hostgate_would_deny_total`.
-    pub fn access(&self, e: &AccessSample<'_>) {
-        self.connections
-            .get_or_create(&ConnectionLabels {
-                listener: label(e.listener),
-                kind: label(e.kind),
-                protocol: label(e.protocol),
-                action: label(e.action),
-                outcome: label(e.outcome),
-            })
-            .inc();
-        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s)));
-        self.decisions.get_or_create(&DecisionLabels { source, action: label(e.action) }).inc();
-        self.bytes_up.inc_by(e.bytes_up);
-        self.bytes_down.inc_by(e.bytes_down);
-        if e.would_deny {
-            self.would_deny.inc();
-        }
-    }
-
-    /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
-    /// stays one higher until the guard drops.
-    pub fn tunnel(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.active_tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
-    }
-
-    /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
-    /// stays one higher until the guard drops.
-    pub fn connection(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.active_connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
-    }
-
-    /// How long sniffing took (`hostgate_sniff_seconds`).
-    pub fn sniff_latency(&self, d: Duration) {
-        self.sniff.observe(d.as_secs_f64());
-    }
-
-    /// How long one decision took (`hostgate_decision_seconds`).
-    pub fn decision_latency(&self, d: Duration) {
-        self.decision.observe(d.as_secs_f64());
-    }
-
-    /// How long an upstream connect took, and whether it succeeded
-    /// (`hostgate_upstream_connect_seconds{result}`).
-    pub fn upstream_connect(&self, d: Duration, ok: bool) {
-        let h = if ok { &self.connect_ok } else { &self.connect_error };
-        h.observe(d.as_secs_f64());
-    }
-
-    /// How a name was resolved (`hostgate_dns_lookups_total{result}`).
-    pub fn dns(&self, result: DnsResult) {
-        self.dns[result.index()].inc();
-    }
-
-    /// A load or reload attempt finished. Always counts `hostgate_reloads_total{result}` and
-    /// observes `hostgate_reload_duration_seconds`; on success also sets
-    /// `hostgate_policy_generation`, `hostgate_rules{action}` and
-    /// `hostgate_last_reload_success_timestamp_seconds`.
-    pub fn reload(&self, r: &ReloadSample) {
-        self.reload_duration.observe(r.duration.as_secs_f64());
-        if !r.ok {
-            self.reload_failure.inc();
-            return;
-        }
-        self.reload_success.inc();
-        self.generation.set(saturating_i64(r.generation));
-        for (gauge, &n) in self.rules.iter().zip(&r.rules) {
-            gauge.set(saturating_i64(n));
-        }
-        let at = r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.last_success.set(at);
-    }
-
-    /// Where a leaf certificate came from (`hostgate_inspect_certificates_total{result}`).
-    pub fn certificate(&self, result: CertResult) {
-        let i = match result {
-            CertResult::Minted => 0,
-            CertResult::Cached => 1,
-            CertResult::Failed => 2,
-        };
-        self.certificates[i].inc();
-    }
-
-    /// How long minting one leaf certificate took (`hostgate_inspect_mint_seconds`).
-    pub fn mint_latency(&self, d: Duration) {
-        self.mint.observe(d.as_secs_f64());
-    }
-
-    /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
-    pub fn tls_handling(&self, inspection: &'static str) {
-        self.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
-    }
-
-    /// The OpenMetrics text exposition of every metric, ending in `# EOF`.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            // Writing to a String cannot fail; an encoder error would be a bug in a label type.
-            tracing::warn!(error = %e, "metrics: encoding failed");
-        }
-        out
+        Inspection { certificates, mint, tls_handling }
     }
 }
 
