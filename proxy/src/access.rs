@@ -156,14 +156,18 @@ impl Access {
 
     /// Emits the event (and counts it in the metrics).
     pub fn emit(&self) {
-        let listener = self.listener.to_string();
+        // MERGE: two allocations per event kept only so that this compiles after the metrics API
+        // change: hold the listener label and the rule file (`Origin::file`) as `Arc<str>` in
+        // `Access` and pass them here instead.
+        let listener: Arc<str> = Arc::from(self.listener.to_string());
+        let source: Option<Arc<str>> = self.source.as_deref().map(|s| Arc::from(crate::metrics::strip_line(s)));
         self.metrics.access(&AccessSample {
             listener: &listener,
             kind: listener_kind(self.kind),
             protocol: self.protocol.unwrap_or("none"),
             action: self.action.map_or("deny", Action::as_str),
             outcome: self.outcome.as_str(),
-            source: self.source.as_deref(),
+            source: source.as_ref(), // MERGE: see above.
             bytes_up: if self.bytes_in_metrics { self.bytes_up } else { 0 },
             bytes_down: if self.bytes_in_metrics { self.bytes_down } else { 0 },
             would_deny: self.would_deny,

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind, Mode, SniffConfig, VerifyDestination};
 use crate::inspect::{CaError, Inspector};
-use crate::metrics::{Metrics, ReloadSample, TunnelGuard};
+use crate::metrics::{GaugeGuard, Metrics, ReloadSample}; // MERGE: TunnelGuard is GaugeGuard now.
 use crate::outcome::is_resource_exhaustion;
 use crate::policy::{Decision, LoadError, Policy, Query};
 use crate::upstream::resolve::Resolver;
@@ -123,7 +123,7 @@ fn log_inspection(inspect: Option<&Inspector>) {
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
     _permit: Arc<OwnedSemaphorePermit>,
-    _open: Arc<TunnelGuard>,
+    _open: Arc<GaugeGuard>, // MERGE: TunnelGuard is GaugeGuard now.
     stop: watch::Receiver<bool>,
 }
 
@@ -720,7 +720,7 @@ fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(core: Arc<Core>, info: BoundListener, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
-    let label = info.local.to_string();
+    let label: Arc<str> = Arc::from(info.local.to_string()); // MERGE: the label is an Arc<str>, made once.
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {

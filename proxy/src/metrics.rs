@@ -1,8 +1,13 @@
 //! Prometheus metrics: this module owns the registry and every metric family, their names, labels
 //! and buckets, and the text exposition. It does not serve them (that is [`crate::admin`]), decide
-//! anything, or know the data path's types: callers hand it plain strings, numbers and durations
+//! anything, or know the data path's types: callers hand it label values, numbers and durations
 //! at the points where the data path already knows them (an access event, a sniff, a decision, an
 //! upstream connect, a lookup, a reload).
+//!
+//! Recording allocates nothing once a label set exists: the fixed vocabularies are
+//! `&'static str`, and the open-ended values (a listener's address, a rule file) are `Arc<str>`
+//! that the caller makes once (when a listener is bound, when a rule is compiled) and the label
+//! set shares. Label values are escaped when the exposition is written, not when recorded.
 //!
 //! Labels are kept to small, bounded sets: a listener's address, a rule file's path (never its
 //! line), and the access log's own vocabularies (`kind`, `protocol`, `action`, `outcome`). A host
@@ -29,9 +34,11 @@
 //! | `hostgate_inspect_mint_seconds` | histogram | |
 //! | `hostgate_tls_handling_total` | counter | `inspection` (the access log's field: `inspected`, `bypass`, `off`, …) |
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -55,24 +62,36 @@ const RELOAD_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// An open-ended label value (a listener's address, a rule file) shared with whoever made it:
+/// cloning it into a label set to look that set up costs a reference count, not an allocation.
+/// Escaped as the text format requires when encoded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct SharedLabel(Arc<str>);
+
+impl EncodeLabelValue for SharedLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        write_escaped(encoder, &self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
-    listener: String,
-    kind: String,
-    protocol: String,
-    action: String,
-    outcome: String,
+    listener: SharedLabel,
+    kind: &'static str,
+    protocol: &'static str,
+    action: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    source: String,
-    action: String,
+    source: SharedLabel,
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
-    listener: String,
+    listener: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +133,8 @@ pub struct Metrics {
 struct Traffic {
     connections: Family<ConnectionLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    /// The `source` of decisions by the default action.
+    default_source: SharedLabel,
     bytes_up: Counter,
     bytes_down: Counter,
     would_deny: Counter,
@@ -168,22 +189,23 @@ pub enum CertResult {
 }
 
 /// One access event that ended: a TLS or opaque connection, or an HTTP request. The fields are
-/// the access log's spellings.
+/// the access log's spellings. Recording one whose labels were seen before allocates nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessSample<'a> {
-    /// The listener's local address, as the access log prints it (`127.0.0.1:3128`).
-    pub listener: &'a str,
+    /// The listener's local address, as the access log prints it (`127.0.0.1:3128`), made once
+    /// per listener.
+    pub listener: &'a Arc<str>,
     /// `connect` or `transparent`.
-    pub kind: &'a str,
+    pub kind: &'static str,
     /// `tls`, `http`, `unknown`, or `none` when nothing was sniffed.
-    pub protocol: &'a str,
+    pub protocol: &'static str,
     /// `bypass`, `allow` or `deny`.
-    pub action: &'a str,
+    pub action: &'static str,
     /// The access log's `outcome` (`ok`, `denied`, `upstream-timeout`, …).
-    pub outcome: &'a str,
-    /// The deciding rule's file, without its line; `None` for the default action. A trailing
-    /// `:LINE` is stripped if given, so that lines never become label values.
-    pub source: Option<&'a str>,
+    pub outcome: &'static str,
+    /// The deciding rule's file (the rule's `Origin::file`, never with its line); `None` for the
+    /// default action.
+    pub source: Option<&'a Arc<str>>,
     /// Bytes from the client to the upstream.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -243,21 +265,22 @@ pub struct ReloadSample {
     pub at: SystemTime,
 }
 
-/// A gauge held up while something is open: incremented when made, decremented when dropped.
+/// A gauge held up while something is open (a client connection, a tunnel): incremented when
+/// made, decremented when dropped.
 #[derive(Debug)]
 #[must_use = "the gauge goes back down as soon as the guard is dropped"]
-pub struct TunnelGuard {
+pub struct GaugeGuard {
     gauge: Gauge,
 }
 
-impl TunnelGuard {
-    fn new(gauge: Gauge) -> TunnelGuard {
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> GaugeGuard {
         gauge.inc();
-        TunnelGuard { gauge }
+        GaugeGuard { gauge }
     }
 }
 
-impl Drop for TunnelGuard {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }
@@ -288,35 +311,37 @@ impl Metrics {
     /// `hostgate_connections_total`, `hostgate_decisions_total`, `hostgate_bytes_total` and, when
     /// `would_deny`, `hostgate_would_deny_total`.
     pub fn access(&self, e: &AccessSample<'_>) {
-        self.traffic
-            .connections
+        let t = &self.traffic;
+        t.connections
             .get_or_create(&ConnectionLabels {
-                listener: label(e.listener),
-                kind: label(e.kind),
-                protocol: label(e.protocol),
-                action: label(e.action),
-                outcome: label(e.outcome),
+                listener: SharedLabel(e.listener.clone()),
+                kind: e.kind,
+                protocol: e.protocol,
+                action: e.action,
+                outcome: e.outcome,
             })
             .inc();
-        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s)));
-        self.traffic.decisions.get_or_create(&DecisionLabels { source, action: label(e.action) }).inc();
-        self.traffic.bytes_up.inc_by(e.bytes_up);
-        self.traffic.bytes_down.inc_by(e.bytes_down);
+        let source = e.source.map_or_else(|| t.default_source.clone(), |file| SharedLabel(file.clone()));
+        t.decisions.get_or_create(&DecisionLabels { source, action: e.action }).inc();
+        t.bytes_up.inc_by(e.bytes_up);
+        t.bytes_down.inc_by(e.bytes_down);
         if e.would_deny {
-            self.traffic.would_deny.inc();
+            t.would_deny.inc();
         }
     }
 
     /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
     /// stays one higher until the guard drops.
-    pub fn tunnel(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.open.tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    pub fn tunnel(&self, listener: &Arc<str>) -> GaugeGuard {
+        let labels = ListenerLabels { listener: SharedLabel(listener.clone()) };
+        GaugeGuard::new(self.open.tunnels.get_or_create_owned(&labels))
     }
 
     /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
     /// stays one higher until the guard drops.
-    pub fn connection(&self, listener: &str) -> TunnelGuard {
-        TunnelGuard::new(self.open.connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
+    pub fn connection(&self, listener: &Arc<str>) -> GaugeGuard {
+        let labels = ListenerLabels { listener: SharedLabel(listener.clone()) };
+        GaugeGuard::new(self.open.connections.get_or_create_owned(&labels))
     }
 
     /// How long sniffing took (`hostgate_sniff_seconds`).
@@ -421,7 +446,8 @@ impl Traffic {
             "Access events let through that the policy would have denied",
             would_deny.clone(),
         );
-        Traffic { connections, decisions, bytes_up, bytes_down, would_deny }
+        let default_source = SharedLabel(Arc::from("default"));
+        Traffic { connections, decisions, default_source, bytes_up, bytes_down, would_deny }
     }
 }
 
@@ -536,26 +562,25 @@ fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A label value, escaped as the text format requires (prometheus-client writes label values
-/// verbatim): backslash, double quote and line feed.
-fn label(s: &str) -> String {
-    if !s.contains(['\\', '"', '\n']) {
-        return s.to_owned();
+/// Writes a label value escaped as the text format requires (prometheus-client writes label
+/// values verbatim): backslash, double quote and line feed.
+fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let mut rest = s;
+    while let Some(at) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..at])?;
+        out.write_str(match rest.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[at + 1..];
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    out.write_str(rest)
 }
 
-/// `file:LINE` → `file`; anything else unchanged.
-fn strip_line(source: &str) -> &str {
+/// `file:LINE` → `file`; anything else unchanged. For a caller that holds only the access log's
+/// `source` (`file:line`) and must hand [`AccessSample::source`] the file.
+pub(crate) fn strip_line(source: &str) -> &str {
     match source.rsplit_once(':') {
         Some((file, line)) if !file.is_empty() && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => file,
         _ => source,
@@ -565,7 +590,7 @@ fn strip_line(source: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Arc;
+    use std::sync::LazyLock;
 
     use super::*;
 
@@ -628,24 +653,34 @@ mod tests {
         assert!(text.lines().any(|l| l == line), "missing line {line:?} in:\n{text}");
     }
 
-    const TLS_OK: AccessSample<'static> = AccessSample {
-        listener: "127.0.0.1:3128",
-        kind: "connect",
-        protocol: "tls",
-        action: "allow",
-        outcome: "ok",
-        source: Some("config/local.rules:1"),
-        bytes_up: 719,
-        bytes_down: 7110,
-        would_deny: false,
-    };
+    fn arc(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    /// The listener and rule file of [`tls_ok`], made once as the data path makes them.
+    static LISTENER: LazyLock<Arc<str>> = LazyLock::new(|| arc("127.0.0.1:3128"));
+    static LOCAL_RULES: LazyLock<Arc<str>> = LazyLock::new(|| arc("config/local.rules"));
+
+    fn tls_ok() -> AccessSample<'static> {
+        AccessSample {
+            listener: &LISTENER,
+            kind: "connect",
+            protocol: "tls",
+            action: "allow",
+            outcome: "ok",
+            source: Some(&LOCAL_RULES),
+            bytes_up: 719,
+            bytes_down: 7110,
+            would_deny: false,
+        }
+    }
 
     #[test]
     fn shareable() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Metrics>();
         assert_send_sync::<Arc<Metrics>>();
-        assert_send_sync::<TunnelGuard>();
+        assert_send_sync::<GaugeGuard>();
     }
 
     #[test]
@@ -687,8 +722,9 @@ mod tests {
     #[test]
     fn access_events_count_by_labels() {
         let m = Metrics::new();
-        m.access(&TLS_OK);
-        m.access(&AccessSample { source: Some("config/local.rules:7"), ..TLS_OK });
+        m.access(&tls_ok());
+        // Another rule of the same file: the same label set.
+        m.access(&AccessSample { source: Some(&arc("config/local.rules")), ..tls_ok() });
         m.access(&AccessSample {
             protocol: "none",
             action: "deny",
@@ -696,18 +732,18 @@ mod tests {
             source: None,
             bytes_up: 0,
             bytes_down: 0,
-            ..TLS_OK
+            ..tls_ok()
         });
         m.access(&AccessSample {
-            listener: "0.0.0.0:15001",
+            listener: &arc("0.0.0.0:15001"),
             kind: "transparent",
             protocol: "http",
             action: "bypass",
-            source: Some("/etc/hostgate/m365.rules"),
+            source: Some(&arc("/etc/hostgate/m365.rules")),
             bytes_up: 1,
             bytes_down: 2,
             would_deny: true,
-            ..TLS_OK
+            ..tls_ok()
         });
         let text = m.encode();
         parse(&text);
@@ -731,10 +767,18 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
-        m.access(&AccessSample { source: Some("C:\\rules\\a \"b\".rules:3"), ..TLS_OK });
+        m.access(&AccessSample { source: Some(&arc("C:\\rules\\a \"b\".rules")), ..tls_ok() });
         let text = m.encode();
         parse(&text);
         has_line(&text, r#"hostgate_decisions_total{source="C:\\rules\\a \"b\".rules",action="allow"} 1"#);
+    }
+
+    #[test]
+    fn escaping_writes_backslash_quote_and_line_feed_escaped() {
+        let mut out = String::new();
+        write_escaped(&mut out, "plain").unwrap();
+        write_escaped(&mut out, "|a\\b\"c\nd\\").unwrap();
+        assert_eq!(out, r#"plain|a\\b\"c\nd\\"#);
     }
 
     #[test]
@@ -750,10 +794,10 @@ mod tests {
     #[test]
     fn guards_hold_gauges_up() {
         let m = Metrics::new();
-        let a = m.tunnel("127.0.0.1:3128");
-        let b = m.tunnel("127.0.0.1:3128");
-        let c = m.connection("127.0.0.1:3128");
-        let d = m.connection("[::]:15001");
+        let a = m.tunnel(&arc("127.0.0.1:3128"));
+        let b = m.tunnel(&arc("127.0.0.1:3128"));
+        let c = m.connection(&arc("127.0.0.1:3128"));
+        let d = m.connection(&arc("[::]:15001"));
         let text = m.encode();
         parse(&text);
         has_line(&text, r#"hostgate_active_tunnels{listener="127.0.0.1:3128"} 2"#);
@@ -777,9 +821,10 @@ mod tests {
             .map(|_| {
                 let m = m.clone();
                 std::thread::spawn(move || {
+                    let l = arc("l");
                     for _ in 0..1000 {
-                        let _g = m.tunnel("l");
-                        m.access(&TLS_OK);
+                        let _g = m.tunnel(&l);
+                        m.access(&tls_ok());
                     }
                 })
             })
@@ -884,9 +929,9 @@ mod tests {
     #[test]
     fn exposition_is_well_formed_after_everything() {
         let m = Metrics::new();
-        let _t = m.tunnel("127.0.0.1:3128");
-        let _c = m.connection("127.0.0.1:3128");
-        m.access(&TLS_OK);
+        let _t = m.tunnel(&LISTENER);
+        let _c = m.connection(&LISTENER);
+        m.access(&tls_ok());
         m.sniff_latency(Duration::from_millis(1));
         m.decision_latency(Duration::from_nanos(150));
         m.upstream_connect(Duration::from_millis(1), false);

@@ -202,7 +202,8 @@ pub(crate) async fn finish_relay<C, U>(
     C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
     U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
-    let open = shared.metrics.tunnel(&access.listener.to_string());
+    // MERGE: allocates the label per tunnel; pass the listener's `Arc<str>` made once.
+    let open = shared.metrics.tunnel(&std::sync::Arc::from(access.listener.to_string()));
     // TCP on both sides (every bypass and uninspected tunnel of the transparent listener): the
     // relay that holds no buffer while idle and moves 64 KiB per call.
     let idle = shared.idle_timeout;
