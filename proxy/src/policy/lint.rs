@@ -391,15 +391,24 @@ fn overlaps(a: &Rule, b: &Rule) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
-    use super::super::{parse_rules, Policy};
+    use hostgate_matcher::MatcherBuilder;
+
+    use super::super::rule::parse_rules;
     use super::*;
 
+    /// The lint of a rule file, without inspection, over a matcher built as `Policy::compile`
+    /// builds it (each active rule's pattern, valued by its index).
     fn lints(text: &str) -> Vec<String> {
         let rules = parse_rules("t.rules", text, None, &BTreeMap::new()).unwrap();
-        let p = Policy::compile(rules, Action::Deny, &[Arc::from("t.rules")]).unwrap();
-        p.lint().iter().map(ToString::to_string).collect()
+        let mut b = MatcherBuilder::new();
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(p) = &r.pattern {
+                b.add_pattern(p.clone(), RuleId(i as u32));
+            }
+        }
+        let matcher = b.build().unwrap();
+        run(&rules, &matcher, false).iter().map(ToString::to_string).collect()
     }
 
     #[test]

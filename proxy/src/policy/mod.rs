@@ -27,7 +27,7 @@ use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
 use serde::Deserialize;
 
 pub use lint::{Lint, LintKind};
-pub use rule::{path_matches, placeholder_key, Action, Origin, Rule, RuleId, Scheme};
+pub use rule::{parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme};
 
 /// One rule file, as the configuration names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,21 +138,6 @@ pub enum LoadError {
     Rules(Vec<RuleError>),
 }
 
-/// One bad rule line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    /// Where.
-    pub origin: Origin,
-    /// What.
-    pub message: String,
-}
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
-    }
-}
-
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -257,7 +242,7 @@ impl Policy {
             })?;
             let file: Arc<str> = Arc::from(source.path.display().to_string());
             files.push(file.clone());
-            parse_file(&file, &text, source, inputs.vars, &mut rules, &mut errors);
+            rule::parse_file(&file, &text, source.default, inputs.vars, &mut rules, &mut errors);
         }
         if !errors.is_empty() {
             return Err(LoadError::Rules(errors));
@@ -488,58 +473,6 @@ fn fits(r: &Rule, q: &Query<'_>) -> Fit {
         (Some(_), None) => Fit::Yes { path_unenforced: true },
         (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes { path_unenforced: false },
         (Some(_), Some(_)) => Fit::No(Verdict::PathMismatch),
-    }
-}
-
-fn parse_file(
-    file: &Arc<str>,
-    text: &str,
-    source: &Source,
-    vars: &BTreeMap<String, String>,
-    rules: &mut Vec<Rule>,
-    errors: &mut Vec<RuleError>,
-) {
-    let mut default = source.default;
-    for (n, line) in text.lines().enumerate() {
-        let origin = Origin { file: file.clone(), line: n as u32 + 1 };
-        let parsed = rule::parse_line(line).and_then(|l| match l {
-            rule::Line::Empty => Ok(None),
-            rule::Line::Default(a) => {
-                default = Some(a);
-                Ok(None)
-            }
-            rule::Line::Rule { action, target } => {
-                let action = action.or(default).ok_or_else(|| {
-                    format!("`{target}` has no action: write `ACTION {target}`, add `default ACTION` above it, or set `default` for this source in the configuration")
-                })?;
-                rule::build_rule(action, &target, vars, origin.clone()).map(Some)
-            }
-        });
-        match parsed {
-            Ok(Some(r)) => rules.push(r),
-            Ok(None) => {}
-            Err(message) => errors.push(RuleError { origin, message }),
-        }
-    }
-}
-
-/// Parses one rule file's text on its own (for tests and tools).
-///
-/// # Errors
-/// Every bad line.
-pub fn parse_rules(
-    file: &str,
-    text: &str,
-    default: Option<Action>,
-    vars: &BTreeMap<String, String>,
-) -> Result<Vec<Rule>, Vec<RuleError>> {
-    let source = Source { path: Path::new(file).to_path_buf(), default, line: 0, mode: Mode::Enforce };
-    let (mut rules, mut errors) = (Vec::new(), Vec::new());
-    parse_file(&Arc::from(file), text, &source, vars, &mut rules, &mut errors);
-    if errors.is_empty() {
-        Ok(rules)
-    } else {
-        Err(errors)
     }
 }
 
