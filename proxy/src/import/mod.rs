@@ -77,6 +77,7 @@ pub struct ImportedPage {
     pub contents: String,
     /// Every anomaly, repair and judgement, in line order.
     pub report: Vec<Finding>,
+    /// How many rules, comments, duplicates and skipped entries the page produced.
     pub counts: Counts,
 }
 
@@ -103,6 +104,7 @@ impl ImportError {
         &self.source
     }
 
+    /// Why the page cannot be imported.
     pub fn kind(&self) -> ImportErrorKind {
         self.kind
     }
