@@ -196,7 +196,7 @@ fn build(size: Size, scale: Scale) -> Fixture {
     let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     let config_time = t.elapsed();
     let t = Instant::now();
-    let policy = Policy::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::load(&config.policy_inputs()).unwrap_or_else(|e| panic!("{e}"));
     let load_time = t.elapsed();
     drop(config);
     let (held, peak, rss_growth) = (live() - base, PEAK.load(Ordering::Relaxed) - base, rss() - rss0);

@@ -143,7 +143,7 @@ fn main() {
 fn shipped_patterns() -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hostgate.toml");
     let config = hostgate_proxy::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let policy = hostgate_proxy::policy::Policy::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let policy = hostgate_proxy::policy::Policy::load(&config.policy_inputs()).unwrap_or_else(|e| panic!("{e}"));
     policy.rules().iter().filter_map(|r| r.pattern.as_ref()).map(|p| p.as_str().to_string()).collect()
 }
 

@@ -12,7 +12,7 @@ use hostgate_proxy::policy::{Action, Policy, Query, Rule, Scheme};
 fn shipped() -> Policy {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hostgate.toml");
     let config = Config::load(&path).unwrap();
-    Policy::load(&config).unwrap_or_else(|e| panic!("{e}"))
+    Policy::load(&config.policy_inputs()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn decide(p: &Policy, host: &str, scheme: Scheme, port: u16, path: Option<&str>) -> Action {

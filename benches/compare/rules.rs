@@ -78,7 +78,7 @@ fn compile(dir: &Path, sources_toml: &str) -> Result<Policy, String> {
     );
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    Policy::load(&config).map_err(|e| e.to_string())
+    Policy::load(&config.policy_inputs()).map_err(|e| e.to_string())
 }
 
 fn bench_source(dir: &Path) -> Result<String, String> {

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hostgate_matcher::Host;
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, InspectConfig, NonHttp};
 use crate::inspect::ca::{self, Authority, InitOptions};
 use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
 
@@ -241,10 +241,12 @@ async fn serve_signals(
 
 fn load(config: &std::path::Path) -> Result<(Config, Policy), String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
-    let p = Policy::load(&c).map_err(|e| e.to_string())?;
+    let p = Policy::load(&c.policy_inputs()).map_err(|e| e.to_string())?;
     Ok((c, p))
 }
 
+/// `hostgate check`: load what the gateway would load, then print the counts, the inspection
+/// setup and the lint.
 fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, String> {
     let (c, p) = load(config)?;
     let w = |e: std::io::Error| e.to_string();
@@ -256,6 +258,16 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
         p.default_action()
     )
     .map_err(w)?;
+    check_rules(&p, out)?;
+    check_inspection(c.inspect.as_ref(), out)?;
+    check_lint(&p, out)?;
+    writeln!(out, "ok: the configuration is usable").map_err(w)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hostgate check`: the rules of each source, the totals, and what compiling took.
+fn check_rules(p: &Policy, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
     let mut totals = [0usize; 3];
     let mut inactive = 0;
     for s in p.sources() {
@@ -296,36 +308,46 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
         counts.suffix,
         counts.glob
     )
-    .map_err(w)?;
-    match &c.inspect {
-        None => writeln!(out, "inspection: off (allow is relayed uninspected, like bypass)").map_err(w)?,
-        Some(cfg) => {
-            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-            let i = crate::inspect::Inspector::load(cfg, None, metrics).map_err(|e| e.to_string())?;
-            let roots = if cfg.insecure_skip_upstream_verify {
-                "upstream certificates NOT verified (insecure_skip_upstream_verify)".to_string()
-            } else {
-                format!("{} upstream trust anchors", i.roots())
-            };
-            writeln!(
-                out,
-                "inspection: on; CA {} (valid until {}); {roots}; leaves valid {} s, {} cached at most; non-HTTP {}",
-                i.ca_subject(),
-                crate::inspect::ca::format_utc(i.ca_not_after()),
-                cfg.leaf_validity.as_secs(),
-                cfg.cert_cache,
-                match cfg.non_http {
-                    crate::config::NonHttp::Deny => "denied",
-                    crate::config::NonHttp::Relay => "relayed",
-                }
-            )
-            .map_err(w)?;
-            let left = i.ca_not_after().duration_since(std::time::SystemTime::now()).unwrap_or_default();
-            if left < std::time::Duration::from_secs(30 * 86_400) {
-                writeln!(out, "warning: the inspection CA expires in {} days", left.as_secs() / 86_400).map_err(w)?;
-            }
+    .map_err(w)
+}
+
+/// `hostgate check`: whether inspection is on and, when it is, the CA and trust anchors loaded
+/// as the gateway would load them (and a warning when the CA expires within 30 days).
+fn check_inspection(inspect: Option<&InspectConfig>, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
+    let Some(cfg) = inspect else {
+        return writeln!(out, "inspection: off (allow is relayed uninspected, like bypass)").map_err(w);
+    };
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let i = crate::inspect::Inspector::load(cfg, None, metrics).map_err(|e| e.to_string())?;
+    let roots = if cfg.insecure_skip_upstream_verify {
+        "upstream certificates NOT verified (insecure_skip_upstream_verify)".to_string()
+    } else {
+        format!("{} upstream trust anchors", i.roots())
+    };
+    writeln!(
+        out,
+        "inspection: on; CA {} (valid until {}); {roots}; leaves valid {} s, {} cached at most; non-HTTP {}",
+        i.ca_subject(),
+        crate::inspect::ca::format_utc(i.ca_not_after()),
+        cfg.leaf_validity.as_secs(),
+        cfg.cert_cache,
+        match cfg.non_http {
+            NonHttp::Deny => "denied",
+            NonHttp::Relay => "relayed",
         }
+    )
+    .map_err(w)?;
+    let left = i.ca_not_after().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    if left < std::time::Duration::from_secs(30 * 86_400) {
+        writeln!(out, "warning: the inspection CA expires in {} days", left.as_secs() / 86_400).map_err(w)?;
     }
+    Ok(())
+}
+
+/// `hostgate check`: every lint warning, then a summary by kind.
+fn check_lint(p: &Policy, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
     let lints = p.lint();
     let mut by_kind: Vec<(LintKind, usize)> = Vec::new();
     for l in &lints {
@@ -339,12 +361,10 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     }
     let summary: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
     if lints.is_empty() {
-        writeln!(out, "lint: no warnings").map_err(w)?;
+        writeln!(out, "lint: no warnings").map_err(w)
     } else {
-        writeln!(out, "lint: {} warnings ({})", lints.len(), summary.join(", ")).map_err(w)?;
+        writeln!(out, "lint: {} warnings ({})", lints.len(), summary.join(", ")).map_err(w)
     }
-    writeln!(out, "ok: the configuration is usable").map_err(w)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn explain(

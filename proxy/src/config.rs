@@ -2,20 +2,28 @@
 //! then validated into typed values before anything uses it.
 //!
 //! This module owns the file format and its error messages (file, line, column, field). It does
-//! not read rule files (see [`crate::policy`]) nor bind sockets.
+//! not read rule files (see [`crate::policy`]: [`Config::policy_inputs`] is what the policy is
+//! loaded from) nor bind sockets.
+//!
+//! It depends on the policy's types ([`Action`], [`Mode`], [`Source`]) and on no data-path
+//! module: the values the data path reads (a [`Pin`], the `[sniff]` and `[upstream]` settings)
+//! are defined here, and the data path imports them.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::ops::Range;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{placeholder_key, Action};
-use crate::upstream::resolve::Pin;
+use crate::policy::{placeholder_key, Action, Inputs, Source};
+// `[policy] mode` and `[[policy.source]] mode` spell the policy's own type; re-exported for the
+// configuration's users (config depends on policy, never the reverse).
+pub use crate::policy::Mode;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,32 +234,7 @@ pub struct PolicyConfig {
     /// its own).
     pub mode: Mode,
     /// Rule files, in order.
-    pub sources: Vec<SourceConfig>,
-}
-
-/// One rule file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceConfig {
-    /// The path, resolved against the configuration file's directory.
-    pub path: PathBuf,
-    /// The action of bare lines until the file says `default ACTION`.
-    pub default: Option<Action>,
-    /// The line of the configuration file that names this source.
-    pub line: usize,
-    /// Report mode for this file's deny rules (the global `[policy] mode` applies to every file).
-    pub mode: Mode,
-}
-
-/// Whether deny decisions are enforced or only reported.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Deny means deny.
-    #[default]
-    Enforce,
-    /// A would-be deny is allowed and logged with `would_deny = true`, so that a new rule list can
-    /// be rolled out and watched before it bites.
-    Report,
+    pub sources: Vec<Source>,
 }
 
 /// Logging.
@@ -278,6 +261,60 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A `[resolve]` pin from the configuration: an address with or without a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// Connect to this address on the port the client asked for.
+    Ip(IpAddr),
+    /// Connect to this address and port whatever the client asked for.
+    Socket(SocketAddr),
+}
+
+impl Pin {
+    /// The socket address to connect to when the client asked for `port`.
+    pub fn socket_addr(self, port: u16) -> SocketAddr {
+        match self {
+            Pin::Ip(ip) => SocketAddr::new(ip, port),
+            Pin::Socket(addr) => addr,
+        }
+    }
+}
+
+impl FromStr for Pin {
+    type Err = String;
+
+    /// `"127.0.0.1"`, `"127.0.0.1:9443"`, `"::1"`, `"[::1]"` or `"[::1]:9443"`. An IPv6 address
+    /// with a port needs the brackets: `"::1:443"` is the address `::1:443`.
+    fn from_str(s: &str) -> Result<Pin, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Pin::Ip(ip));
+        }
+        if let Some(v6) = s.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            if let Ok(ip) = v6.parse::<Ipv6Addr>() {
+                return Ok(Pin::Ip(IpAddr::V6(ip)));
+            }
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => Err(format!("`{s}`: port 0 cannot be connected to")),
+            Ok(addr) => Ok(Pin::Socket(addr)),
+            Err(_) => Err(format!(
+                "`{s}` is not an IP address with an optional port \
+                 (e.g. 192.0.2.1, 192.0.2.1:443, 2001:db8::1 or [2001:db8::1]:443)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Pin {
+    /// The form [`Pin::from_str`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::Ip(ip) => ip.fmt(f),
+            Pin::Socket(addr) => addr.fmt(f),
+        }
+    }
 }
 
 /// A configuration error: where (file, line, column) and what.
@@ -436,6 +473,20 @@ struct RawLog {
 }
 
 impl Config {
+    /// What the policy is loaded from: the `[policy]` section, `[vars]`, whether `[inspect]` is
+    /// on, and this file's path for messages. `Policy::load(&config.policy_inputs())` reads and
+    /// compiles the rule files.
+    pub fn policy_inputs(&self) -> Inputs<'_> {
+        Inputs {
+            sources: &self.policy.sources,
+            default: self.policy.default,
+            mode: self.policy.mode,
+            vars: &self.vars,
+            inspected: self.inspect.is_some(),
+            config_file: &self.path,
+        }
+    }
+
     /// Reads and validates a configuration file.
     ///
     /// # Errors
@@ -452,25 +503,102 @@ impl Config {
     /// Parses and validates configuration text that was read from `path` (used for messages and
     /// to resolve relative rule-file paths).
     ///
+    /// The sections are validated in file-format order, each by its own step of [`Validator`];
+    /// the first error stops it.
+    ///
     /// # Errors
     /// A [`ConfigError`] naming the file, line and column.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let err = |span: Option<Range<usize>>, message: String| ConfigError {
-            file: path.to_path_buf(),
-            position: span.map(|s| line_col(text, s.start)),
-            message,
-        };
+        let v = Validator { path, text, base: path.parent().unwrap_or(Path::new("")) };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let field = e.span().and_then(|s| field_at(text, s.start));
             let message = e.message().trim_end();
-            err(e.span(), field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")))
+            v.err(e.span(), field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")))
         })?;
-        let base = path.parent().unwrap_or(Path::new(""));
+        let listeners = v.listeners(raw.listeners)?;
+        let policy = v.policy(raw.policy)?;
+        let vars = v.vars(raw.vars)?;
+        let log = v.log(raw.log)?;
+        let sniff = v.sniff(&raw.sniff)?;
+        let upstream = v.upstream(&raw.upstream)?;
+        let limits = v.limits(&raw.limits)?;
+        let resolve = v.resolve(raw.resolve)?;
+        let admin = v.admin(&raw.admin, &listeners)?;
+        let runtime = v.runtime(&raw.runtime)?;
+        let inspect = v.inspect(raw.inspect)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            listeners,
+            policy,
+            vars,
+            log,
+            sniff,
+            upstream,
+            limits,
+            resolve,
+            admin,
+            runtime,
+            inspect,
+        })
+    }
+}
 
-        let mut listeners = Vec::with_capacity(raw.listeners.len());
-        for l in raw.listeners {
+/// What validating any section needs: the file (named in every error), its text (to turn a span
+/// into a line and column) and its directory (relative paths are resolved against it). One method
+/// per section turns its raw, deserialized form into the validated one.
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    /// An error at `span` (a byte range of the text), or about the whole file.
+    fn err(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError { file: self.path.to_path_buf(), position: span.map(|s| line_col(self.text, s.start)), message }
+    }
+
+    /// A duration field (`"500ms"`, `"5s"`), or `default` when absent.
+    fn duration(&self, field: &str, v: &Option<Spanned<String>>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    Some(v.span()),
+                    format!(
+                        "{field}: `{}` is not a duration (a number and ms, s, m or h: \"500ms\", \"5s\")",
+                        v.get_ref()
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// A count field within `min..=max`, or `default` when absent.
+    fn int(
+        &self,
+        field: &str,
+        v: &Option<Spanned<i64>>,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) => usize::try_from(*v.get_ref()).ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                self.err(
+                    Some(v.span()),
+                    format!("{field}: {} is not between {} and {}", v.get_ref(), range.start(), range.end()),
+                )
+            }),
+        }
+    }
+
+    /// `[[listener]]`: addresses parse, and no two listeners share one (port 0 aside).
+    fn listeners(&self, raw: Vec<RawListener>) -> Result<Vec<Listener>, ConfigError> {
+        let mut listeners = Vec::with_capacity(raw.len());
+        for l in raw {
             let address = l.address.get_ref().parse::<SocketAddr>().map_err(|_| {
-                err(
+                self.err(
                     Some(l.address.span()),
                     format!(
                         "listener.address: `{}` is not an IP address and port (e.g. 127.0.0.1:3128 or [::1]:3128)",
@@ -479,54 +607,67 @@ impl Config {
                 )
             })?;
             if address.port() != 0 && listeners.iter().any(|x: &Listener| x.address == address) {
-                return Err(err(
-                    Some(l.address.span()),
-                    format!("listener.address: {address} is used by another listener"),
-                ));
+                return Err(self
+                    .err(Some(l.address.span()), format!("listener.address: {address} is used by another listener")));
             }
             listeners.push(Listener { kind: l.kind, address });
         }
+        Ok(listeners)
+    }
 
-        let mut sources = Vec::with_capacity(raw.policy.sources.len());
-        for s in raw.policy.sources {
+    /// `[policy]` and its `[[policy.source]]`s: rule-file paths resolved against the
+    /// configuration's directory, each with the line that names it.
+    fn policy(&self, raw: RawPolicy) -> Result<PolicyConfig, ConfigError> {
+        let mut sources = Vec::with_capacity(raw.sources.len());
+        for s in raw.sources {
             if s.path.get_ref().trim().is_empty() {
-                return Err(err(Some(s.path.span()), "policy.source.path: empty path".to_string()));
+                return Err(self.err(Some(s.path.span()), "policy.source.path: empty path".to_string()));
             }
-            sources.push(SourceConfig {
-                path: base.join(s.path.get_ref()),
+            sources.push(Source {
+                path: self.base.join(s.path.get_ref()),
                 default: s.default,
-                line: line_col(text, s.path.span().start).0,
+                line: line_col(self.text, s.path.span().start).0,
                 mode: s.mode,
             });
         }
+        Ok(PolicyConfig { default: raw.default, mode: raw.mode, sources })
+    }
 
+    /// `[vars]`: placeholder values, lowercased host names or labels, keyed by
+    /// [`placeholder_key`] (which must be unique).
+    fn vars(&self, raw: BTreeMap<String, Spanned<String>>) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut vars = BTreeMap::new();
-        for (name, value) in raw.vars {
+        for (name, value) in raw {
             let key = placeholder_key(&name);
             let v = value.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
             let valid = !v.is_empty()
                 && v.split('.')
                     .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             if !valid {
-                return Err(err(
+                return Err(self.err(
                     Some(value.span()),
                     format!("vars.{name}: `{}` is not a host name or label (letters, digits, `-`, `_`, dots between labels)", value.get_ref()),
                 ));
             }
             if key.is_empty() || vars.insert(key.clone(), v).is_some() {
-                return Err(err(
+                return Err(self.err(
                     Some(value.span()),
                     format!("vars.{name}: the placeholder name `{key}` is empty or given twice"),
                 ));
             }
         }
+        Ok(vars)
+    }
 
-        let level = match raw.log.level {
+    /// `[log]`: a level (one word; `tracing_subscriber` checks it when it is installed) and the
+    /// format.
+    fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
+        let level = match raw.level {
             None => "info".to_string(),
             Some(l) => {
                 let v = l.get_ref().trim().to_string();
                 if v.is_empty() || v.chars().any(|c| c.is_whitespace()) {
-                    return Err(err(
+                    return Err(self.err(
                         Some(l.span()),
                         format!("log.level: `{}` is not a level (error, warn, info, debug, trace)", l.get_ref()),
                     ));
@@ -534,45 +675,34 @@ impl Config {
                 v
             }
         };
+        Ok(LogConfig { level, format: raw.format })
+    }
 
-        let duration = |field: &str, v: &Option<Spanned<String>>, default: Duration| match v {
-            None => Ok(default),
-            Some(v) => parse_duration(v.get_ref()).ok_or_else(|| {
-                err(
-                    Some(v.span()),
-                    format!(
-                        "{field}: `{}` is not a duration (a number and ms, s, m or h: \"500ms\", \"5s\")",
-                        v.get_ref()
-                    ),
-                )
-            }),
-        };
-        let int = |field: &str, v: &Option<Spanned<i64>>, default: usize, min: usize, max: usize| match v {
-            None => Ok(default),
-            Some(v) => usize::try_from(*v.get_ref())
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| err(Some(v.span()), format!("{field}: {} is not between {min} and {max}", v.get_ref()))),
-        };
-
-        let sniff_default = SniffConfig::default();
+    /// `[sniff]`: a timeout above zero and a ClientHello cap between 512 bytes and 1 MiB.
+    fn sniff(&self, raw: &RawSniff) -> Result<SniffConfig, ConfigError> {
+        let default = SniffConfig::default();
         let sniff = SniffConfig {
-            timeout: duration("sniff.timeout", &raw.sniff.timeout, sniff_default.timeout)?,
-            max_bytes: int("sniff.max_bytes", &raw.sniff.max_bytes, sniff_default.max_bytes, 512, 1 << 20)?,
+            timeout: self.duration("sniff.timeout", &raw.timeout, default.timeout)?,
+            max_bytes: self.int("sniff.max_bytes", &raw.max_bytes, default.max_bytes, 512..=1 << 20)?,
         };
         if sniff.timeout.is_zero() {
-            return Err(err(raw.sniff.timeout.as_ref().map(Spanned::span), "sniff.timeout: must be above zero".into()));
+            return Err(self.err(raw.timeout.as_ref().map(Spanned::span), "sniff.timeout: must be above zero".into()));
         }
+        Ok(sniff)
+    }
 
-        let up_default = UpstreamConfig::default();
-        let mut allow_private = Vec::with_capacity(raw.upstream.allow_private.len());
-        for net in &raw.upstream.allow_private {
+    /// `[upstream]`: the networks exempt from the SSRF guard (addresses become /32 or /128, host
+    /// bits are dropped) and the timeouts.
+    fn upstream(&self, raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let default = UpstreamConfig::default();
+        let mut allow_private = Vec::with_capacity(raw.allow_private.len());
+        for net in &raw.allow_private {
             let text = net.get_ref().trim();
             let parsed = text
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| {
-                    err(
+                    self.err(
                         Some(net.span()),
                         format!(
                             "upstream.allow_private: `{}` is not a network (e.g. 10.0.0.0/8 or fd00::/8)",
@@ -582,123 +712,115 @@ impl Config {
                 })?;
             allow_private.push(parsed.trunc());
         }
-        let upstream = UpstreamConfig {
-            verify_destination: raw.upstream.verify_destination,
+        Ok(UpstreamConfig {
+            verify_destination: raw.verify_destination,
             allow_private,
-            connect_timeout: duration(
+            connect_timeout: self.duration(
                 "upstream.connect_timeout",
-                &raw.upstream.connect_timeout,
-                up_default.connect_timeout,
+                &raw.connect_timeout,
+                default.connect_timeout,
             )?,
-            idle_timeout: duration("upstream.idle_timeout", &raw.upstream.idle_timeout, up_default.idle_timeout)?,
-        };
-        let limits = LimitsConfig {
-            max_connections: int(
-                "limits.max_connections",
-                &raw.limits.max_connections,
-                LimitsConfig::default().max_connections,
-                1,
-                1 << 24,
-            )?,
-        };
+            idle_timeout: self.duration("upstream.idle_timeout", &raw.idle_timeout, default.idle_timeout)?,
+        })
+    }
 
+    /// `[limits]`.
+    fn limits(&self, raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+        let default = LimitsConfig::default().max_connections;
+        Ok(LimitsConfig {
+            max_connections: self.int("limits.max_connections", &raw.max_connections, default, 1..=1 << 24)?,
+        })
+    }
+
+    /// `[resolve]`: each name (exact, normalised, pinned once) to a non-empty list of [`Pin`]s.
+    fn resolve(
+        &self,
+        raw: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<BTreeMap<String, Vec<Pin>>, ConfigError> {
         let mut resolve = BTreeMap::new();
-        for (name, pins) in raw.resolve {
+        for (name, pins) in raw {
             let key = match hostgate_matcher::Host::new(name.trim()) {
                 Ok(h) if !name.contains('*') => h.as_str().to_string(),
-                _ => return Err(err(Some(pins.span()), format!("resolve.\"{name}\": not a host name"))),
+                _ => return Err(self.err(Some(pins.span()), format!("resolve.\"{name}\": not a host name"))),
             };
             if pins.get_ref().is_empty() {
-                return Err(err(Some(pins.span()), format!("resolve.\"{name}\": no addresses")));
+                return Err(self.err(Some(pins.span()), format!("resolve.\"{name}\": no addresses")));
             }
             let mut parsed = Vec::with_capacity(pins.get_ref().len());
             for p in pins.get_ref() {
                 parsed.push(
-                    p.get_ref().parse::<Pin>().map_err(|e| err(Some(p.span()), format!("resolve.\"{name}\": {e}")))?,
+                    p.get_ref()
+                        .parse::<Pin>()
+                        .map_err(|e| self.err(Some(p.span()), format!("resolve.\"{name}\": {e}")))?,
                 );
             }
             if resolve.insert(key.clone(), parsed).is_some() {
-                return Err(err(Some(pins.span()), format!("resolve.\"{name}\": `{key}` is pinned twice")));
+                return Err(self.err(Some(pins.span()), format!("resolve.\"{name}\": `{key}` is pinned twice")));
             }
         }
+        Ok(resolve)
+    }
 
-        let admin = match &raw.admin.address {
-            None => AdminConfig { address: None },
-            Some(a) => {
-                let address = a.get_ref().parse::<SocketAddr>().map_err(|_| {
-                    err(
-                        Some(a.span()),
-                        format!("admin.address: `{}` is not an IP address and port (e.g. 127.0.0.1:9090)", a.get_ref()),
-                    )
-                })?;
-                if address.port() != 0 && listeners.iter().any(|l| l.address == address) {
-                    return Err(err(Some(a.span()), format!("admin.address: {address} is used by a listener")));
-                }
-                AdminConfig { address: Some(address) }
+    /// `[admin]`: an address no listener uses (port 0 aside).
+    fn admin(&self, raw: &RawAdmin, listeners: &[Listener]) -> Result<AdminConfig, ConfigError> {
+        let Some(a) = &raw.address else {
+            return Ok(AdminConfig { address: None });
+        };
+        let address = a.get_ref().parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                Some(a.span()),
+                format!("admin.address: `{}` is not an IP address and port (e.g. 127.0.0.1:9090)", a.get_ref()),
+            )
+        })?;
+        if address.port() != 0 && listeners.iter().any(|l| l.address == address) {
+            return Err(self.err(Some(a.span()), format!("admin.address: {address} is used by a listener")));
+        }
+        Ok(AdminConfig { address: Some(address) })
+    }
+
+    /// `[runtime]`.
+    fn runtime(&self, raw: &RawRuntime) -> Result<RuntimeConfig, ConfigError> {
+        let default = RuntimeConfig::default().shutdown_grace;
+        Ok(RuntimeConfig { shutdown_grace: self.duration("runtime.shutdown_grace", &raw.shutdown_grace, default)? })
+    }
+
+    /// `[inspect]`: `None` when absent or `enabled = false`; otherwise the CA files (required),
+    /// the leaf validity (1 minute to 397 days), the cache size and the trust anchors, paths
+    /// resolved against the configuration's directory.
+    fn inspect(&self, raw: Option<Spanned<RawInspect>>) -> Result<Option<InspectConfig>, ConfigError> {
+        let Some(section) = raw else { return Ok(None) };
+        let span = section.span();
+        let i = section.into_inner();
+        if i.enabled == Some(false) {
+            return Ok(None);
+        }
+        let file = |field: &str, v: &Option<Spanned<String>>| match v {
+            Some(p) if !p.get_ref().trim().is_empty() => Ok(self.base.join(p.get_ref().trim())),
+            Some(p) => Err(self.err(Some(p.span()), format!("inspect.{field}: empty path"))),
+            None => Err(self.err(
+                Some(span.clone()),
+                format!("inspect.{field}: missing (`hostgate ca init --out DIR` creates a CA)"),
+            )),
+        };
+        let mut c = InspectConfig::new(file("ca_cert", &i.ca_cert)?, file("ca_key", &i.ca_key)?);
+        c.leaf_validity = self.duration("inspect.leaf_validity", &i.leaf_validity, c.leaf_validity)?;
+        if c.leaf_validity < Duration::from_secs(60) || c.leaf_validity > Duration::from_secs(397 * 86_400) {
+            return Err(self.err(
+                i.leaf_validity.as_ref().map(Spanned::span),
+                "inspect.leaf_validity: must be between 1m and 397 days (9528h)".to_string(),
+            ));
+        }
+        c.cert_cache = self.int("inspect.cert_cache", &i.cert_cache, c.cert_cache, 1..=1 << 24)?;
+        c.system_roots = i.system_roots.unwrap_or(true);
+        for r in &i.extra_roots {
+            if r.get_ref().trim().is_empty() {
+                return Err(self.err(Some(r.span()), "inspect.extra_roots: empty path".to_string()));
             }
-        };
-        let runtime = RuntimeConfig {
-            shutdown_grace: duration(
-                "runtime.shutdown_grace",
-                &raw.runtime.shutdown_grace,
-                RuntimeConfig::default().shutdown_grace,
-            )?,
-        };
-
-        let inspect = match raw.inspect {
-            None => None,
-            Some(section) => {
-                let span = section.span();
-                let i = section.into_inner();
-                if i.enabled == Some(false) {
-                    None
-                } else {
-                    let file = |field: &str, v: &Option<Spanned<String>>| match v {
-                        Some(p) if !p.get_ref().trim().is_empty() => Ok(base.join(p.get_ref().trim())),
-                        Some(p) => Err(err(Some(p.span()), format!("inspect.{field}: empty path"))),
-                        None => Err(err(
-                            Some(span.clone()),
-                            format!("inspect.{field}: missing (`hostgate ca init --out DIR` creates a CA)"),
-                        )),
-                    };
-                    let mut c = InspectConfig::new(file("ca_cert", &i.ca_cert)?, file("ca_key", &i.ca_key)?);
-                    c.leaf_validity = duration("inspect.leaf_validity", &i.leaf_validity, c.leaf_validity)?;
-                    if c.leaf_validity < Duration::from_secs(60) || c.leaf_validity > Duration::from_secs(397 * 86_400)
-                    {
-                        return Err(err(
-                            i.leaf_validity.as_ref().map(Spanned::span),
-                            "inspect.leaf_validity: must be between 1m and 397 days (9528h)".to_string(),
-                        ));
-                    }
-                    c.cert_cache = int("inspect.cert_cache", &i.cert_cache, c.cert_cache, 1, 1 << 24)?;
-                    c.system_roots = i.system_roots.unwrap_or(true);
-                    for r in &i.extra_roots {
-                        if r.get_ref().trim().is_empty() {
-                            return Err(err(Some(r.span()), "inspect.extra_roots: empty path".to_string()));
-                        }
-                        c.extra_roots.push(base.join(r.get_ref().trim()));
-                    }
-                    c.insecure_skip_upstream_verify = i.insecure_skip_upstream_verify;
-                    c.non_http = i.non_http;
-                    Some(c)
-                }
-            }
-        };
-
-        Ok(Config {
-            path: path.to_path_buf(),
-            listeners,
-            policy: PolicyConfig { default: raw.policy.default, mode: raw.policy.mode, sources },
-            vars,
-            log: LogConfig { level, format: raw.log.format },
-            sniff,
-            upstream,
-            limits,
-            resolve,
-            admin,
-            runtime,
-            inspect,
-        })
+            c.extra_roots.push(self.base.join(r.get_ref().trim()));
+        }
+        c.insecure_skip_upstream_verify = i.insecure_skip_upstream_verify;
+        c.non_http = i.non_http;
+        Ok(Some(c))
     }
 }
 
@@ -813,6 +935,41 @@ Tenant = "Contoso"
             c.resolve.get("login.live.com").unwrap(),
             &vec![Pin::Socket("127.0.0.1:9443".parse().unwrap()), Pin::Ip("::1".parse().unwrap())]
         );
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn pin_parses() {
+        let ok = [
+            ("127.0.0.1", Pin::Ip("127.0.0.1".parse().unwrap())),
+            ("127.0.0.1:9443", Pin::Socket(addr("127.0.0.1:9443"))),
+            ("::1", Pin::Ip("::1".parse().unwrap())),
+            ("[::1]", Pin::Ip("::1".parse().unwrap())),
+            ("[::1]:9443", Pin::Socket(addr("[::1]:9443"))),
+            ("2001:db8::1", Pin::Ip("2001:db8::1".parse().unwrap())),
+            // Not ::1 port 443: without brackets it is all address.
+            ("::1:443", Pin::Ip("0::1:443".parse().unwrap())),
+        ];
+        for (text, want) in ok {
+            assert_eq!(text.parse::<Pin>(), Ok(want), "{text}");
+        }
+        for bad in ["", "localhost", "example.com:443", "127.0.0.1:", "127.0.0.1:99999", "[::1", "[::1]443", "1.2.3"] {
+            let err = bad.parse::<Pin>().unwrap_err();
+            assert!(err.contains("is not an IP address"), "{bad}: {err}");
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
+        assert_eq!("127.0.0.1:0".parse::<Pin>(), Err("`127.0.0.1:0`: port 0 cannot be connected to".to_string()));
+    }
+
+    #[test]
+    fn pin_display_round_trips() {
+        for text in ["192.0.2.1", "192.0.2.1:443", "2001:db8::1", "[2001:db8::1]:443"] {
+            let pin: Pin = text.parse().unwrap();
+            assert_eq!(pin.to_string(), text);
+        }
     }
 
     #[test]

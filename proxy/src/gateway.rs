@@ -328,7 +328,7 @@ async fn reload_loop(core: Arc<Core>) {
 async fn load_first(config: &Config, metrics: &Arc<Metrics>) -> Result<(Policy, Option<Arc<Inspector>>), StartError> {
     let (cfg, m) = (config.clone(), metrics.clone());
     tokio::task::spawn_blocking(move || {
-        let policy = Policy::load(&cfg).map_err(StartError::Policy)?;
+        let policy = Policy::load(&cfg.policy_inputs()).map_err(StartError::Policy)?;
         let inspect = load_inspector(&cfg, None, &m).map_err(StartError::Inspect)?;
         Ok::<_, StartError>((policy, inspect))
     })

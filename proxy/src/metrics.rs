@@ -1,8 +1,13 @@
 //! Prometheus metrics: this module owns the registry and every metric family, their names, labels
 //! and buckets, and the text exposition. It does not serve them (that is [`crate::admin`]), decide
-//! anything, or know the data path's types: callers hand it plain strings, numbers and durations
+//! anything, or know the data path's types: callers hand it label values, numbers and durations
 //! at the points where the data path already knows them (an access event, a sniff, a decision, an
 //! upstream connect, a lookup, a reload).
+//!
+//! Recording allocates nothing once a label set exists: the fixed vocabularies are
+//! `&'static str`, and the open-ended values (a listener's address, a rule file) are `Arc<str>`
+//! that the caller makes once (when a listener is bound, when a rule is compiled) and the label
+//! set shares. Label values are escaped when the exposition is written, not when recorded.
 //!
 //! Labels are kept to small, bounded sets: a listener's address, a rule file's path (never its
 //! line), and the access log's own vocabularies (`kind`, `protocol`, `action`, `outcome`). A host
@@ -29,9 +34,11 @@
 //! | `hostgate_inspect_mint_seconds` | histogram | |
 //! | `hostgate_tls_handling_total` | counter | `inspection` (the access log's field: `inspected`, `bypass`, `off`, …) |
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -55,24 +62,36 @@ const RELOAD_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// An open-ended label value (a listener's address, a rule file) shared with whoever made it:
+/// cloning it into a label set to look that set up costs a reference count, not an allocation.
+/// Escaped as the text format requires when encoded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct SharedLabel(Arc<str>);
+
+impl EncodeLabelValue for SharedLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        write_escaped(encoder, &self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
-    listener: String,
-    kind: String,
-    protocol: String,
-    action: String,
-    outcome: String,
+    listener: SharedLabel,
+    kind: &'static str,
+    protocol: &'static str,
+    action: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    source: String,
-    action: String,
+    source: SharedLabel,
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
-    listener: String,
+    listener: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,26 +119,58 @@ struct ActionLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    traffic: Traffic,
+    open: Open,
+    latency: Latency,
+    /// Indexed like [`DnsResult`]'s variants.
+    dns: [Counter; 4],
+    reloads: Reloads,
+    inspection: Inspection,
+}
+
+/// What access events count: connections and decisions by label, bytes, would-be denials.
+#[derive(Debug)]
+struct Traffic {
     connections: Family<ConnectionLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    /// The `source` of decisions by the default action.
+    default_source: SharedLabel,
     bytes_up: Counter,
     bytes_down: Counter,
     would_deny: Counter,
-    active_tunnels: Family<ListenerLabels, Gauge>,
-    active_connections: Family<ListenerLabels, Gauge>,
+}
+
+/// What is open now, by listener.
+#[derive(Debug)]
+struct Open {
+    tunnels: Family<ListenerLabels, Gauge>,
+    connections: Family<ListenerLabels, Gauge>,
+}
+
+/// How long the data path's steps take.
+#[derive(Debug)]
+struct Latency {
     sniff: Histogram,
     decision: Histogram,
     connect_ok: Histogram,
     connect_error: Histogram,
-    /// Indexed like [`DnsResult`]'s variants.
-    dns: [Counter; 4],
-    reload_success: Counter,
-    reload_failure: Counter,
-    reload_duration: Histogram,
+}
+
+/// Policy loads and reloads, and the policy in force.
+#[derive(Debug)]
+struct Reloads {
+    success: Counter,
+    failure: Counter,
+    duration: Histogram,
     generation: Gauge,
     /// Bypass, allow, deny.
     rules: [Gauge; 3],
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+/// TLS inspection.
+#[derive(Debug)]
+struct Inspection {
     /// Minted, cached, failed.
     certificates: [Counter; 3],
     mint: Histogram,
@@ -138,22 +189,23 @@ pub enum CertResult {
 }
 
 /// One access event that ended: a TLS or opaque connection, or an HTTP request. The fields are
-/// the access log's spellings.
+/// the access log's spellings. Recording one whose labels were seen before allocates nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessSample<'a> {
-    /// The listener's local address, as the access log prints it (`127.0.0.1:3128`).
-    pub listener: &'a std::sync::Arc<str>,
+    /// The listener's local address, as the access log prints it (`127.0.0.1:3128`), made once
+    /// per listener.
+    pub listener: &'a Arc<str>,
     /// `connect` or `transparent`.
     pub kind: &'static str,
     /// `tls`, `http`, `unknown`, or `none` when nothing was sniffed.
-    pub protocol: &'a str,
+    pub protocol: &'static str,
     /// `bypass`, `allow` or `deny`.
-    pub action: &'a str,
+    pub action: &'static str,
     /// The access log's `outcome` (`ok`, `denied`, `upstream-timeout`, …).
-    pub outcome: &'a str,
-    /// The deciding rule's file, without its line; `None` for the default action. A trailing
-    /// `:LINE` is stripped if given, so that lines never become label values.
-    pub source: Option<&'a std::sync::Arc<str>>,
+    pub outcome: &'static str,
+    /// The deciding rule's file (the rule's `Origin::file`, never with its line); `None` for the
+    /// default action.
+    pub source: Option<&'a Arc<str>>,
     /// Bytes from the client to the upstream.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -213,7 +265,8 @@ pub struct ReloadSample {
     pub at: SystemTime,
 }
 
-/// A gauge held up while something is open: incremented when made, decremented when dropped.
+/// A gauge held up while something is open (a client connection, a tunnel): incremented when
+/// made, decremented when dropped.
 #[derive(Debug)]
 #[must_use = "the gauge goes back down as soon as the guard is dropped"]
 pub struct GaugeGuard {
@@ -241,10 +294,132 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric. Label sets known in advance (directions, lookup and reload
-    /// results, rule actions) are created at once, so that they are exported as zeros.
+    /// results, rule actions) are created at once, so that they are exported as zeros. The
+    /// families are registered (and so exported) in the order of the table in the module docs.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
+        let traffic = Traffic::register(&mut registry);
+        let open = Open::register(&mut registry);
+        let latency = Latency::register(&mut registry);
+        let dns = register_dns(&mut registry);
+        let reloads = Reloads::register(&mut registry);
+        let inspection = Inspection::register(&mut registry);
+        Metrics { registry, traffic, open, latency, dns, reloads, inspection }
+    }
 
+    /// One access event ended (a TLS or opaque connection, or an HTTP request): counts
+    /// `hostgate_connections_total`, `hostgate_decisions_total`, `hostgate_bytes_total` and, when
+    /// `would_deny`, `hostgate_would_deny_total`.
+    pub fn access(&self, e: &AccessSample<'_>) {
+        let t = &self.traffic;
+        t.connections
+            .get_or_create(&ConnectionLabels {
+                listener: SharedLabel(e.listener.clone()),
+                kind: e.kind,
+                protocol: e.protocol,
+                action: e.action,
+                outcome: e.outcome,
+            })
+            .inc();
+        let source = e.source.map_or_else(|| t.default_source.clone(), |file| SharedLabel(file.clone()));
+        t.decisions.get_or_create(&DecisionLabels { source, action: e.action }).inc();
+        t.bytes_up.inc_by(e.bytes_up);
+        t.bytes_down.inc_by(e.bytes_down);
+        if e.would_deny {
+            t.would_deny.inc();
+        }
+    }
+
+    /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
+    /// stays one higher until the guard drops.
+    pub fn tunnel(&self, listener: &Arc<str>) -> GaugeGuard {
+        let labels = ListenerLabels { listener: SharedLabel(listener.clone()) };
+        GaugeGuard::new(self.open.tunnels.get_or_create_owned(&labels))
+    }
+
+    /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
+    /// stays one higher until the guard drops.
+    pub fn connection(&self, listener: &Arc<str>) -> GaugeGuard {
+        let labels = ListenerLabels { listener: SharedLabel(listener.clone()) };
+        GaugeGuard::new(self.open.connections.get_or_create_owned(&labels))
+    }
+
+    /// How long sniffing took (`hostgate_sniff_seconds`).
+    pub fn sniff_latency(&self, d: Duration) {
+        self.latency.sniff.observe(d.as_secs_f64());
+    }
+
+    /// How long one decision took (`hostgate_decision_seconds`).
+    pub fn decision_latency(&self, d: Duration) {
+        self.latency.decision.observe(d.as_secs_f64());
+    }
+
+    /// How long an upstream connect took, and whether it succeeded
+    /// (`hostgate_upstream_connect_seconds{result}`).
+    pub fn upstream_connect(&self, d: Duration, ok: bool) {
+        let h = if ok { &self.latency.connect_ok } else { &self.latency.connect_error };
+        h.observe(d.as_secs_f64());
+    }
+
+    /// How a name was resolved (`hostgate_dns_lookups_total{result}`).
+    pub fn dns(&self, result: DnsResult) {
+        self.dns[result.index()].inc();
+    }
+
+    /// A load or reload attempt finished. Always counts `hostgate_reloads_total{result}` and
+    /// observes `hostgate_reload_duration_seconds`; on success also sets
+    /// `hostgate_policy_generation`, `hostgate_rules{action}` and
+    /// `hostgate_last_reload_success_timestamp_seconds`.
+    pub fn reload(&self, r: &ReloadSample) {
+        self.reloads.duration.observe(r.duration.as_secs_f64());
+        if !r.ok {
+            self.reloads.failure.inc();
+            return;
+        }
+        self.reloads.success.inc();
+        self.reloads.generation.set(saturating_i64(r.generation));
+        for (gauge, &n) in self.reloads.rules.iter().zip(&r.rules) {
+            gauge.set(saturating_i64(n));
+        }
+        let at = r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.reloads.last_success.set(at);
+    }
+
+    /// Where a leaf certificate came from (`hostgate_inspect_certificates_total{result}`).
+    pub fn certificate(&self, result: CertResult) {
+        let i = match result {
+            CertResult::Minted => 0,
+            CertResult::Cached => 1,
+            CertResult::Failed => 2,
+        };
+        self.inspection.certificates[i].inc();
+    }
+
+    /// How long minting one leaf certificate took (`hostgate_inspect_mint_seconds`).
+    pub fn mint_latency(&self, d: Duration) {
+        self.inspection.mint.observe(d.as_secs_f64());
+    }
+
+    /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
+    pub fn tls_handling(&self, inspection: &'static str) {
+        self.inspection.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; an encoder error would be a bug in a label type.
+            tracing::warn!(error = %e, "metrics: encoding failed");
+        }
+        out
+    }
+}
+
+impl Traffic {
+    /// `hostgate_connections`, `hostgate_decisions`, `hostgate_bytes` (both directions at
+    /// zero), `hostgate_would_deny`.
+    fn register(registry: &mut Registry) -> Traffic {
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "hostgate_connections",
@@ -271,12 +446,26 @@ impl Metrics {
             "Access events let through that the policy would have denied",
             would_deny.clone(),
         );
+        let default_source = SharedLabel(Arc::from("default"));
+        Traffic { connections, decisions, default_source, bytes_up, bytes_down, would_deny }
+    }
+}
 
-        let active_tunnels = Family::<ListenerLabels, Gauge>::default();
-        registry.register("hostgate_active_tunnels", "Relayed connections open now", active_tunnels.clone());
-        let active_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register("hostgate_active_connections", "Client connections open now", active_connections.clone());
+impl Open {
+    /// `hostgate_active_tunnels`, `hostgate_active_connections`.
+    fn register(registry: &mut Registry) -> Open {
+        let tunnels = Family::<ListenerLabels, Gauge>::default();
+        registry.register("hostgate_active_tunnels", "Relayed connections open now", tunnels.clone());
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register("hostgate_active_connections", "Client connections open now", connections.clone());
+        Open { tunnels, connections }
+    }
+}
 
+impl Latency {
+    /// `hostgate_sniff_seconds`, `hostgate_decision_seconds`, `hostgate_upstream_connect_seconds`
+    /// (both results created).
+    fn register(registry: &mut Registry) -> Latency {
         let sniff = Histogram::new(SNIFF_BUCKETS.iter().copied());
         registry.register_with_unit(
             "hostgate_sniff",
@@ -296,21 +485,32 @@ impl Metrics {
         );
         let connect_ok = connect.get_or_create_owned(&ResultLabels { result: "ok" });
         let connect_error = connect.get_or_create_owned(&ResultLabels { result: "error" });
+        Latency { sniff, decision, connect_ok, connect_error }
+    }
+}
 
-        let dns_family = Family::<ResultLabels, Counter>::default();
-        registry.register("hostgate_dns_lookups", "Upstream name resolutions, by result", dns_family.clone());
-        let dns = DnsResult::ALL.map(|r| dns_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+/// `hostgate_dns_lookups`, every result created; indexed like [`DnsResult`]'s variants.
+fn register_dns(registry: &mut Registry) -> [Counter; 4] {
+    let dns_family = Family::<ResultLabels, Counter>::default();
+    registry.register("hostgate_dns_lookups", "Upstream name resolutions, by result", dns_family.clone());
+    DnsResult::ALL.map(|r| dns_family.get_or_create_owned(&ResultLabels { result: r.as_str() }))
+}
 
+impl Reloads {
+    /// `hostgate_reloads` (both results created), `hostgate_reload_duration_seconds`,
+    /// `hostgate_policy_generation`, `hostgate_rules` (every action created),
+    /// `hostgate_last_reload_success_timestamp_seconds`.
+    fn register(registry: &mut Registry) -> Reloads {
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("hostgate_reloads", "Policy reload attempts, by result", reloads.clone());
-        let reload_success = reloads.get_or_create_owned(&ResultLabels { result: "success" });
-        let reload_failure = reloads.get_or_create_owned(&ResultLabels { result: "failure" });
-        let reload_duration = Histogram::new(RELOAD_BUCKETS.iter().copied());
+        let success = reloads.get_or_create_owned(&ResultLabels { result: "success" });
+        let failure = reloads.get_or_create_owned(&ResultLabels { result: "failure" });
+        let duration = Histogram::new(RELOAD_BUCKETS.iter().copied());
         registry.register_with_unit(
             "hostgate_reload_duration",
             "Time to load and compile the policy",
             Unit::Seconds,
-            reload_duration.clone(),
+            duration.clone(),
         );
         let generation = Gauge::default();
         registry.register("hostgate_policy_generation", "The policy generation in force", generation.clone());
@@ -325,7 +525,14 @@ impl Metrics {
             Unit::Seconds,
             last_success.clone(),
         );
+        Reloads { success, failure, duration, generation, rules, last_success }
+    }
+}
 
+impl Inspection {
+    /// `hostgate_inspect_certificates` (every result created), `hostgate_inspect_mint_seconds`,
+    /// `hostgate_tls_handling`.
+    fn register(registry: &mut Registry) -> Inspection {
         let certs = Family::<ResultLabels, Counter>::default();
         registry.register(
             "hostgate_inspect_certificates",
@@ -347,136 +554,7 @@ impl Metrics {
             "Allowed TLS connections by how they were handled: inspected, or relayed opaquely and why",
             tls_handling.clone(),
         );
-
-        Metrics {
-            registry,
-            certificates,
-            mint,
-            tls_handling,
-            connections,
-            decisions,
-            bytes_up,
-            bytes_down,
-            would_deny,
-            active_tunnels,
-            active_connections,
-            sniff,
-            decision,
-            connect_ok,
-            connect_error,
-            dns,
-            reload_success,
-            reload_failure,
-            reload_duration,
-            generation,
-            rules,
-            last_success,
-        }
-    }
-
-    /// One access event ended (a TLS or opaque connection, or an HTTP request): counts
-    /// `hostgate_connections_total`, `hostgate_decisions_total`, `hostgate_bytes_total` and, when
-    /// `would_deny`, `hostgate_would_deny_total`.
-    pub fn access(&self, e: &AccessSample<'_>) {
-        self.connections
-            .get_or_create(&ConnectionLabels {
-                listener: label(e.listener),
-                kind: label(e.kind),
-                protocol: label(e.protocol),
-                action: label(e.action),
-                outcome: label(e.outcome),
-            })
-            .inc();
-        let source = e.source.map_or_else(|| "default".to_owned(), |s| label(strip_line(s))); // MERGE
-        self.decisions.get_or_create(&DecisionLabels { source, action: label(e.action) }).inc();
-        self.bytes_up.inc_by(e.bytes_up);
-        self.bytes_down.inc_by(e.bytes_down);
-        if e.would_deny {
-            self.would_deny.inc();
-        }
-    }
-
-    /// A tunnel (relayed connection) started on `listener`: `hostgate_active_tunnels{listener}`
-    /// stays one higher until the guard drops.
-    pub fn tunnel(&self, listener: &std::sync::Arc<str>) -> GaugeGuard {
-        GaugeGuard::new(self.active_tunnels.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
-    }
-
-    /// A client connection was accepted on `listener`: `hostgate_active_connections{listener}`
-    /// stays one higher until the guard drops.
-    pub fn connection(&self, listener: &std::sync::Arc<str>) -> GaugeGuard {
-        GaugeGuard::new(self.active_connections.get_or_create_owned(&ListenerLabels { listener: label(listener) }))
-    }
-
-    /// How long sniffing took (`hostgate_sniff_seconds`).
-    pub fn sniff_latency(&self, d: Duration) {
-        self.sniff.observe(d.as_secs_f64());
-    }
-
-    /// How long one decision took (`hostgate_decision_seconds`).
-    pub fn decision_latency(&self, d: Duration) {
-        self.decision.observe(d.as_secs_f64());
-    }
-
-    /// How long an upstream connect took, and whether it succeeded
-    /// (`hostgate_upstream_connect_seconds{result}`).
-    pub fn upstream_connect(&self, d: Duration, ok: bool) {
-        let h = if ok { &self.connect_ok } else { &self.connect_error };
-        h.observe(d.as_secs_f64());
-    }
-
-    /// How a name was resolved (`hostgate_dns_lookups_total{result}`).
-    pub fn dns(&self, result: DnsResult) {
-        self.dns[result.index()].inc();
-    }
-
-    /// A load or reload attempt finished. Always counts `hostgate_reloads_total{result}` and
-    /// observes `hostgate_reload_duration_seconds`; on success also sets
-    /// `hostgate_policy_generation`, `hostgate_rules{action}` and
-    /// `hostgate_last_reload_success_timestamp_seconds`.
-    pub fn reload(&self, r: &ReloadSample) {
-        self.reload_duration.observe(r.duration.as_secs_f64());
-        if !r.ok {
-            self.reload_failure.inc();
-            return;
-        }
-        self.reload_success.inc();
-        self.generation.set(saturating_i64(r.generation));
-        for (gauge, &n) in self.rules.iter().zip(&r.rules) {
-            gauge.set(saturating_i64(n));
-        }
-        let at = r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.last_success.set(at);
-    }
-
-    /// Where a leaf certificate came from (`hostgate_inspect_certificates_total{result}`).
-    pub fn certificate(&self, result: CertResult) {
-        let i = match result {
-            CertResult::Minted => 0,
-            CertResult::Cached => 1,
-            CertResult::Failed => 2,
-        };
-        self.certificates[i].inc();
-    }
-
-    /// How long minting one leaf certificate took (`hostgate_inspect_mint_seconds`).
-    pub fn mint_latency(&self, d: Duration) {
-        self.mint.observe(d.as_secs_f64());
-    }
-
-    /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
-    pub fn tls_handling(&self, inspection: &'static str) {
-        self.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
-    }
-
-    /// The OpenMetrics text exposition of every metric, ending in `# EOF`.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            // Writing to a String cannot fail; an encoder error would be a bug in a label type.
-            tracing::warn!(error = %e, "metrics: encoding failed");
-        }
-        out
+        Inspection { certificates, mint, tls_handling }
     }
 }
 
@@ -484,36 +562,26 @@ fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A label value, escaped as the text format requires (prometheus-client writes label values
-/// verbatim): backslash, double quote and line feed.
-fn label(s: &str) -> String {
-    if !s.contains(['\\', '"', '\n']) {
-        return s.to_owned();
+/// Writes a label value escaped as the text format requires (prometheus-client writes label
+/// values verbatim): backslash, double quote and line feed.
+fn write_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let mut rest = s;
+    while let Some(at) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..at])?;
+        out.write_str(match rest.as_bytes()[at] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[at + 1..];
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `file:LINE` → `file`; anything else unchanged.
-fn strip_line(source: &str) -> &str {
-    match source.rsplit_once(':') {
-        Some((file, line)) if !file.is_empty() && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => file,
-        _ => source,
-    }
+    out.write_str(rest)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Arc;
+    use std::sync::LazyLock;
 
     use super::*;
 
@@ -576,17 +644,27 @@ mod tests {
         assert!(text.lines().any(|l| l == line), "missing line {line:?} in:\n{text}");
     }
 
-    const TLS_OK: AccessSample<'static> = AccessSample {
-        listener: "127.0.0.1:3128",
-        kind: "connect",
-        protocol: "tls",
-        action: "allow",
-        outcome: "ok",
-        source: Some("config/local.rules:1"),
-        bytes_up: 719,
-        bytes_down: 7110,
-        would_deny: false,
-    };
+    fn arc(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    /// The listener and rule file of [`tls_ok`], made once as the data path makes them.
+    static LISTENER: LazyLock<Arc<str>> = LazyLock::new(|| arc("127.0.0.1:3128"));
+    static LOCAL_RULES: LazyLock<Arc<str>> = LazyLock::new(|| arc("config/local.rules"));
+
+    fn tls_ok() -> AccessSample<'static> {
+        AccessSample {
+            listener: &LISTENER,
+            kind: "connect",
+            protocol: "tls",
+            action: "allow",
+            outcome: "ok",
+            source: Some(&LOCAL_RULES),
+            bytes_up: 719,
+            bytes_down: 7110,
+            would_deny: false,
+        }
+    }
 
     #[test]
     fn shareable() {
@@ -635,8 +713,9 @@ mod tests {
     #[test]
     fn access_events_count_by_labels() {
         let m = Metrics::new();
-        m.access(&TLS_OK);
-        m.access(&AccessSample { source: Some("config/local.rules:7"), ..TLS_OK });
+        m.access(&tls_ok());
+        // Another rule of the same file: the same label set.
+        m.access(&AccessSample { source: Some(&arc("config/local.rules")), ..tls_ok() });
         m.access(&AccessSample {
             protocol: "none",
             action: "deny",
@@ -644,18 +723,18 @@ mod tests {
             source: None,
             bytes_up: 0,
             bytes_down: 0,
-            ..TLS_OK
+            ..tls_ok()
         });
         m.access(&AccessSample {
-            listener: "0.0.0.0:15001",
+            listener: &arc("0.0.0.0:15001"),
             kind: "transparent",
             protocol: "http",
             action: "bypass",
-            source: Some("/etc/hostgate/m365.rules"),
+            source: Some(&arc("/etc/hostgate/m365.rules")),
             bytes_up: 1,
             bytes_down: 2,
             would_deny: true,
-            ..TLS_OK
+            ..tls_ok()
         });
         let text = m.encode();
         parse(&text);
@@ -679,29 +758,27 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
-        m.access(&AccessSample { source: Some("C:\\rules\\a \"b\".rules:3"), ..TLS_OK });
+        m.access(&AccessSample { source: Some(&arc("C:\\rules\\a \"b\".rules")), ..tls_ok() });
         let text = m.encode();
         parse(&text);
         has_line(&text, r#"hostgate_decisions_total{source="C:\\rules\\a \"b\".rules",action="allow"} 1"#);
     }
 
     #[test]
-    fn strip_line_only_strips_a_line_number() {
-        assert_eq!(strip_line("a.rules:12"), "a.rules");
-        assert_eq!(strip_line("a.rules"), "a.rules");
-        assert_eq!(strip_line("a.rules:"), "a.rules:");
-        assert_eq!(strip_line("dir:x/a.rules"), "dir:x/a.rules");
-        assert_eq!(strip_line(":12"), ":12");
-        assert_eq!(strip_line("C:\\a.rules:3"), "C:\\a.rules");
+    fn escaping_writes_backslash_quote_and_line_feed_escaped() {
+        let mut out = String::new();
+        write_escaped(&mut out, "plain").unwrap();
+        write_escaped(&mut out, "|a\\b\"c\nd\\").unwrap();
+        assert_eq!(out, r#"plain|a\\b\"c\nd\\"#);
     }
 
     #[test]
     fn guards_hold_gauges_up() {
         let m = Metrics::new();
-        let a = m.tunnel("127.0.0.1:3128");
-        let b = m.tunnel("127.0.0.1:3128");
-        let c = m.connection("127.0.0.1:3128");
-        let d = m.connection("[::]:15001");
+        let a = m.tunnel(&arc("127.0.0.1:3128"));
+        let b = m.tunnel(&arc("127.0.0.1:3128"));
+        let c = m.connection(&arc("127.0.0.1:3128"));
+        let d = m.connection(&arc("[::]:15001"));
         let text = m.encode();
         parse(&text);
         has_line(&text, r#"hostgate_active_tunnels{listener="127.0.0.1:3128"} 2"#);
@@ -725,9 +802,10 @@ mod tests {
             .map(|_| {
                 let m = m.clone();
                 std::thread::spawn(move || {
+                    let l = arc("l");
                     for _ in 0..1000 {
-                        let _g = m.tunnel("l");
-                        m.access(&TLS_OK);
+                        let _g = m.tunnel(&l);
+                        m.access(&tls_ok());
                     }
                 })
             })
@@ -832,9 +910,9 @@ mod tests {
     #[test]
     fn exposition_is_well_formed_after_everything() {
         let m = Metrics::new();
-        let _t = m.tunnel("127.0.0.1:3128");
-        let _c = m.connection("127.0.0.1:3128");
-        m.access(&TLS_OK);
+        let _t = m.tunnel(&LISTENER);
+        let _c = m.connection(&LISTENER);
+        m.access(&tls_ok());
         m.sniff_latency(Duration::from_millis(1));
         m.decision_latency(Duration::from_nanos(150));
         m.upstream_connect(Duration::from_millis(1), false);

@@ -72,7 +72,7 @@ pub(crate) async fn load(
     let (old_policy, old_inspect, metrics) = (old.policy.clone(), old.inspect.clone(), metrics.clone());
     tokio::task::spawn_blocking(move || {
         let config = Config::load(&path).map_err(ReloadError::Config)?;
-        let policy = Policy::load(&config).map_err(ReloadError::Policy)?;
+        let policy = Policy::load(&config.policy_inputs()).map_err(ReloadError::Policy)?;
         let inspect = load_inspector(&config, old_inspect.as_deref(), &metrics).map_err(ReloadError::Inspect)?;
         let changes = rule_changes(&old_policy, &policy);
         Ok::<_, ReloadError>((config, policy, inspect, changes))

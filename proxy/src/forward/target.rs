@@ -286,11 +286,15 @@ mod tests {
     #[test]
     fn one_parse_for_every_scope() {
         let original: SocketAddr = "192.0.2.1:80".parse().unwrap();
-        let t = RequestTarget::parse(&req("/a?b", &["Example.com"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap();
+        let t = RequestTarget::parse(&req("/a?b", &["Example.com"]), &Scope::Transparent { original }, Slashes::Refuse)
+            .unwrap();
         assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("example.com", 80, "/a?b"));
-        let e = RequestTarget::parse(&req("/", &["example.com:81"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap_err();
+        let e = RequestTarget::parse(&req("/", &["example.com:81"]), &Scope::Transparent { original }, Slashes::Refuse)
+            .unwrap_err();
         assert_eq!(e.outcome, Outcome::Mismatch);
-        let e = RequestTarget::parse(&req("/", &["a.test", "b.test"]), &Scope::Transparent { original }, Slashes::Refuse).unwrap_err();
+        let e =
+            RequestTarget::parse(&req("/", &["a.test", "b.test"]), &Scope::Transparent { original }, Slashes::Refuse)
+                .unwrap_err();
         assert_eq!(e.outcome, Outcome::BadRequest);
         let e = RequestTarget::parse(&req("/", &["a.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.detail, "origin-form request to the explicit proxy");
@@ -314,9 +318,11 @@ mod tests {
 
     #[test]
     fn targets_are_normalised_before_anything_sees_them() {
-        let t = RequestTarget::parse(&req("http://A.test:80/ok/%2e%2e/no", &[]), &Scope::Proxy, Slashes::Refuse).unwrap();
+        let t =
+            RequestTarget::parse(&req("http://A.test:80/ok/%2e%2e/no", &[]), &Scope::Proxy, Slashes::Refuse).unwrap();
         assert_eq!((t.path.as_str(), t.upstream_authority(Scheme::Http).as_str()), ("/no", "a.test"));
-        let e = RequestTarget::parse(&req("http://a.test/ok/..%2fno", &[]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
+        let e =
+            RequestTarget::parse(&req("http://a.test/ok/..%2fno", &[]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::BadRequest);
         assert!(e.detail.starts_with("request target refused"), "{}", e.detail);
         let inspected = Scope::Inspected { name: Host::new("a.test").unwrap(), port: 8443, original: None };
@@ -327,7 +333,8 @@ mod tests {
     #[test]
     fn heads_over_the_limit_are_refused() {
         let long = "a".repeat(MAX_HEAD);
-        let e = RequestTarget::parse(&req(&format!("/{long}"), &["a.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
+        let e =
+            RequestTarget::parse(&req(&format!("/{long}"), &["a.test"]), &Scope::Proxy, Slashes::Refuse).unwrap_err();
         assert_eq!(e.outcome, Outcome::HeadTooLarge);
     }
 }

@@ -169,7 +169,8 @@ fn has_space_outside_placeholders(s: &str) -> bool {
     })
 }
 
-/// Parses one token into a target.
+/// Parses one token into a target: scheme, then path, then host and port, then the host's
+/// placeholders and case, then the pattern grammar.
 pub(crate) fn parse(token: &str) -> Result<Parsed, Reject> {
     let token = token.trim();
     if token.is_empty() {
@@ -179,17 +180,45 @@ pub(crate) fn parse(token: &str) -> Result<Parsed, Reject> {
         return Err(Reject::Prose);
     }
     let mut notes = Vec::new();
-    let (scheme, rest) = match token.find("://") {
+    let (scheme, rest) = split_scheme(token)?;
+    let (authority, path) = split_path(rest, &mut notes);
+    let (host_written, port) = host_and_port(authority)?;
+    let (host, check) = normalise_host(host_written, &mut notes)?;
+    let target = Target { scheme, host, port, path };
+    if target.is_whole_placeholder() {
+        notes.push(Note::WholeHostPlaceholder);
+        return Ok(Parsed { target, notes });
+    }
+    check_pattern(&check)?;
+    let globs: Vec<&str> = check.trim_start_matches('.').split('.').filter(|l| l.contains('*') && *l != "*").collect();
+    if let Some(first) = globs.first() {
+        // Report the label as written in the target (placeholders shown as in the rule).
+        let label =
+            target.host.trim_start_matches('.').split('.').find(|l| l.contains('*') && *l != "*").unwrap_or(first);
+        notes.push(Note::PartialWildcard(label.to_owned()));
+    }
+    Ok(Parsed { target, notes })
+}
+
+/// `http://` or `https://` (any case) and the rest; another scheme is refused, no scheme is
+/// `None`.
+fn split_scheme(token: &str) -> Result<(Option<Scheme>, &str), Reject> {
+    match token.find("://") {
         Some(i) if token[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) => {
             let scheme = match token[..i].to_ascii_lowercase().as_str() {
                 "http" => Scheme::Http,
                 "https" => Scheme::Https,
                 other => return Err(Reject::Scheme(other.to_owned())),
             };
-            (Some(scheme), &token[i + 3..])
+            Ok((Some(scheme), &token[i + 3..]))
         }
-        _ => (None, token),
-    };
+        _ => Ok((None, token)),
+    }
+}
+
+/// The authority and the path (with its query) after it, outside placeholders: a fragment is
+/// dropped and a bare `/` means no path (both noted); a query alone gets a `/` before it.
+fn split_path<'a>(rest: &'a str, notes: &mut Vec<Note>) -> (&'a str, Option<String>) {
     let (authority, path) = split_outside_placeholders(rest, |c| matches!(c, '/' | '?' | '#'));
     let mut path = path.to_owned();
     if let Some(hash) = path.find('#') {
@@ -207,6 +236,12 @@ pub(crate) fn parse(token: &str) -> Result<Parsed, Reject> {
         }
         _ => Some(path),
     };
+    (authority, path)
+}
+
+/// The host as written (one trailing dot dropped) and the port of an authority; user
+/// information, IP addresses and bad ports are refused.
+fn host_and_port(authority: &str) -> Result<(&str, Option<u16>), Reject> {
     if authority.contains('@') {
         return Err(Reject::Host(format!("`{authority}` carries user information")));
     }
@@ -229,8 +264,13 @@ pub(crate) fn parse(token: &str) -> Result<Parsed, Reject> {
     if host_written.parse::<std::net::Ipv4Addr>().is_ok() {
         return Err(Reject::IpAddress(host_written.to_owned()));
     }
+    Ok((host_written, port))
+}
 
-    // Normalise: placeholders to `<name>`, everything else to lowercase.
+/// Normalises a written host: placeholders to `<name>` (noted), everything else to lowercase
+/// (noted when it changed anything). Returns the host and the form the pattern grammar is
+/// checked on (each placeholder an `x`).
+fn normalise_host(host_written: &str, notes: &mut Vec<Note>) -> Result<(String, String), Reject> {
     let mut host = String::new();
     let mut check = String::new();
     let mut rest = host_written;
@@ -269,20 +309,7 @@ pub(crate) fn parse(token: &str) -> Result<Parsed, Reject> {
     if lowered {
         notes.push(Note::Lowercased(host_written.to_owned()));
     }
-    let target = Target { scheme, host, port, path };
-    if target.is_whole_placeholder() {
-        notes.push(Note::WholeHostPlaceholder);
-        return Ok(Parsed { target, notes });
-    }
-    check_pattern(&check)?;
-    let globs: Vec<&str> = check.trim_start_matches('.').split('.').filter(|l| l.contains('*') && *l != "*").collect();
-    if let Some(first) = globs.first() {
-        // Report the label as written in the target (placeholders shown as in the rule).
-        let label =
-            target.host.trim_start_matches('.').split('.').find(|l| l.contains('*') && *l != "*").unwrap_or(first);
-        notes.push(Note::PartialWildcard(label.to_owned()));
-    }
-    Ok(Parsed { target, notes })
+    Ok((host, check))
 }
 
 /// Checks a lowercase host pattern (placeholders replaced by a letter) against the pattern

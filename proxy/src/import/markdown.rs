@@ -149,134 +149,162 @@ fn closing_paren(chars: &[char], open: usize) -> Option<usize> {
 
 /// Splits one line (or cell) of Markdown into inline spans.
 pub(crate) fn parse_inline(s: &str) -> Vec<Span> {
-    let chars: Vec<char> = s.chars().collect();
-    let mut spans = Vec::new();
-    let mut text = String::new();
-    let mut repairs = Vec::new();
-    let flush = |spans: &mut Vec<Span>, text: &mut String, repairs: &mut Vec<Repair>| {
-        if !text.is_empty() {
-            spans.push(Span::new(SpanKind::Text, std::mem::take(text), std::mem::take(repairs)));
-        }
-    };
+    let mut p = Inline { chars: s.chars().collect(), spans: Vec::new(), text: String::new(), repairs: Vec::new() };
     let mut i = 0;
-    while let Some(&c) = chars.get(i) {
-        match c {
-            '\\' => {
-                let next = chars.get(i + 1).copied();
-                let after = chars.get(i + 2).copied();
-                if next == Some('\\') && after == Some('*') {
-                    text.push('*');
-                    repairs.push(Repair::DoubleBackslashStar);
-                    i += 3;
-                } else if next == Some(' ') && after == Some('*') {
-                    text.push('*');
-                    repairs.push(Repair::BackslashSpaceStar);
-                    i += 3;
-                } else if let Some(p) = next.filter(char::is_ascii_punctuation) {
-                    text.push(p);
-                    i += 2;
-                } else {
-                    text.push('\\');
-                    i += 1;
-                }
-            }
-            '`' => {
-                let run = chars[i..].iter().take_while(|&&b| b == '`').count();
-                let open_end = i + run;
-                let mut k = open_end;
-                let mut close = None;
-                while k < chars.len() {
-                    if chars.get(k) == Some(&'`') {
-                        let r = chars[k..].iter().take_while(|&&b| b == '`').count();
-                        if r == run {
-                            close = Some(k);
-                            break;
-                        }
-                        k += r;
-                    } else {
-                        k += 1;
-                    }
-                }
-                match close {
-                    Some(end) => {
-                        flush(&mut spans, &mut text, &mut repairs);
-                        let mut code: String = chars[open_end..end].iter().collect();
-                        if code.len() > 2 && code.starts_with(' ') && code.ends_with(' ') && !code.trim().is_empty() {
-                            code = code[1..code.len() - 1].to_owned();
-                        }
-                        let raw = code.clone();
-                        let mut code_repairs = Vec::new();
-                        if code.contains("\\*") {
-                            code = code.replace("\\*", "*");
-                            code_repairs.push(Repair::BackslashInCode);
-                        }
-                        let mut span = Span::new(SpanKind::Code, code, code_repairs);
-                        span.raw = raw;
-                        spans.push(span);
-                        i = end + run;
-                    }
-                    None => {
-                        text.extend(std::iter::repeat_n('`', run));
-                        i = open_end;
-                    }
-                }
-            }
-            '*' if chars.get(i + 1) == Some(&'*') => i += 2,
-            '&' => match entity_at(&chars, i) {
-                Some((end, e)) => {
-                    text.push(e);
-                    i = end;
-                }
-                None => {
-                    text.push('&');
-                    i += 1;
-                }
-            },
-            '<' => match html_tag_at(&chars, i, HTML_TAGS) {
-                Some((end, name)) => {
-                    if SPLIT_TAGS.contains(&name.as_str()) {
-                        text.push(' ');
-                    }
-                    i = end;
-                }
-                None => {
-                    text.push('<');
-                    i += 1;
-                }
-            },
-            '[' => {
-                let close = (i + 1..chars.len()).find(|&k| chars.get(k) == Some(&']'));
-                let link = close.and_then(|j| {
-                    (chars.get(j + 1) == Some(&'(')).then(|| closing_paren(&chars, j + 1).map(|p| (j, p))).flatten()
-                });
-                match link {
-                    Some((j, p)) => {
-                        flush(&mut spans, &mut text, &mut repairs);
-                        let inner: String = chars[i + 1..j].iter().collect();
-                        let target: String = chars[j + 2..p].iter().collect();
-                        spans.push(Span {
-                            kind: SpanKind::Link,
-                            text: flatten(&parse_inline(&inner)),
-                            target: target.trim().to_owned(),
-                            repairs: Vec::new(),
-                            raw: String::new(),
-                        });
-                        i = p + 1;
-                    }
-                    None => {
-                        text.push('[');
-                        i += 1;
-                    }
-                }
-            }
+    while let Some(&c) = p.chars.get(i) {
+        i = match c {
+            '\\' => p.escape(i),
+            '`' => p.code(i),
+            '*' if p.chars.get(i + 1) == Some(&'*') => i + 2,
+            '&' => p.entity(i),
+            '<' => p.tag(i),
+            '[' => p.link(i),
             _ => {
-                text.push(c);
-                i += 1;
+                p.text.push(c);
+                i + 1
+            }
+        };
+    }
+    p.flush();
+    p.spans
+}
+
+/// [`parse_inline`]'s state: the line, the spans so far, and the text span being gathered with
+/// its repairs. Each step reads the construct starting at an index and returns the index after
+/// it.
+struct Inline {
+    chars: Vec<char>,
+    spans: Vec<Span>,
+    text: String,
+    repairs: Vec<Repair>,
+}
+
+impl Inline {
+    /// Ends the text span being gathered, if any.
+    fn flush(&mut self) {
+        if !self.text.is_empty() {
+            self.spans.push(Span::new(
+                SpanKind::Text,
+                std::mem::take(&mut self.text),
+                std::mem::take(&mut self.repairs),
+            ));
+        }
+    }
+
+    /// A backslash: an escape, one of the pages' escape mistakes (repaired), or itself.
+    fn escape(&mut self, i: usize) -> usize {
+        let next = self.chars.get(i + 1).copied();
+        let after = self.chars.get(i + 2).copied();
+        if next == Some('\\') && after == Some('*') {
+            self.text.push('*');
+            self.repairs.push(Repair::DoubleBackslashStar);
+            i + 3
+        } else if next == Some(' ') && after == Some('*') {
+            self.text.push('*');
+            self.repairs.push(Repair::BackslashSpaceStar);
+            i + 3
+        } else if let Some(p) = next.filter(char::is_ascii_punctuation) {
+            self.text.push(p);
+            i + 2
+        } else {
+            self.text.push('\\');
+            i + 1
+        }
+    }
+
+    /// A backtick run: a code span up to the next run of the same length, or (unclosed) text.
+    fn code(&mut self, i: usize) -> usize {
+        let chars = &self.chars;
+        let run = chars[i..].iter().take_while(|&&b| b == '`').count();
+        let open_end = i + run;
+        let mut k = open_end;
+        let mut close = None;
+        while k < chars.len() {
+            if chars.get(k) == Some(&'`') {
+                let r = chars[k..].iter().take_while(|&&b| b == '`').count();
+                if r == run {
+                    close = Some(k);
+                    break;
+                }
+                k += r;
+            } else {
+                k += 1;
+            }
+        }
+        let Some(end) = close else {
+            self.text.extend(std::iter::repeat_n('`', run));
+            return open_end;
+        };
+        let mut code: String = chars[open_end..end].iter().collect();
+        self.flush();
+        if code.len() > 2 && code.starts_with(' ') && code.ends_with(' ') && !code.trim().is_empty() {
+            code = code[1..code.len() - 1].to_owned();
+        }
+        let raw = code.clone();
+        let mut code_repairs = Vec::new();
+        if code.contains("\\*") {
+            code = code.replace("\\*", "*");
+            code_repairs.push(Repair::BackslashInCode);
+        }
+        let mut span = Span::new(SpanKind::Code, code, code_repairs);
+        span.raw = raw;
+        self.spans.push(span);
+        end + run
+    }
+
+    /// `&`: an HTML entity the pages use, or itself.
+    fn entity(&mut self, i: usize) -> usize {
+        match entity_at(&self.chars, i) {
+            Some((end, e)) => {
+                self.text.push(e);
+                end
+            }
+            None => {
+                self.text.push('&');
+                i + 1
             }
         }
     }
-    flush(&mut spans, &mut text, &mut repairs);
-    spans
+
+    /// `<`: an HTML tag (dropped; a line-breaking one becomes a space), or itself.
+    fn tag(&mut self, i: usize) -> usize {
+        match html_tag_at(&self.chars, i, HTML_TAGS) {
+            Some((end, name)) => {
+                if SPLIT_TAGS.contains(&name.as_str()) {
+                    self.text.push(' ');
+                }
+                end
+            }
+            None => {
+                self.text.push('<');
+                i + 1
+            }
+        }
+    }
+
+    /// `[`: a link `[text](target)` (its text parsed in turn), or itself.
+    fn link(&mut self, i: usize) -> usize {
+        let chars = &self.chars;
+        let close = (i + 1..chars.len()).find(|&k| chars.get(k) == Some(&']'));
+        let link = close.and_then(|j| {
+            (chars.get(j + 1) == Some(&'(')).then(|| closing_paren(chars, j + 1).map(|p| (j, p))).flatten()
+        });
+        let Some((j, p)) = link else {
+            self.text.push('[');
+            return i + 1;
+        };
+        let inner: String = chars[i + 1..j].iter().collect();
+        let target: String = chars[j + 2..p].iter().collect();
+        self.flush();
+        self.spans.push(Span {
+            kind: SpanKind::Link,
+            text: flatten(&parse_inline(&inner)),
+            target: target.trim().to_owned(),
+            repairs: Vec::new(),
+            raw: String::new(),
+        });
+        p + 1
+    }
 }
 
 /// The spans' text run together (code without backticks, links as their text).

@@ -23,7 +23,8 @@ use super::endpoint::{self, Note, Reject, Target};
 use super::front_matter::{self, FrontMatter};
 use super::markdown::{self, Repair, Span, SpanKind};
 use super::policy::{self, Context};
-use super::{Action, Counts, Finding, FindingKind};
+use super::report::{Counts, Finding, FindingKind};
+use crate::policy::Action;
 
 /// Words in a table header marking a column of endpoints.
 const ENDPOINT_HEADER_WORDS: &[&str] = &[
@@ -190,6 +191,64 @@ enum Piece {
     Links(Vec<Span>),
     /// Words that are not a name.
     Prose(String),
+}
+
+/// One piece of an endpoint cell: as written (trimmed), what it holds, and the escape mistakes
+/// repaired in it.
+type CellPiece = (String, Piece, Vec<Repair>);
+
+/// An endpoint cell being read: its pieces, its whole names, where it is.
+struct Cell<'a> {
+    pieces: &'a [CellPiece],
+    /// The cell's whole names, for repairing a broken one (see [`whole_names`]).
+    siblings: &'a [String],
+    line: usize,
+    group: usize,
+}
+
+/// A cell's pieces (split at `<br>`), each classified: empty, only links, names, or prose.
+fn cell_pieces(raw_cell: &str) -> Vec<CellPiece> {
+    let raws = markdown::split_cell(raw_cell);
+    let mut pieces = Vec::new();
+    for raw in &raws {
+        let spans = markdown::parse_inline(raw);
+        let repairs: Vec<Repair> = spans.iter().flat_map(|s| s.repairs.iter().copied()).collect();
+        let piece = if markdown::flatten(&spans).trim().is_empty() {
+            Piece::Empty
+        } else if spans.iter().all(|s| s.kind == SpanKind::Link || s.text.trim().is_empty()) {
+            Piece::Links(spans.into_iter().filter(|s| s.kind == SpanKind::Link).collect())
+        } else {
+            match names_in(&spans) {
+                Some(names) => Piece::Names(names),
+                None => Piece::Prose(markdown::flatten(&spans)),
+            }
+        };
+        pieces.push((raw.trim().to_owned(), piece, repairs));
+    }
+    pieces
+}
+
+/// Whole names of the cell (lowercased), for the sibling check of a repaired break: not the
+/// pieces of a break (one ending in `-`, or the piece after it).
+fn whole_names(pieces: &[CellPiece]) -> Vec<String> {
+    let lone = |p: &Piece| match p {
+        Piece::Names(n) if n.len() == 1 => n.first().map(|(t, _)| t.to_lowercase()),
+        _ => None,
+    };
+    let mut siblings = Vec::new();
+    let mut after_break = false;
+    for (_, piece, _) in pieces {
+        if matches!(piece, Piece::Empty) {
+            continue;
+        }
+        let name = lone(piece);
+        let breaks = name.as_deref().is_some_and(|n| n.ends_with('-'));
+        if let Some(n) = name.filter(|_| !breaks && !after_break) {
+            siblings.push(n);
+        }
+        after_break = breaks;
+    }
+    siblings
 }
 
 /// Splits spans into the names they hold: every code span, or else a lone word; a trailing
@@ -465,42 +524,8 @@ impl Walker<'_> {
 
     /// Reads one endpoint cell: its pieces, names broken across a `<br>`, links and prose.
     fn cell(&mut self, raw_cell: &str, line: usize, group: usize) {
-        let raws = markdown::split_cell(raw_cell);
-        let mut pieces = Vec::new();
-        for raw in &raws {
-            let spans = markdown::parse_inline(raw);
-            let repairs: Vec<Repair> = spans.iter().flat_map(|s| s.repairs.iter().copied()).collect();
-            let piece = if markdown::flatten(&spans).trim().is_empty() {
-                Piece::Empty
-            } else if spans.iter().all(|s| s.kind == SpanKind::Link || s.text.trim().is_empty()) {
-                Piece::Links(spans.into_iter().filter(|s| s.kind == SpanKind::Link).collect())
-            } else {
-                match names_in(&spans) {
-                    Some(names) => Piece::Names(names),
-                    None => Piece::Prose(markdown::flatten(&spans)),
-                }
-            };
-            pieces.push((raw.trim().to_owned(), piece, repairs));
-        }
-        // Whole names of the cell, for the sibling check of a repaired break: not the pieces
-        // of a break (one ending in `-`, or the piece after it).
-        let lone = |p: &Piece| match p {
-            Piece::Names(n) if n.len() == 1 => n.first().map(|(t, _)| t.to_lowercase()),
-            _ => None,
-        };
-        let mut siblings = Vec::new();
-        let mut after_break = false;
-        for (_, piece, _) in &pieces {
-            if matches!(piece, Piece::Empty) {
-                continue;
-            }
-            let name = lone(piece);
-            let breaks = name.as_deref().is_some_and(|n| n.ends_with('-'));
-            if let Some(n) = name.filter(|_| !breaks && !after_break) {
-                siblings.push(n);
-            }
-            after_break = breaks;
-        }
+        let pieces = cell_pieces(raw_cell);
+        let siblings = whole_names(&pieces);
         let mut k = 0;
         while k < pieces.len() {
             let (written, piece, repairs) = pieces[k].clone();
@@ -531,43 +556,55 @@ impl Walker<'_> {
                 }
                 Piece::Names(names) => {
                     self.report_repairs(line, &written, &repairs);
-                    let mut names = names;
-                    let mut written = written;
-                    // A name broken across a line break: `groupsapi-<br>rod.outlookgroups.ms`.
-                    if let [(token, note)] = names.as_slice() {
-                        let mut token = token.clone();
-                        let mut join_at = None;
-                        while token.ends_with('-') {
-                            let next = (k..pieces.len()).find(|&j| !matches!(pieces[j].1, Piece::Empty));
-                            let Some(j) = next else { break };
-                            let Piece::Names(next_names) = &pieces[j].1 else {
-                                break;
-                            };
-                            let [(next_token, _)] = next_names.as_slice() else {
-                                break;
-                            };
-                            join_at = Some(token.len());
-                            token.push_str(next_token);
-                            written = format!("{written}<br>{}", pieces[j].0);
-                            let next_repairs = pieces[j].2.clone();
-                            let next_written = pieces[j].0.clone();
-                            self.report_repairs(line, &next_written, &next_repairs);
-                            k = j + 1;
-                        }
-                        if let Some(at) = join_at {
-                            token = self.rejoin(line, &written, &token, at, &siblings);
-                        }
-                        names = vec![(token, note.clone())];
-                    }
-                    for (token, note) in names {
-                        let c = self.candidate(token, written.clone(), line, group);
-                        if let Some(cand) = self.candidates.get_mut(c) {
-                            cand.annotation = note;
-                        }
-                    }
+                    let cell = Cell { pieces: &pieces, siblings: &siblings, line, group };
+                    k = self.cell_names(&cell, k, names, written);
                 }
             }
         }
+    }
+
+    /// A piece of names from `cell`, the piece before index `k`: a lone name ending in `-` is
+    /// joined with the pieces after it (a name broken across a line break,
+    /// `groupsapi-<br>rod.outlookgroups.ms`) and repaired; then each name is a candidate.
+    /// Returns the index of the first piece not used.
+    fn cell_names(
+        &mut self,
+        cell: &Cell<'_>,
+        mut k: usize,
+        mut names: Vec<(String, Option<String>)>,
+        mut written: String,
+    ) -> usize {
+        let pieces = cell.pieces;
+        if let [(token, note)] = names.as_slice() {
+            let mut token = token.clone();
+            let mut join_at = None;
+            while token.ends_with('-') {
+                let next = (k..pieces.len()).find(|&j| !matches!(pieces[j].1, Piece::Empty));
+                let Some(j) = next else { break };
+                let Piece::Names(next_names) = &pieces[j].1 else {
+                    break;
+                };
+                let [(next_token, _)] = next_names.as_slice() else {
+                    break;
+                };
+                join_at = Some(token.len());
+                token.push_str(next_token);
+                written = format!("{written}<br>{}", pieces[j].0);
+                self.report_repairs(cell.line, &pieces[j].0, &pieces[j].2);
+                k = j + 1;
+            }
+            if let Some(at) = join_at {
+                token = self.rejoin(cell.line, &written, &token, at, cell.siblings);
+            }
+            names = vec![(token, note.clone())];
+        }
+        for (token, note) in names {
+            let c = self.candidate(token, written.clone(), cell.line, cell.group);
+            if let Some(cand) = self.candidates.get_mut(c) {
+                cand.annotation = note;
+            }
+        }
+        k
     }
 
     /// Reports a name joined across a line break, repairing it from its siblings when the
@@ -769,71 +806,17 @@ impl Walker<'_> {
         }
     }
 
-    /// Turns candidates into entries: parse, drop duplicates, decide actions.
+    /// Turns candidates into entries: parse, drop duplicates, decide actions; then reports the
+    /// names mentioned in prose.
     fn build(&mut self) {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut hosts: HashMap<String, usize> = HashMap::new();
         let candidates = std::mem::take(&mut self.candidates);
         for cand in &candidates {
             let line = cand.line;
-            let parsed = match endpoint::parse(&cand.token) {
-                Ok(p) => p,
-                Err(Reject::IpAddress(addr)) => {
-                    self.counts.comment_only += 1;
-                    self.find(
-                        line,
-                        FindingKind::NotProxied,
-                        format!(
-                            "`{addr}` is an IP address: the gateway decides by host name; written as a comment only"
-                        ),
-                    );
-                    self.push(
-                        cand.group,
-                        Entry::Comment(format!(
-                            "not imported: {addr} (an IP address; the gateway decides by host name)"
-                        )),
-                    );
-                    continue;
-                }
-                Err(why) => {
-                    self.counts.skipped += 1;
-                    self.find(
-                        line,
-                        FindingKind::Invalid,
-                        format!("`{}` is not a rule target ({why}): not imported", cand.token),
-                    );
-                    continue;
-                }
-            };
-            let mut target: Target = parsed.target;
-            if target.port.is_none() {
-                target.port = cand.port;
-            }
-            for note in &parsed.notes {
-                self.note(line, &cand.written, &target, note);
-            }
+            let Some(target) = self.target(cand) else { continue };
             let key = target.to_string();
-            let comment_only = {
-                match &cand.disposition {
-                    Disposition::Rule => None,
-                    Disposition::NotProxied(how) => {
-                        self.find(
-                            line,
-                            FindingKind::NotProxied,
-                            format!("`{key}` is reached over {how}, which the gateway does not proxy: written as a comment only"),
-                        );
-                        Some(format!("not imported: {key} ({how}; not a connection the gateway sees)"))
-                    }
-                    Disposition::Superseded(label) => {
-                        self.find(
-                            line,
-                            FindingKind::Superseded,
-                            format!("`{key}` is listed as an old location (\"{label}\"): written as a comment only"),
-                        );
-                        Some(format!("not imported: {key} (old location: \"{label}\")"))
-                    }
-                }
-            };
+            let comment_only = self.comment_only(cand, &key);
             if let Some(&first) = seen.get(&key) {
                 self.counts.duplicates += 1;
                 self.find(
@@ -850,42 +833,120 @@ impl Walker<'_> {
                 self.push(cand.group, Entry::Comment(text));
                 continue;
             }
-            let ctx = Context {
-                bypass_column: cand.bypass_column,
-                page_inspected: &self.page_inspected,
-                cipher_note: cand.cipher_note,
-            };
-            let decision = policy::decide(&target, &ctx);
-            match decision.action {
-                Action::Allow => self.counts.allow += 1,
-                Action::Bypass => self.counts.bypass += 1,
-                Action::Deny => self.counts.deny += 1,
-            }
-            if !decision.reasons.is_empty() {
+            self.rule(cand, &target, key);
+        }
+        self.report_mentions(&hosts);
+    }
+
+    /// A candidate's rule target (the row's port when it has none), its notes reported; `None`,
+    /// reported, when it is an IP address (a comment entry) or not a target at all.
+    fn target(&mut self, cand: &Candidate) -> Option<Target> {
+        let line = cand.line;
+        let parsed = match endpoint::parse(&cand.token) {
+            Ok(p) => p,
+            Err(Reject::IpAddress(addr)) => {
+                self.counts.comment_only += 1;
                 self.find(
                     line,
-                    FindingKind::Judgement,
-                    format!("`{} {key}`: {}", decision.action, decision.reasons.join("; ")),
+                    FindingKind::NotProxied,
+                    format!("`{addr}` is an IP address: the gateway decides by host name; written as a comment only"),
                 );
+                self.push(
+                    cand.group,
+                    Entry::Comment(format!("not imported: {addr} (an IP address; the gateway decides by host name)")),
+                );
+                return None;
             }
-            if decision.unknown_owner {
+            Err(why) => {
+                self.counts.skipped += 1;
                 self.find(
                     line,
-                    FindingKind::UnknownOwner,
-                    format!("the owner of `{key}` is not in the importer's tables: `allow` (inspected); review it"),
+                    FindingKind::Invalid,
+                    format!("`{}` is not a rule target ({why}): not imported", cand.token),
                 );
+                return None;
             }
-            let mut comment: Vec<String> = cand.annotation.iter().cloned().collect();
-            comment.extend(decision.reasons);
-            self.push(
-                cand.group,
-                Entry::Rule {
-                    action: decision.action,
-                    target: key,
-                    comment: (!comment.is_empty()).then(|| comment.join("; ")),
-                },
+        };
+        let mut target: Target = parsed.target;
+        if target.port.is_none() {
+            target.port = cand.port;
+        }
+        for note in &parsed.notes {
+            self.note(line, &cand.written, &target, note);
+        }
+        Some(target)
+    }
+
+    /// The comment a candidate is written as instead of a rule (not proxied, an old location),
+    /// reported; `None` for a rule.
+    fn comment_only(&mut self, cand: &Candidate, key: &str) -> Option<String> {
+        match &cand.disposition {
+            Disposition::Rule => None,
+            Disposition::NotProxied(how) => {
+                self.find(
+                    cand.line,
+                    FindingKind::NotProxied,
+                    format!(
+                        "`{key}` is reached over {how}, which the gateway does not proxy: written as a comment only"
+                    ),
+                );
+                Some(format!("not imported: {key} ({how}; not a connection the gateway sees)"))
+            }
+            Disposition::Superseded(label) => {
+                self.find(
+                    cand.line,
+                    FindingKind::Superseded,
+                    format!("`{key}` is listed as an old location (\"{label}\"): written as a comment only"),
+                );
+                Some(format!("not imported: {key} (old location: \"{label}\")"))
+            }
+        }
+    }
+
+    /// A rule entry for a new target: its action decided, counted, and its reasons reported and
+    /// written next to it.
+    fn rule(&mut self, cand: &Candidate, target: &Target, key: String) {
+        let line = cand.line;
+        let ctx = Context {
+            bypass_column: cand.bypass_column,
+            page_inspected: &self.page_inspected,
+            cipher_note: cand.cipher_note,
+        };
+        let decision = policy::decide(target, &ctx);
+        match decision.action {
+            Action::Allow => self.counts.allow += 1,
+            Action::Bypass => self.counts.bypass += 1,
+            Action::Deny => self.counts.deny += 1,
+        }
+        if !decision.reasons.is_empty() {
+            self.find(
+                line,
+                FindingKind::Judgement,
+                format!("`{} {key}`: {}", decision.action, decision.reasons.join("; ")),
             );
         }
+        if decision.unknown_owner {
+            self.find(
+                line,
+                FindingKind::UnknownOwner,
+                format!("the owner of `{key}` is not in the importer's tables: `allow` (inspected); review it"),
+            );
+        }
+        let mut comment: Vec<String> = cand.annotation.iter().cloned().collect();
+        comment.extend(decision.reasons);
+        self.push(
+            cand.group,
+            Entry::Rule {
+                action: decision.action,
+                target: key,
+                comment: (!comment.is_empty()).then(|| comment.join("; ")),
+            },
+        );
+    }
+
+    /// The names mentioned in prose and not taken, each saying whether the page lists it
+    /// elsewhere (`hosts`: imported host → its line).
+    fn report_mentions(&mut self, hosts: &HashMap<String, usize>) {
         for m in std::mem::take(&mut self.mentions) {
             let imported = endpoint::parse(&m.name).ok().and_then(|p| hosts.get(&p.target.host).copied());
             let tail = imported.map_or_else(

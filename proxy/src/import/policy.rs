@@ -10,7 +10,7 @@
 //! module does not parse anything.
 
 use super::endpoint::Target;
-use super::Action;
+use crate::policy::Action;
 
 /// Registrable domains (and the names under them) run by Microsoft as part of the services
 /// these pages describe.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::front_matter::SlugSource;
 use super::ms_learn::{Entry, Page};
-use super::Action;
+use crate::policy::Action;
 
 /// What `render` needs besides the page.
 #[derive(Clone, Debug)]

@@ -67,8 +67,7 @@ async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
             }
         })
     };
-    let serving =
-        crate::forward::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
+    let serving = crate::forward::server(header_timeout).serve_connection(TokioIo::new(stream), svc).with_upgrades();
     let first_head = async {
         tokio::time::sleep_until(deadline).await;
         if head.load(Ordering::Relaxed) {

@@ -1,15 +1,17 @@
 //! The lint of `hostgate check`: rules that are legal but probably not what the operator meant.
 //!
-//! Each check works on the compiled policy, mostly by asking the matcher about a representative
-//! host of a rule (the rule's pattern with each `*` filled in), so that it sees exactly what the
-//! data path would see.
+//! Each check works on the compiled policy's rules and matcher, mostly by asking the matcher about
+//! a representative host of a rule (the rule's pattern with each `*` filled in), so that it sees
+//! exactly what the data path would see. This module owns the checks and their messages; it does
+//! not compile or decide, and it is handed what it reads ([`run`]) rather than the `Policy`, so
+//! that it depends on the rule types only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use hostgate_matcher::{Host, Matches};
+use hostgate_matcher::{Host, Matcher, Matches};
 
-use super::{path_matches, Action, Origin, Policy, Rule, RuleId, Scheme};
+use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
 
 /// A warning about one rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,71 +111,129 @@ const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
 /// A rule's normalised target: pattern, scheme, port, path.
 type TargetKey<'a> = (&'a str, Option<Scheme>, Option<u16>, Option<&'a str>);
 
-pub(super) fn run(p: &Policy) -> Vec<Lint> {
-    let mut out = Vec::new();
-    let rules = p.rules();
-    let mut scratch = Matches::new();
-    let mut first_by_target: HashMap<TargetKey<'_>, usize> = HashMap::new();
-    let mut ties_seen = std::collections::HashSet::new();
-
+/// Every warning about `rules` (a policy's rule list, in file order) compiled into `matcher`
+/// (each pattern's value is its rule's index); `inspected` says whether TLS inspection shows the
+/// paths of `allow` and `deny` rules. Sorted by kind, then file and line.
+pub(super) fn run(rules: &[Rule], matcher: &Matcher<RuleId>, inspected: bool) -> Vec<Lint> {
+    let mut linter = Linter {
+        rules,
+        matcher,
+        inspected,
+        out: Vec::new(),
+        scratch: Matches::new(),
+        first_by_target: HashMap::new(),
+        ties_seen: HashSet::new(),
+    };
     for (i, r) in rules.iter().enumerate() {
-        let lint = |kind, message: String| Lint { kind, origin: r.origin.clone(), message };
-        if !r.unresolved.is_empty() {
-            let names = r.unresolved.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(", ");
-            out.push(match &r.pattern {
-                Some(pat) => lint(
-                    LintKind::UnresolvedPlaceholder,
-                    format!("{names} has no value in [vars]: widened to `*` (pattern `{pat}`)"),
-                ),
-                None => lint(
-                    LintKind::UnresolvedPlaceholder,
-                    format!(
-                        "{names} has no value in [vars] and is the whole name: the rule is inactive until it is set"
-                    ),
-                ),
-            });
-        }
-        if let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) {
-            // Inspection shows the path of `allow` and `deny` traffic; `bypass` is never inspected.
-            if !p.inspected {
-                out.push(lint(
-                    LintKind::PathUnenforceable,
-                    format!(
-                        "path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"
-                    ),
-                ));
-            } else if r.action == Action::Bypass {
-                out.push(lint(
-                    LintKind::PathUnenforceable,
-                    format!(
-                        "path `{path}` is not enforceable on a bypass rule: bypassed TLS is never inspected, so this rule decides by host alone"
-                    ),
-                ));
-            }
-        }
-        let Some(pattern) = &r.pattern else { continue };
+        linter.rule(RuleId(i as u32), r);
+    }
+    let mut out = linter.out;
+    out.sort_by(|a, b| {
+        a.kind.cmp(&b.kind).then_with(|| a.origin.file.cmp(&b.origin.file)).then(a.origin.line.cmp(&b.origin.line))
+    });
+    out
+}
+
+/// The lint's state while it walks the rules in file order: what it has found, and what it has
+/// seen of earlier rules.
+struct Linter<'a> {
+    rules: &'a [Rule],
+    matcher: &'a Matcher<RuleId>,
+    inspected: bool,
+    out: Vec<Lint>,
+    scratch: Matches,
+    /// The first rule of each target (for conflicts and duplicates).
+    first_by_target: HashMap<TargetKey<'a>, usize>,
+    /// Pairs of rules already reported as a tie, lower id first.
+    ties_seen: HashSet<(RuleId, RuleId)>,
+}
+
+/// A warning of `kind` about `r`.
+fn lint(r: &Rule, kind: LintKind, message: String) -> Lint {
+    Lint { kind, origin: r.origin.clone(), message }
+}
+
+impl<'a> Linter<'a> {
+    /// Every check of one rule, in order: placeholders and paths (any rule), then the checks of
+    /// an active rule's pattern.
+    fn rule(&mut self, me: RuleId, r: &'a Rule) {
+        self.placeholders(r);
+        self.path(r);
+        let Some(pattern) = &r.pattern else { return };
         let text = pattern.as_str();
+        self.wildcard(r, text);
+        self.repeated(me, r, text);
+        self.overlaps(me, r, text);
+    }
 
-        if let Some(tail) = wildcard_tail(text) {
-            if r.action == Action::Bypass {
-                if let Some(ns) = SHARED_NAMESPACES.iter().find(|ns| covers_suffix(tail, ns)) {
-                    out.push(lint(
-                        LintKind::SharedNamespace,
-                        format!("bypass `{text}` covers all of `{ns}`, where anyone can host content: consider `allow` (inspected) or narrower names"),
-                    ));
-                }
+    /// Placeholders without a value: widened to `*`, or the rule is inactive.
+    fn placeholders(&mut self, r: &Rule) {
+        if r.unresolved.is_empty() {
+            return;
+        }
+        let names = r.unresolved.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(", ");
+        let message = match &r.pattern {
+            Some(pat) => format!("{names} has no value in [vars]: widened to `*` (pattern `{pat}`)"),
+            None => {
+                format!("{names} has no value in [vars] and is the whole name: the rule is inactive until it is set")
             }
-            if r.action != Action::Deny && (!tail.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&tail)) {
-                out.push(lint(
-                    LintKind::PublicSuffix,
-                    format!("`{text}` is a wildcard directly over the public suffix `{tail}`"),
+        };
+        self.out.push(lint(r, LintKind::UnresolvedPlaceholder, message));
+    }
+
+    /// A path constraint that TLS hides: always without inspection, and on `bypass` rules (never
+    /// inspected) with it.
+    fn path(&mut self, r: &Rule) {
+        let (Some(path), false) = (&r.path, r.scheme == Some(Scheme::Http)) else { return };
+        // Inspection shows the path of `allow` and `deny` traffic; `bypass` is never inspected.
+        if !self.inspected {
+            self.out.push(lint(
+                r,
+                LintKind::PathUnenforceable,
+                format!(
+                    "path `{path}` is not enforceable without TLS inspection: over TLS this rule decides by host alone"
+                ),
+            ));
+        } else if r.action == Action::Bypass {
+            self.out.push(lint(
+                r,
+                LintKind::PathUnenforceable,
+                format!(
+                    "path `{path}` is not enforceable on a bypass rule: bypassed TLS is never inspected, so this rule decides by host alone"
+                ),
+            ));
+        }
+    }
+
+    /// A wildcard over a shared hosting namespace (bypass only) or directly over a public suffix
+    /// (not deny).
+    fn wildcard(&mut self, r: &Rule, text: &str) {
+        let Some(tail) = wildcard_tail(text) else { return };
+        if r.action == Action::Bypass {
+            if let Some(ns) = SHARED_NAMESPACES.iter().find(|ns| covers_suffix(tail, ns)) {
+                self.out.push(lint(
+                    r,
+                    LintKind::SharedNamespace,
+                    format!("bypass `{text}` covers all of `{ns}`, where anyone can host content: consider `allow` (inspected) or narrower names"),
                 ));
             }
         }
+        if r.action != Action::Deny && (!tail.contains('.') || MULTI_LABEL_PUBLIC_SUFFIXES.contains(&tail)) {
+            self.out.push(lint(
+                r,
+                LintKind::PublicSuffix,
+                format!("`{text}` is a wildcard directly over the public suffix `{tail}`"),
+            ));
+        }
+    }
 
+    /// The same target as an earlier rule: a conflict (another action) or a duplicate.
+    fn repeated(&mut self, me: RuleId, r: &'a Rule, text: &'a str) {
+        let rules = self.rules;
         let key = (text, r.scheme, r.port, r.path.as_deref());
-        match first_by_target.get(&key) {
-            Some(&j) if rules[j].action != r.action => out.push(lint(
+        match self.first_by_target.get(&key) {
+            Some(&j) if rules[j].action != r.action => self.out.push(lint(
+                r,
                 LintKind::Conflict,
                 format!(
                     "`{}` is also `{}` at {}; this rule says `{}`: the strictest (`{}`) wins",
@@ -184,34 +244,43 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
                     r.action.max(rules[j].action)
                 ),
             )),
-            Some(&j) => out.push(lint(LintKind::Duplicate, format!("`{}` repeats {}", r.target, rules[j].origin))),
+            Some(&j) => {
+                self.out.push(lint(r, LintKind::Duplicate, format!("`{}` repeats {}", r.target, rules[j].origin)))
+            }
             None => {
-                first_by_target.insert(key, i);
+                self.first_by_target.insert(key, me.0 as usize);
             }
         }
+    }
 
-        let Some(host) = representative(text) else {
-            continue;
-        };
-        p.matcher().find_all_host(&host, &mut scratch);
-        let me = RuleId(i as u32);
-        let Some(pos) = scratch.iter().position(|h| *p.matcher().value(h.id()) == me) else {
-            continue;
-        };
-        let my_spec = scratch.as_slice()[pos].specificity();
+    /// What the matcher says about a representative host of the rule: the other rules as
+    /// specific (ties) and the next less specific one (shadowing).
+    fn overlaps(&mut self, me: RuleId, r: &Rule, text: &str) {
+        let Some(host) = representative(text) else { return };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.matcher.find_all_host(&host, &mut scratch);
+        if let Some(pos) = scratch.iter().position(|h| *self.matcher.value(h.id()) == me) {
+            self.ties(me, r, text, &host, &scratch, pos);
+            self.shadowed(r, text, &scratch, pos);
+        }
+        self.scratch = scratch;
+    }
 
-        // Ties: equally specific, different pattern, overlapping constraints, different action.
-        for h in scratch.iter().filter(|h| h.specificity() == my_spec) {
-            let other = *p.matcher().value(h.id());
-            let o = p.rule(other);
+    /// Ties: equally specific, different pattern, overlapping constraints, different action.
+    fn ties(&mut self, me: RuleId, r: &Rule, text: &str, host: &Host, hits: &Matches, pos: usize) {
+        let my_spec = hits.as_slice()[pos].specificity();
+        for h in hits.iter().filter(|h| h.specificity() == my_spec) {
+            let other = *self.matcher.value(h.id());
+            let o = &self.rules[other.0 as usize];
             let same_pattern = o.pattern.as_ref().is_some_and(|op| op.as_str() == text);
             if other != me
                 && !same_pattern
                 && o.action != r.action
                 && overlaps(o, r)
-                && ties_seen.insert((me.min(other), me.max(other)))
+                && self.ties_seen.insert((me.min(other), me.max(other)))
             {
-                out.push(lint(
+                self.out.push(lint(
+                    r,
                     LintKind::Tie,
                     format!(
                         "`{}` ({}) and `{}` ({}, {}) are equally specific for names like `{}`: the strictest (`{}`) wins",
@@ -226,31 +295,30 @@ pub(super) fn run(p: &Policy) -> Vec<Lint> {
                 ));
             }
         }
+    }
 
-        // Shadowed: the next less specific rule that applies wherever this one does covers it
-        // with the same action, and nothing in between disagrees.
-        let next = scratch.as_slice()[pos + 1..]
+    /// Shadowed: the next less specific rule that applies wherever this one does covers it with
+    /// the same action, and nothing in between disagrees.
+    fn shadowed(&mut self, r: &Rule, text: &str, hits: &Matches, pos: usize) {
+        let my_spec = hits.as_slice()[pos].specificity();
+        let next = hits.as_slice()[pos + 1..]
             .iter()
             .filter(|h| h.specificity() < my_spec)
-            .map(|h| p.rule(*p.matcher().value(h.id())))
+            .map(|h| &self.rules[self.matcher.value(h.id()).0 as usize])
             .find(|g| constraints_cover(g, r));
-        if let Some(g) = next {
-            let covered = g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
-            if covered && g.action == r.action {
-                out.push(lint(
-                    LintKind::Shadowed,
-                    format!(
-                        "`{}` is redundant: `{}` at {} already says `{}` for every name it matches",
-                        r.target, g.target, g.origin, g.action
-                    ),
-                ));
-            }
+        let Some(g) = next else { return };
+        let covered = g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
+        if covered && g.action == r.action {
+            self.out.push(lint(
+                r,
+                LintKind::Shadowed,
+                format!(
+                    "`{}` is redundant: `{}` at {} already says `{}` for every name it matches",
+                    r.target, g.target, g.origin, g.action
+                ),
+            ));
         }
     }
-    out.sort_by(|a, b| {
-        a.kind.cmp(&b.kind).then_with(|| a.origin.file.cmp(&b.origin.file)).then(a.origin.line.cmp(&b.origin.line))
-    });
-    out
 }
 
 /// For a wildcard pattern, the literal suffix below its last wildcard label (`*.a.b` -> `a.b`,
@@ -323,15 +391,24 @@ fn overlaps(a: &Rule, b: &Rule) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
-    use super::super::{parse_rules, Policy};
+    use hostgate_matcher::MatcherBuilder;
+
+    use super::super::rule::parse_rules;
     use super::*;
 
+    /// The lint of a rule file, without inspection, over a matcher built as `Policy::compile`
+    /// builds it (each active rule's pattern, valued by its index).
     fn lints(text: &str) -> Vec<String> {
         let rules = parse_rules("t.rules", text, None, &BTreeMap::new()).unwrap();
-        let p = Policy::compile(rules, Action::Deny, &[Arc::from("t.rules")]).unwrap();
-        p.lint().iter().map(ToString::to_string).collect()
+        let mut b = MatcherBuilder::new();
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(p) = &r.pattern {
+                b.add_pattern(p.clone(), RuleId(i as u32));
+            }
+        }
+        let matcher = b.build().unwrap();
+        run(&rules, &matcher, false).iter().map(ToString::to_string).collect()
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! This module owns "what happens to this name": it reads rule files, compiles them, and decides.
 //! It knows nothing about sockets; the data path hands it a [`Query`] and acts on the
-//! [`Decision`].
+//! [`Decision`]. Nor does it know the configuration file: it loads from [`Inputs`] (the rule
+//! [`Source`]s, the default action, the [`Mode`], the placeholder values), which the
+//! configuration builds; the configuration depends on the policy's types, never the reverse.
 //!
 //! The decision, for a host, scheme, port and (when visible) path: among the rules whose pattern
 //! matches and whose constraints fit, the most specific pattern wins (the matcher's
@@ -17,20 +19,61 @@ mod rule;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
+use serde::Deserialize;
 
 pub use lint::{Lint, LintKind};
-pub use rule::{placeholder_key, Action, Origin, Rule, Scheme};
+pub use rule::{parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme};
 
-use crate::config::{Config, Mode, SourceConfig};
+/// One rule file, as the configuration names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The path, resolved against the configuration file's directory.
+    pub path: PathBuf,
+    /// The action of bare lines until the file says `default ACTION`.
+    pub default: Option<Action>,
+    /// The line of the configuration file that names this source.
+    pub line: usize,
+    /// Report mode for this file's deny rules (the global `[policy] mode` applies to every file).
+    pub mode: Mode,
+}
 
-/// Identifies a rule of a [`Policy`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleId(pub u32);
+/// Whether deny decisions are enforced or only reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny means deny.
+    #[default]
+    Enforce,
+    /// A would-be deny is allowed and logged with `would_deny = true`, so that a new rule list can
+    /// be rolled out and watched before it bites.
+    Report,
+}
+
+/// Everything [`Policy::load`] reads: the rule files and the settings that apply to all of them.
+/// The configuration builds one (`Config::policy_inputs`); the policy does not know the
+/// configuration file's types.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The rule files, in order.
+    pub sources: &'a [Source],
+    /// The action when no rule matches.
+    pub default: Action,
+    /// Enforce or only report denials, for every source (a source can also be in report mode on
+    /// its own).
+    pub mode: Mode,
+    /// Placeholder values, keyed by [`placeholder_key`].
+    pub vars: &'a BTreeMap<String, String>,
+    /// Whether TLS inspection is on: paths of `allow` and `deny` rules are then visible over TLS
+    /// (the lint needs to know; deciding does not).
+    pub inspected: bool,
+    /// The file that names the sources, quoted (with [`Source::line`]) when one cannot be read.
+    pub config_file: &'a Path,
+}
 
 /// What is known of a connection or request when deciding.
 #[derive(Clone, Copy, Debug)]
@@ -82,8 +125,6 @@ impl SourceStats {
 /// An error while loading a policy: every problem found, each naming its file and line.
 #[derive(Debug)]
 pub enum LoadError {
-    /// The configuration itself.
-    Config(crate::config::ConfigError),
     /// A rule file could not be read.
     Read {
         /// The file.
@@ -97,25 +138,9 @@ pub enum LoadError {
     Rules(Vec<RuleError>),
 }
 
-/// One bad rule line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    /// Where.
-    pub origin: Origin,
-    /// What.
-    pub message: String,
-}
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
-    }
-}
-
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Config(e) => e.fmt(f),
             LoadError::Read { file, config, error } => {
                 write!(f, "{file}: cannot read rule file ({error}), named at {config}")
             }
@@ -133,12 +158,6 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
-
-impl From<crate::config::ConfigError> for LoadError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        LoadError::Config(e)
-    }
-}
 
 /// A compiled policy. Immutable; the data path shares it behind an `Arc` and a reload replaces it
 /// whole.
@@ -206,40 +225,34 @@ enum Fit {
 }
 
 impl Policy {
-    /// Reads every rule file the configuration names and compiles them.
+    /// Reads every rule file of `inputs` and compiles them.
     ///
     /// # Errors
     /// A file that cannot be read, or every bad rule line with its file and line.
-    pub fn load(config: &Config) -> Result<Policy, LoadError> {
+    pub fn load(inputs: &Inputs<'_>) -> Result<Policy, LoadError> {
         let started = Instant::now();
         let mut rules = Vec::new();
         let mut errors = Vec::new();
-        let mut files = Vec::with_capacity(config.policy.sources.len());
-        for source in &config.policy.sources {
+        let mut files = Vec::with_capacity(inputs.sources.len());
+        for source in inputs.sources {
             let text = std::fs::read_to_string(&source.path).map_err(|error| LoadError::Read {
                 file: source.path.display().to_string(),
-                config: format!("{}:{}", config.path.display(), source.line),
+                config: format!("{}:{}", inputs.config_file.display(), source.line),
                 error,
             })?;
             let file: Arc<str> = Arc::from(source.path.display().to_string());
             files.push(file.clone());
-            parse_file(&file, &text, source, &config.vars, &mut rules, &mut errors);
+            rule::parse_file(&file, &text, source.default, inputs.vars, &mut rules, &mut errors);
         }
         if !errors.is_empty() {
             return Err(LoadError::Rules(errors));
         }
-        let mut p = Policy::compile(rules, config.policy.default, &files)?;
+        let mut p = Policy::compile(rules, inputs.default, &files)?;
         p.compile_time = started.elapsed();
-        p.report_all = config.policy.mode == Mode::Report;
-        p.inspected = config.inspect.is_some();
-        p.report_sources = config
-            .policy
-            .sources
-            .iter()
-            .zip(&files)
-            .filter(|(s, _)| s.mode == Mode::Report)
-            .map(|(_, f)| f.clone())
-            .collect();
+        p.report_all = inputs.mode == Mode::Report;
+        p.inspected = inputs.inspected;
+        p.report_sources =
+            inputs.sources.iter().zip(&files).filter(|(s, _)| s.mode == Mode::Report).map(|(_, f)| f.clone()).collect();
         Ok(p)
     }
 
@@ -444,7 +457,7 @@ impl Policy {
 
     /// The lint: warnings about rules that are legal but probably not what the operator meant.
     pub fn lint(&self) -> Vec<Lint> {
-        lint::run(self)
+        lint::run(&self.rules, &self.matcher, self.inspected)
     }
 }
 
@@ -460,73 +473,6 @@ fn fits(r: &Rule, q: &Query<'_>) -> Fit {
         (Some(_), None) => Fit::Yes { path_unenforced: true },
         (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes { path_unenforced: false },
         (Some(_), Some(_)) => Fit::No(Verdict::PathMismatch),
-    }
-}
-
-/// Whether a request path (with its query) fits a rule's path prefix. Without a query in the
-/// rule, the prefix must end at a segment boundary: `/ekcertservice` fits `/ekcertservice`,
-/// `/ekcertservice/x` and `/ekcertservice?x`, not `/ekcertservicex`. With a query, the request's
-/// path and query must start with the rule's.
-pub fn path_matches(rule: &str, request: &str) -> bool {
-    if rule.contains('?') {
-        return request.starts_with(rule);
-    }
-    let path = request.split_once('?').map_or(request, |(p, _)| p);
-    match path.strip_prefix(rule) {
-        Some(rest) => rest.is_empty() || rule.ends_with('/') || rest.starts_with('/'),
-        None => false,
-    }
-}
-
-fn parse_file(
-    file: &Arc<str>,
-    text: &str,
-    source: &SourceConfig,
-    vars: &BTreeMap<String, String>,
-    rules: &mut Vec<Rule>,
-    errors: &mut Vec<RuleError>,
-) {
-    let mut default = source.default;
-    for (n, line) in text.lines().enumerate() {
-        let origin = Origin { file: file.clone(), line: n as u32 + 1 };
-        let parsed = rule::parse_line(line).and_then(|l| match l {
-            rule::Line::Empty => Ok(None),
-            rule::Line::Default(a) => {
-                default = Some(a);
-                Ok(None)
-            }
-            rule::Line::Rule { action, target } => {
-                let action = action.or(default).ok_or_else(|| {
-                    format!("`{target}` has no action: write `ACTION {target}`, add `default ACTION` above it, or set `default` for this source in the configuration")
-                })?;
-                rule::build_rule(action, &target, vars, origin.clone()).map(Some)
-            }
-        });
-        match parsed {
-            Ok(Some(r)) => rules.push(r),
-            Ok(None) => {}
-            Err(message) => errors.push(RuleError { origin, message }),
-        }
-    }
-}
-
-/// Parses one rule file's text on its own (for tests and tools).
-///
-/// # Errors
-/// Every bad line.
-pub fn parse_rules(
-    file: &str,
-    text: &str,
-    default: Option<Action>,
-    vars: &BTreeMap<String, String>,
-) -> Result<Vec<Rule>, Vec<RuleError>> {
-    let source = SourceConfig { path: Path::new(file).to_path_buf(), default, line: 0, mode: Mode::Enforce };
-    let (mut rules, mut errors) = (Vec::new(), Vec::new());
-    parse_file(&Arc::from(file), text, &source, vars, &mut rules, &mut errors);
-    if errors.is_empty() {
-        Ok(rules)
-    } else {
-        Err(errors)
     }
 }
 

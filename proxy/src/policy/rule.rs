@@ -1,7 +1,7 @@
 //! One rule: an action, a pattern, and the optional scheme / port / path constraints; and the
-//! parser of one line of a rule file.
+//! parser of a rule file's text, line by line.
 //!
-//! This module owns the rule syntax. It does not read files (see [`super::load`]) and does not
+//! This module owns the rule syntax. It does not read files (see [`super::Policy::load`]) and does not
 //! decide anything (see [`super::Policy`]).
 
 use std::collections::BTreeMap;
@@ -104,6 +104,10 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Identifies a rule of a [`Policy`](super::Policy): its index in the policy's rule list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(pub u32);
+
 /// A parsed rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -131,6 +135,21 @@ impl Rule {
     /// the whole name).
     pub fn is_active(&self) -> bool {
         self.pattern.is_some()
+    }
+}
+
+/// Whether a request path (with its query) fits a rule's path prefix. Without a query in the
+/// rule, the prefix must end at a segment boundary: `/ekcertservice` fits `/ekcertservice`,
+/// `/ekcertservice/x` and `/ekcertservice?x`, not `/ekcertservicex`. With a query, the request's
+/// path and query must start with the rule's.
+pub fn path_matches(rule: &str, request: &str) -> bool {
+    if rule.contains('?') {
+        return request.starts_with(rule);
+    }
+    let path = request.split_once('?').map_or(request, |(p, _)| p);
+    match path.strip_prefix(rule) {
+        Some(rest) => rest.is_empty() || rule.ends_with('/') || rest.starts_with('/'),
+        None => false,
     }
 }
 
@@ -303,6 +322,74 @@ pub(crate) fn build_rule(
         unresolved,
         origin,
     })
+}
+
+/// One bad rule line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// Where.
+    pub origin: Origin,
+    /// What.
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Parses a rule file's text (`file` names it in origins): its rules into `rules`, every bad line
+/// into `errors`. `default` is the source's action for bare lines until the file says
+/// `default ACTION`.
+pub(crate) fn parse_file(
+    file: &Arc<str>,
+    text: &str,
+    mut default: Option<Action>,
+    vars: &BTreeMap<String, String>,
+    rules: &mut Vec<Rule>,
+    errors: &mut Vec<RuleError>,
+) {
+    for (n, line) in text.lines().enumerate() {
+        let origin = Origin { file: file.clone(), line: n as u32 + 1 };
+        let parsed = parse_line(line).and_then(|l| match l {
+            Line::Empty => Ok(None),
+            Line::Default(a) => {
+                default = Some(a);
+                Ok(None)
+            }
+            Line::Rule { action, target } => {
+                let action = action.or(default).ok_or_else(|| {
+                    format!("`{target}` has no action: write `ACTION {target}`, add `default ACTION` above it, or set `default` for this source in the configuration")
+                })?;
+                build_rule(action, &target, vars, origin.clone()).map(Some)
+            }
+        });
+        match parsed {
+            Ok(Some(r)) => rules.push(r),
+            Ok(None) => {}
+            Err(message) => errors.push(RuleError { origin, message }),
+        }
+    }
+}
+
+/// Parses one rule file's text on its own (for tests and tools).
+///
+/// # Errors
+/// Every bad line.
+pub fn parse_rules(
+    file: &str,
+    text: &str,
+    default: Option<Action>,
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<Rule>, Vec<RuleError>> {
+    let (mut rules, mut errors) = (Vec::new(), Vec::new());
+    parse_file(&Arc::from(file), text, default, vars, &mut rules, &mut errors);
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,66 +29,16 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::TokioResolver;
 
+/// The configuration's `[resolve]` pin, which the resolver answers with (re-exported: it is
+/// part of this module's API).
+pub use crate::config::Pin;
+
 /// How many answers (name and record type) hickory keeps.
 const CACHE_SIZE: usize = 4096;
 /// How long one query to one server may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times a failed query is retried (three tries in all).
 const ATTEMPTS: usize = 1;
-
-/// A `[resolve]` pin from the configuration: an address with or without a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pin {
-    /// Connect to this address on the port the client asked for.
-    Ip(IpAddr),
-    /// Connect to this address and port whatever the client asked for.
-    Socket(SocketAddr),
-}
-
-impl Pin {
-    /// The socket address to connect to when the client asked for `port`.
-    fn socket_addr(self, port: u16) -> SocketAddr {
-        match self {
-            Pin::Ip(ip) => SocketAddr::new(ip, port),
-            Pin::Socket(addr) => addr,
-        }
-    }
-}
-
-impl FromStr for Pin {
-    type Err = String;
-
-    /// `"127.0.0.1"`, `"127.0.0.1:9443"`, `"::1"`, `"[::1]"` or `"[::1]:9443"`. An IPv6 address
-    /// with a port needs the brackets: `"::1:443"` is the address `::1:443`.
-    fn from_str(s: &str) -> Result<Pin, String> {
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Pin::Ip(ip));
-        }
-        if let Some(v6) = s.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-            if let Ok(ip) = v6.parse::<Ipv6Addr>() {
-                return Ok(Pin::Ip(IpAddr::V6(ip)));
-            }
-        }
-        match s.parse::<SocketAddr>() {
-            Ok(addr) if addr.port() == 0 => Err(format!("`{s}`: port 0 cannot be connected to")),
-            Ok(addr) => Ok(Pin::Socket(addr)),
-            Err(_) => Err(format!(
-                "`{s}` is not an IP address with an optional port \
-                 (e.g. 192.0.2.1, 192.0.2.1:443, 2001:db8::1 or [2001:db8::1]:443)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Pin {
-    /// The form [`Pin::from_str`] reads back.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pin::Ip(ip) => ip.fmt(f),
-            Pin::Socket(addr) => addr.fmt(f),
-        }
-    }
-}
 
 /// Resolves upstream names: static pins first, then DNS through hickory-resolver (cached,
 /// TTL-respecting).
@@ -366,37 +315,6 @@ mod tests {
     fn closed_port() -> SocketAddr {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.local_addr().unwrap()
-    }
-
-    #[test]
-    fn pin_parses() {
-        let ok = [
-            ("127.0.0.1", Pin::Ip("127.0.0.1".parse().unwrap())),
-            ("127.0.0.1:9443", Pin::Socket(sa("127.0.0.1:9443"))),
-            ("::1", Pin::Ip("::1".parse().unwrap())),
-            ("[::1]", Pin::Ip("::1".parse().unwrap())),
-            ("[::1]:9443", Pin::Socket(sa("[::1]:9443"))),
-            ("2001:db8::1", Pin::Ip("2001:db8::1".parse().unwrap())),
-            // Not ::1 port 443: without brackets it is all address.
-            ("::1:443", Pin::Ip("0::1:443".parse().unwrap())),
-        ];
-        for (text, want) in ok {
-            assert_eq!(text.parse::<Pin>(), Ok(want), "{text}");
-        }
-        for bad in ["", "localhost", "example.com:443", "127.0.0.1:", "127.0.0.1:99999", "[::1", "[::1]443", "1.2.3"] {
-            let err = bad.parse::<Pin>().unwrap_err();
-            assert!(err.contains("is not an IP address"), "{bad}: {err}");
-            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
-        }
-        assert_eq!("127.0.0.1:0".parse::<Pin>(), Err("`127.0.0.1:0`: port 0 cannot be connected to".to_string()));
-    }
-
-    #[test]
-    fn pin_display_round_trips() {
-        for text in ["192.0.2.1", "192.0.2.1:443", "2001:db8::1", "[2001:db8::1]:443"] {
-            let pin: Pin = text.parse().unwrap();
-            assert_eq!(pin.to_string(), text);
-        }
     }
 
     #[test]
