@@ -381,7 +381,7 @@ async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_keep_the_generation_they_were_accepted_under() {
+async fn tunnels_keep_their_generation_and_each_request_takes_the_current_one() {
     let ca = TestCa::new();
     let up = TlsUpstream::start(&ca, &["flip.test"], "F").await;
     let env =
@@ -403,12 +403,13 @@ async fn connections_keep_the_generation_they_were_accepted_under() {
 
     // The established tunnel keeps relaying.
     assert_eq!(get(&mut tls, "flip.test", "/after").await, "upstream=F sni=flip.test path=/after");
-    // The early connection is decided by generation 1, though its CONNECT comes after the reload.
+    // A connection accepted under generation 1 whose CONNECT (a request) comes after the reload
+    // is decided by generation 2, the policy in force when the request arrives.
     let f = fetch_on(early, &config, "flip.test", "/early").await.unwrap();
-    assert_eq!((f.status, f.body.as_str()), (200, "upstream=F sni=flip.test path=/early"), "{f:?}");
+    assert_eq!((f.status, f.body.as_str()), (403, "hostgate: Forbidden (denied)\n"), "{f:?}");
     let ev = env.event_of(f.client).await;
-    assert_eq!((ev.action, ev.generation), (Some(Action::Allow), 1), "{ev:#?}");
-    assert_eq!(ev.rule.as_deref(), Some("allow flip.test"), "{ev:#?}");
+    assert_eq!((ev.action, ev.generation, ev.outcome), (Some(Action::Deny), 2, Outcome::Denied), "{ev:#?}");
+    assert_eq!(ev.rule.as_deref(), Some("deny flip.test"), "{ev:#?}");
     // A new connection: generation 2.
     env.expect(&config, "flip.test", Action::Deny, Some("deny flip.test"), 2).await;
 

@@ -30,9 +30,9 @@ use crate::access::{Inspection, Protocol};
 use crate::config::NonHttp;
 use crate::conn::Conn;
 use crate::forward::{Pipeline, Scope};
-use crate::outcome::{refuse_stream, Failure, Outcome};
+use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
-use crate::relay::{relay, relay_tcp, End, IntoTcp};
+use crate::relay::{finish_relay, refuse, IntoTcp};
 use crate::sniff::tls::ClientHello;
 use crate::sniff::Sniffed;
 use crate::stream::Prefixed;
@@ -253,39 +253,4 @@ where
     };
     conn.access.upstream = Some(addr);
     finish_relay(conn, client, upstream, buf.freeze()).await;
-}
-
-/// Relays `client` and `upstream` (writing `prefix` upstream first) to the end, then emits the
-/// record with how it ended and the bytes relayed.
-pub(crate) async fn finish_relay<C, U>(mut conn: Conn, client: C, upstream: U, prefix: bytes::Bytes)
-where
-    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
-    U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
-{
-    let open = conn.gen.metrics.tunnel(&conn.access.listener.label);
-    // TCP on both sides (every bypass and uninspected tunnel): the relay that holds no buffer
-    // while idle and moves 64 KiB per call.
-    let idle = conn.gen.idle_timeout;
-    let r = match (client.into_tcp(), upstream.into_tcp()) {
-        (Ok(c), Ok(u)) => relay_tcp(c, u, prefix, idle).await,
-        (Ok(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-        (Err(c), Ok(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-        (Err(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-    };
-    drop(open);
-    conn.access.bytes_up = r.up;
-    conn.access.bytes_down = r.down;
-    match r.end {
-        End::Done => conn.finish(),
-        End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
-        End::ClientError(e) => conn.failed(Outcome::ClientError, e),
-        End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
-    }
-}
-
-/// Refuses a client on its byte stream (an `access_denied` alert first when `alert`, then a
-/// lingering close) and emits the record.
-pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut conn: Conn, client: C, f: Failure, alert: bool) {
-    conn.access.bytes_down += refuse_stream(client, alert).await;
-    conn.refused(f);
 }

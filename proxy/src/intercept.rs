@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 use crate::access::Inspection;
 use crate::config::NonHttp;
 use crate::conn::Conn;
-use crate::dispatch::{finish_relay, refuse};
 use crate::forward::{handshake, Pipeline, Scope, TlsUpstream, MAX_HEAD};
 use crate::inspect::{client_handshake_failure, H2, HTTP11};
 use crate::outcome::{close, Failure, Outcome};
+use crate::relay::{finish_relay, refuse};
 use crate::sniff::{sniff, Sniffed};
 use crate::stream::{Counting, Meter, Prefixed};
 

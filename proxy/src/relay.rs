@@ -1,9 +1,11 @@
-//! Relaying: after a decision, the sniffed bytes go upstream first, then bytes are copied both
-//! ways until both sides are done.
+//! How a byte-stream connection ends: relayed (after a decision, the sniffed bytes go upstream
+//! first, then bytes are copied both ways until both sides are done) or refused; and its record
+//! saying which.
 //!
 //! This phase owns the copy loops, half-close (a client's FIN becomes a FIN upstream while the
-//! other direction keeps flowing), the idle timeout (no bytes either way) and the byte
-//! counters. It does not decide, connect or log.
+//! other direction keeps flowing), the idle timeout (no bytes either way), the byte counters,
+//! and the end of a connection's record ([`finish_relay`], [`refuse`]). It does not decide or
+//! connect.
 //!
 //! Two copy loops. [`relay`] is generic (TLS sessions of an inspected connection): one
 //! [`BUF_SIZE`] buffer per direction for the life of the tunnel. [`relay_tcp`], for the common
@@ -23,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use crate::conn::Conn;
+use crate::outcome::{refuse_stream, Failure, Outcome};
 use crate::stream::Meter;
 
 /// The copy buffer per direction of [`relay`] (the same as `tokio::io::copy`'s).
@@ -229,6 +233,41 @@ fn ignore_not_connected(e: io::Error) -> io::Result<()> {
     } else {
         Err(e)
     }
+}
+
+/// Relays `client` and `upstream` (writing `prefix` upstream first) to the end, then emits the
+/// record with how it ended and the bytes relayed.
+pub(crate) async fn finish_relay<C, U>(mut conn: Conn, client: C, upstream: U, prefix: bytes::Bytes)
+where
+    C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+    U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+{
+    let open = conn.gen.metrics.tunnel(&conn.access.listener.label);
+    // TCP on both sides (every bypass and uninspected tunnel): the relay that holds no buffer
+    // while idle and moves 64 KiB per call.
+    let idle = conn.gen.idle_timeout;
+    let r = match (client.into_tcp(), upstream.into_tcp()) {
+        (Ok(c), Ok(u)) => relay_tcp(c, u, prefix, idle).await,
+        (Ok(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Ok(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+        (Err(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
+    };
+    drop(open);
+    conn.access.bytes_up = r.up;
+    conn.access.bytes_down = r.down;
+    match r.end {
+        End::Done => conn.finish(),
+        End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
+        End::ClientError(e) => conn.failed(Outcome::ClientError, e),
+        End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
+    }
+}
+
+/// Refuses a client on its byte stream (an `access_denied` alert first when `alert`, then a
+/// lingering close) and emits the record.
+pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut conn: Conn, client: C, f: Failure, alert: bool) {
+    conn.access.bytes_down += refuse_stream(client, alert).await;
+    conn.refused(f);
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Byte streams around a client or upstream socket: one that first replays the bytes the
-//! sniffer read ([`Prefixed`]), and one that counts its bytes ([`Counting`]) into a [`Meter`],
-//! the byte counts and last-byte clock that the relays and inspected sessions watch for
-//! idleness.
+//! Byte streams around a client or upstream socket: the wait for a new connection's first byte
+//! ([`first_byte`]), a stream that first replays the bytes the sniffer read ([`Prefixed`]), and
+//! one that counts its bytes ([`Counting`]) into a [`Meter`], the byte counts and last-byte clock
+//! that the relays and inspected sessions watch for idleness.
 //!
 //! Sniffing reads the client's first bytes into a buffer instead of peeking, so nothing is
 //! lost: [`Prefixed`] hands those bytes to whoever reads next (hyper, the relay) before reading
@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Waits until the client has sent something (or closed, or reset: those are for the reader to
+/// find and log like any other ending), at most until `deadline`; false when it sent nothing
+/// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
+/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
+pub(crate) async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut one = [0u8; 1];
+    tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
+}
 
 /// A stream whose reads return `prefix` first, then the inner stream's bytes. Writes go
 /// straight to the inner stream.

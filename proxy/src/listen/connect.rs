@@ -39,7 +39,7 @@ use crate::upstream::Target;
 /// nothing. The first request head must be complete within `sniff.timeout` of the accept, the
 /// wait for the first byte included; later heads get hyper's header timeout of the same length.
 pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
-    let readable = super::first_byte(&stream, conn.deadline).await;
+    let readable = crate::stream::first_byte(&stream, conn.deadline).await;
     Box::pin(serve_readable(conn, stream, readable)).await;
 }
 

@@ -7,7 +7,7 @@
 //! connection to its listener kind: [`connect`] (the explicit proxy) or [`transparent`]
 //! (redirected connections). Both end in the one dispatch after the sniff
 //! ([`crate::dispatch`]) or the request pipeline ([`crate::forward`]). It does not read a byte a
-//! client sends, except to wait for the first one ([`first_byte`]).
+//! client sends.
 
 pub(crate) mod connect;
 pub(crate) mod transparent;
@@ -112,13 +112,4 @@ async fn serve(conn: Conn, stream: TcpStream) {
         () = serve => {}
         () = stop.stopped() => {}
     }
-}
-
-/// Waits until the client has sent something (or closed, or reset: those are for the reader to
-/// find and log like any other ending), at most until `deadline`; false when it sent nothing
-/// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
-/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
-pub(crate) async fn first_byte(stream: &TcpStream, deadline: tokio::time::Instant) -> bool {
-    let mut one = [0u8; 1];
-    tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
 }

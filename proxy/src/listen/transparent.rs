@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::access::Dst;
 use crate::conn::Conn;
-use crate::dispatch::{dispatch, refuse, Dest};
+use crate::dispatch::{dispatch, Dest};
 use crate::outcome::{Failure, Outcome};
+use crate::relay::refuse;
 use crate::sniff::sniff_until;
 
 /// Serves one redirected connection.
@@ -25,7 +26,7 @@ use crate::sniff::sniff_until;
 pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
     let original = original_destination(&stream, conn.listener().local);
     // A connection that was not redirected is refused at once.
-    let readable = original.is_err() || super::first_byte(&stream, conn.deadline).await;
+    let readable = original.is_err() || crate::stream::first_byte(&stream, conn.deadline).await;
     Box::pin(serve_readable(conn, stream, original, readable)).await;
 }
 
