@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// The content type of `/metrics`.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 /// How long a client may take to send a request's head.
@@ -36,7 +36,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the admin endpoints report.
-pub trait AdminState: Send + Sync + 'static {
+pub(crate) trait AdminState: Send + Sync + 'static {
     /// The body of `/metrics`: the OpenMetrics text exposition.
     fn metrics(&self) -> String;
     /// For `/readyz`: `Ok` when the gateway serves (200 `ready`), or why not (503 and the reason).
@@ -47,7 +47,7 @@ pub trait AdminState: Send + Sync + 'static {
 
 /// Serves the admin endpoints on `listener` until the returned future is dropped (or the task
 /// running it aborted); dropping it also ends every connection it is serving.
-pub async fn serve(listener: TcpListener, state: Arc<dyn AdminState>) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<dyn AdminState>) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -36,7 +36,7 @@
 //! `stream`, `upstream` (resolve, SSRF guard, connect), `generation` and `reload`.
 
 pub mod access;
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod config;
 mod conn;
@@ -50,11 +50,11 @@ mod intercept;
 mod listen;
 pub mod metrics;
 pub mod normalize;
-pub mod notify;
+mod notify;
 pub mod outcome;
 pub mod policy;
 mod relay;
 mod reload;
 pub mod sniff;
 mod stream;
-pub mod upstream;
+mod upstream;

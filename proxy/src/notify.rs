@@ -8,12 +8,12 @@
 use std::os::unix::net::UnixDatagram;
 
 /// The gateway is serving (after start, and after each reload).
-pub fn ready() {
+pub(crate) fn ready() {
     send("READY=1\nSTATUS=serving");
 }
 
 /// A reload has started; systemd expects the monotonic time with it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0);
@@ -21,12 +21,12 @@ pub fn reloading() {
 }
 
 /// Shutdown has started.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send("STOPPING=1\nSTATUS=draining connections");
 }
 
 /// Sends `state` to `$NOTIFY_SOCKET`, if set. Returns whether it was sent.
-pub fn send(state: &str) -> bool {
+pub(crate) fn send(state: &str) -> bool {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return false };
     let result = (|| -> std::io::Result<()> {
         let socket = UnixDatagram::unbound()?;

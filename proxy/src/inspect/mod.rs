@@ -48,7 +48,7 @@ pub(crate) const HTTP11: &[u8] = b"http/1.1";
 
 /// Everything inspection needs, loaded with a generation: the CA, the leaf cache (kept across
 /// reloads while the CA and the leaf settings stay the same), the upstream TLS configuration.
-pub struct Inspector {
+pub(crate) struct Inspector {
     config: InspectConfig,
     authority: Arc<Authority>,
     certs: Cache<String, Arc<CertifiedKey>>,
@@ -77,7 +77,7 @@ impl Inspector {
     /// # Errors
     /// A [`CaError`] naming the file: the CA does not load or validate, a root file is unreadable
     /// or holds no certificate, or there is no trust anchor at all.
-    pub fn load(
+    pub(crate) fn load(
         cfg: &InspectConfig,
         previous: Option<&Inspector>,
         metrics: Arc<Metrics>,
@@ -125,22 +125,22 @@ impl Inspector {
     }
 
     /// The CA's subject, for logs.
-    pub fn ca_subject(&self) -> &str {
+    pub(crate) fn ca_subject(&self) -> &str {
         self.authority.subject()
     }
 
     /// When the CA certificate expires.
-    pub fn ca_not_after(&self) -> std::time::SystemTime {
+    pub(crate) fn ca_not_after(&self) -> std::time::SystemTime {
         self.authority.not_after()
     }
 
     /// How many upstream trust anchors are loaded (0 with `insecure_skip_upstream_verify`).
-    pub fn roots(&self) -> usize {
+    pub(crate) fn roots(&self) -> usize {
         self.roots
     }
 
     /// The settings it was loaded from.
-    pub fn config(&self) -> &InspectConfig {
+    pub(crate) fn config(&self) -> &InspectConfig {
         &self.config
     }
 
@@ -149,7 +149,7 @@ impl Inspector {
     ///
     /// # Errors
     /// `internal` when minting fails.
-    pub async fn leaf(&self, name: &Host) -> Result<Arc<CertifiedKey>, Failure> {
+    pub(crate) async fn leaf(&self, name: &Host) -> Result<Arc<CertifiedKey>, Failure> {
         let key = name.as_str();
         let minted = AtomicBool::new(false);
         let result = self

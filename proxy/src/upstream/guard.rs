@@ -41,14 +41,14 @@ use ipnet::IpNet;
 
 /// Which address ranges a connection may not reach unless allowed.
 #[derive(Clone, Debug, Default)]
-pub struct Guard {
+pub(crate) struct Guard {
     /// Networks exempt from the guard (`[upstream] allow_private`).
     allow_private: Vec<IpNet>,
 }
 
 impl Guard {
     /// A guard that blocks every range in the module table except those inside `allow_private`.
-    pub fn new(allow_private: Vec<IpNet>) -> Guard {
+    pub(crate) fn new(allow_private: Vec<IpNet>) -> Guard {
         Guard { allow_private }
     }
 
@@ -57,7 +57,7 @@ impl Guard {
     /// An address inside any `allow_private` network is always `Ok`. For IPv6 forms that embed an
     /// IPv4 address, `allow_private` is matched against both the address as given and the embedded
     /// IPv4 address, so allowing `127.0.0.0/8` also lets `::ffff:127.0.0.1` through.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
         if self.allowed(ip) {
             return Ok(());
         }
@@ -82,7 +82,7 @@ impl Guard {
 
 /// Why [`Guard::check`] refused an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Blocked {
+pub(crate) struct Blocked {
     /// The address as it was checked (for an IPv6 form embedding IPv4, the IPv6 address).
     pub ip: IpAddr,
     /// What the range is, with the range itself: `"loopback (127.0.0.0/8)"`,

@@ -6,8 +6,8 @@
 //! DNS), the SSRF guard ([`guard`]) and the connect timeout. It does not decide (the policy
 //! did) and does not relay.
 
-pub mod guard;
-pub mod resolve;
+pub(crate) mod guard;
+pub(crate) mod resolve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use resolve::Resolver;
 
 /// Resolver, guard and settings: everything needed to connect upstream. Cheap to share.
 #[derive(Clone, Debug)]
-pub struct Connector {
+pub(crate) struct Connector {
     resolver: Resolver,
     guard: Guard,
     verify: VerifyDestination,
@@ -33,7 +33,7 @@ pub struct Connector {
 
 /// Where a connection wants to go.
 #[derive(Clone, Copy, Debug)]
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     /// The name it asked for (SNI, Host, CONNECT host), normalised; `None` when it gave none.
     pub name: Option<&'a str>,
     /// The destination port.
@@ -45,7 +45,7 @@ pub struct Target<'a> {
 
 impl Connector {
     /// A connector for `[upstream]` with this resolver.
-    pub fn new(cfg: &UpstreamConfig, resolver: Resolver, metrics: Arc<Metrics>) -> Connector {
+    pub(crate) fn new(cfg: &UpstreamConfig, resolver: Resolver, metrics: Arc<Metrics>) -> Connector {
         Connector {
             resolver,
             guard: Guard::new(cfg.allow_private.clone()),
@@ -56,7 +56,7 @@ impl Connector {
     }
 
     /// How long a connect (and, for inspected connections, the upstream TLS handshake) may take.
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
@@ -66,7 +66,7 @@ impl Connector {
     /// `resolve-failed`, `mismatch` (original-in-dns: the original address is not among the
     /// name's), `ssrf` (every candidate is in a blocked range), or `bad-request` (neither a name
     /// nor an original destination).
-    pub async fn candidates(&self, target: Target<'_>) -> Result<Vec<SocketAddr>, Failure> {
+    pub(crate) async fn candidates(&self, target: Target<'_>) -> Result<Vec<SocketAddr>, Failure> {
         let addrs = match (target.name, target.original, self.verify) {
             (Some(name), None, _) | (Some(name), Some(_), VerifyDestination::Name) => {
                 self.resolve(name, target.port).await?
@@ -108,7 +108,7 @@ impl Connector {
     /// What [`Connector::candidates`] returns, or `upstream-refused` / `upstream-timeout` for
     /// the last address tried (`local-resources` when the gateway had no descriptor, buffer or
     /// port left for the connect).
-    pub async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
+    pub(crate) async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
         let candidates = self.candidates(target).await?;
         let mut last = Failure::new(Outcome::UpstreamRefused, "no candidates");
         for addr in candidates {

@@ -31,7 +31,7 @@ use hickory_resolver::TokioResolver;
 
 /// The configuration's `[resolve]` pin, which the resolver answers with (re-exported: it is
 /// part of this module's API).
-pub use crate::config::Pin;
+pub(crate) use crate::config::Pin;
 
 /// How many answers (name and record type) hickory keeps.
 const CACHE_SIZE: usize = 4096;
@@ -45,7 +45,7 @@ const ATTEMPTS: usize = 1;
 ///
 /// Cheap to clone: clones share the pins and the DNS cache.
 #[derive(Clone)]
-pub struct Resolver {
+pub(crate) struct Resolver {
     inner: Arc<Inner>,
 }
 
@@ -69,7 +69,7 @@ impl Resolver {
     /// If the DNS configuration cannot be read, this logs a warning and the resolver still works
     /// for pins and IP literals; every DNS lookup then fails with
     /// [`ResolveErrorKind::Unavailable`] saying why. Needs no tokio runtime; lookups do.
-    pub fn new(pins: impl IntoIterator<Item = (String, Vec<Pin>)>) -> Resolver {
+    pub(crate) fn new(pins: impl IntoIterator<Item = (String, Vec<Pin>)>) -> Resolver {
         let dns = match TokioResolver::builder_tokio() {
             Ok(mut builder) => {
                 set_options(builder.options_mut());
@@ -87,8 +87,12 @@ impl Resolver {
     /// A resolver with these pins whose DNS queries go to `servers` (UDP, and TCP on the same
     /// address for truncated answers) instead of the ones `/etc/resolv.conf` names.
     /// `/etc/hosts` is not consulted. With no servers, every DNS lookup fails with
-    /// [`ResolveErrorKind::Unavailable`].
-    pub fn with_servers(pins: impl IntoIterator<Item = (String, Vec<Pin>)>, servers: Vec<SocketAddr>) -> Resolver {
+    /// [`ResolveErrorKind::Unavailable`]. The tests' resolver.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn with_servers(
+        pins: impl IntoIterator<Item = (String, Vec<Pin>)>,
+        servers: Vec<SocketAddr>,
+    ) -> Resolver {
         let dns = if servers.is_empty() {
             Err("no DNS servers are configured".to_string())
         } else {
@@ -121,7 +125,7 @@ impl Resolver {
     /// and IP literals (`192.0.2.1`, `::1`, `[::1]`) resolve to themselves. Addresses come in the
     /// order pinned or the order DNS returned them, duplicates removed. (The A and AAAA queries
     /// run together; whichever answer arrives first comes first.)
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, ResolveError> {
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, ResolveError> {
         let host = normalise(host);
         let fail = |kind| ResolveError { host: host.to_string(), kind };
         if let Some(pins) = self.inner.pins.get(host.as_ref()) {
@@ -198,7 +202,7 @@ fn set_options(opts: &mut ResolverOpts) {
 
 /// What [`Resolver::resolve`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The addresses to try, in order; never empty.
     pub addrs: Vec<SocketAddr>,
     /// Whether they came from a `[resolve]` pin rather than DNS or an IP literal.
@@ -209,7 +213,7 @@ pub struct Resolved {
 
 /// Why a name could not be resolved.
 #[derive(Debug)]
-pub struct ResolveError {
+pub(crate) struct ResolveError {
     /// The name, as looked up.
     pub host: String,
     /// What went wrong.
@@ -219,7 +223,7 @@ pub struct ResolveError {
 /// What went wrong resolving a name.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum ResolveErrorKind {
+pub(crate) enum ResolveErrorKind {
     /// The name does not exist (NXDOMAIN) or has no A or AAAA records.
     NoAddresses,
     /// No DNS server answered in time.
