@@ -53,6 +53,18 @@ pub struct Config {
     /// TLS inspection of `allow` connections; `None` when off (no `[inspect]`, or
     /// `enabled = false`): `allow` then relays TLS opaquely, like `bypass`.
     pub inspect: Option<InspectConfig>,
+    /// The request pipeline (`[http]`).
+    pub http: HttpConfig,
+}
+
+/// `[http]`: how HTTP request targets are normalised before they are decided and forwarded
+/// (see [`crate::normalize`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Keep an encoded slash or backslash (`%2F`, `%5C`) or a raw backslash in a path as data
+    /// (forwarded encoded) instead of refusing the request with `400`. Insecure: an upstream that
+    /// decodes `%2F` into a separator resolves `/ok/..%2Fno` to `/no`, past an `allow /ok/` rule.
+    pub insecure_keep_escaped_slashes: bool,
 }
 
 /// `[inspect]`: TLS inspection of `allow` connections with leaf certificates minted by a local CA.
@@ -363,6 +375,15 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     inspect: Option<Spanned<RawInspect>>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default)]
+    insecure_keep_escaped_slashes: bool,
 }
 
 #[derive(Deserialize)]
@@ -526,6 +547,7 @@ impl Config {
         let admin = v.admin(&raw.admin, &listeners)?;
         let runtime = v.runtime(&raw.runtime)?;
         let inspect = v.inspect(raw.inspect)?;
+        let http = HttpConfig { insecure_keep_escaped_slashes: raw.http.insecure_keep_escaped_slashes };
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
@@ -539,6 +561,7 @@ impl Config {
             admin,
             runtime,
             inspect,
+            http,
         })
     }
 }

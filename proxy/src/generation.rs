@@ -90,6 +90,7 @@ impl Generation {
         metrics: Arc<Metrics>,
         sink: Arc<dyn AccessSink>,
     ) -> Generation {
+        let http = config.http;
         let pins: std::collections::HashMap<_, _> =
             config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Generation {
@@ -103,7 +104,7 @@ impl Generation {
             config,
             loaded_at: SystemTime::now(),
             inspect,
-            slashes: Slashes::default(),
+            slashes: if http.insecure_keep_escaped_slashes { Slashes::Keep } else { Slashes::Refuse },
         }
     }
 
@@ -220,6 +221,12 @@ pub(crate) fn warn_insecure(config: &Config) {
         tracing::warn!(
             "upstream.verify_destination = \"original\" is insecure: transparent connections go to whatever \
              address the client chose, so an allowed name can carry traffic to any host"
+        );
+    }
+    if config.http.insecure_keep_escaped_slashes {
+        tracing::warn!(
+            "http.insecure_keep_escaped_slashes = true is insecure: %2F, %5C and \\ in a path are kept as data, \
+             and an upstream that decodes them into separators can resolve a path past a path rule"
         );
     }
 }
