@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn only_bound_settings_need_a_restart() {
-        let a = Config::parse(std::path::Path::new("a.toml"), "").unwrap_or_else(|e| panic!("{e}"));
+        let text = "[policy]\ndefault = \"deny\"\n";
+        let a = Config::parse(std::path::Path::new("a.toml"), text).unwrap_or_else(|e| panic!("{e}"));
         let mut b = a.clone();
         b.limits.max_connections += 1;
         b.upstream.idle_timeout += std::time::Duration::from_secs(1);

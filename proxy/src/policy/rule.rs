@@ -12,6 +12,8 @@ use std::sync::Arc;
 use hostgate_matcher::Pattern;
 use serde::{Deserialize, Serialize};
 
+use crate::normalize::{normalize, Slashes};
+
 /// What the gateway does with a connection or request.
 ///
 /// `Ord` is strictness: `Bypass < Allow < Deny`; a tie between equally specific rules resolves to
@@ -207,7 +209,7 @@ pub(crate) struct Target<'a> {
     pub(crate) scheme: Option<Scheme>,
     pub(crate) host: &'a str,
     pub(crate) port: Option<u16>,
-    pub(crate) path: Option<&'a str>,
+    pub(crate) path: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Splits `[scheme://]pattern[:port][/path[?query]]`.
@@ -232,7 +234,7 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
             if let Some(c) = p.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
                 return Err(format!("path `{p}` contains {c:?}"));
             }
-            Some(p)
+            Some(rule_path(p)?)
         }
     };
     if hostport.starts_with('[') {
@@ -249,6 +251,18 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
         return Err("missing host pattern".to_string());
     }
     Ok(Target { scheme, host, port, path })
+}
+
+/// A rule's path, normalised like every request target ([`crate::normalize`]) so that the two
+/// are compared in one spelling: `/a//b` is `/a/b`, `%7e` is `~`. A `..` segment (or its encoded
+/// spelling) is an error: a rule means the path it names, and a request never has one.
+fn rule_path(p: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+    let path = p.split_once('?').map_or(p, |(path, _)| path);
+    let dot_dot = path.split('/').any(|seg| seg.replace("%2e", ".").replace("%2E", ".") == "..");
+    if dot_dot {
+        return Err(format!("path `{p}` has a `..` segment; write the path it means"));
+    }
+    normalize(p, Slashes::Refuse).map_err(|e| format!("path `{p}`: {e}"))
 }
 
 /// The name a placeholder is looked up by: lowercase, every run of other characters as one `-`.
@@ -316,7 +330,7 @@ pub(crate) fn build_rule(
         action,
         scheme: t.scheme,
         port: t.port,
-        path: t.path.map(str::to_string),
+        path: t.path.map(std::borrow::Cow::into_owned),
         pattern,
         target: target.to_string(),
         unresolved,
@@ -432,17 +446,36 @@ mod tests {
             Target { scheme: Some(Scheme::Https), host: "*.<RegionName>.logic.azure.com", port: Some(443), path: None }
         );
         let t = parse_target("http://*.msftncsi.com/ncsi.txt").unwrap();
-        assert_eq!((t.scheme, t.host, t.path), (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt")));
+        assert_eq!((t.scheme, t.host, t.path.as_deref()), (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt")));
         let t = parse_target("token.cp.microsoft.com/").unwrap();
-        assert_eq!((t.host, t.path), ("token.cp.microsoft.com", None));
+        assert_eq!((t.host, t.path.as_deref()), ("token.cp.microsoft.com", None));
         let t = parse_target("a.com/p?q=1").unwrap();
-        assert_eq!(t.path, Some("/p?q=1"));
+        assert_eq!(t.path.as_deref(), Some("/p?q=1"));
         assert_eq!(parse_target("ftp://a.com").unwrap_err(), "unsupported scheme `ftp://` (http or https)");
         assert_eq!(parse_target("a.com:0").unwrap_err(), "bad port `0` (1-65535)");
         assert_eq!(parse_target("a.com:99999").unwrap_err(), "bad port `99999` (1-65535)");
         assert_eq!(parse_target("a.com:+80").unwrap_err(), "bad port `+80` (1-65535)");
         assert_eq!(parse_target("https://:443").unwrap_err(), "missing host pattern");
         assert_eq!(parse_target("a.com?x").unwrap_err(), "a query needs a path: write `/?x`");
+    }
+
+    #[test]
+    fn rule_paths_are_normalised_like_requests() {
+        let path = |t: &str| parse_target(t).map(|t| t.path.map(std::borrow::Cow::into_owned));
+        assert_eq!(path("a.com/x//y/%7e").unwrap().as_deref(), Some("/x/y/~"));
+        assert_eq!(path("a.com/x/./y").unwrap().as_deref(), Some("/x/y"));
+        assert_eq!(path("a.com/pki/aia?x=%41").unwrap().as_deref(), Some("/pki/aia?x=%41"));
+        for dots in ["a.com/ok/../no", "a.com/ok/%2e%2e/no", "a.com/ok/.%2E/no", "a.com/.."] {
+            assert!(path(dots).unwrap_err().contains("has a `..` segment"), "{dots}");
+        }
+        assert!(path("a.com/ok/%2fno").unwrap_err().contains("encoded slash"));
+        assert!(path("a.com/%zz").unwrap_err().contains("percent-encoding"));
+        // The segment boundary holds for a normalised request path too.
+        assert!(path_matches("/ncsi.txt", "/ncsi.txt?x"));
+        assert!(!path_matches("/ncsi.txt", "/ncsi.txtx"));
+        assert!(path_matches("/pki/aia", "/pki/aia/x"));
+        assert!(!path_matches("/pki/aia", "/pki/aiax"));
+        assert!(path_matches("/ok/", "/ok/x") && !path_matches("/ok/", "/ok"));
     }
 
     #[test]
