@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::config::{Config, InspectConfig, NonHttp};
 use crate::inspect::ca::{self, Authority, InitOptions};
+use crate::normalize::{normalize, Slashes};
 use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
 
 /// hostgate: an egress gateway that decides every outbound connection by the name it asks for.
@@ -376,8 +377,32 @@ fn explain(
     hosts: &[String],
     out: &mut impl Write,
 ) -> Result<ExitCode, String> {
-    let (_, p) = load(config)?;
+    let (c, p) = load(config)?;
     let w = |e: std::io::Error| e.to_string();
+    // The path as the gateway sees a request's: normalised first (a refused one never reaches a
+    // decision).
+    let slashes = if c.http.insecure_keep_escaped_slashes { Slashes::Keep } else { Slashes::Refuse };
+    let normalized = match path.map(|raw| normalize(raw, slashes)).transpose() {
+        Ok(n) => n,
+        Err(e) => {
+            for name in hosts {
+                if as_json {
+                    let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "path": path, "error": format!("request target refused (400): {e}")});
+                    writeln!(out, "{v}").map_err(w)?;
+                } else {
+                    writeln!(out, "{name} {}: refused with 400 before any decision: {e}", path.unwrap_or_default())
+                        .map_err(w)?;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let (Some(raw), Some(n)) = (path, normalized.as_deref()) {
+        if raw != n && !as_json {
+            writeln!(out, "path {raw} is normalised to {n}: decided and forwarded as {n}").map_err(w)?;
+        }
+    }
+    let path = normalized.as_deref();
     for name in hosts {
         let host = match Host::new(name) {
             Ok(h) => h,

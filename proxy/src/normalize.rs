@@ -70,7 +70,7 @@ impl fmt::Display for PathError {
             PathError::Nul => f.write_str("a NUL in the request target"),
             PathError::Control(b) => write!(f, "control byte {b:#04x} in the request target"),
             PathError::Slash => f.write_str(
-                "an encoded slash or backslash (%2F, %5C) or a raw backslash in the path (http.escaped_slashes = \"refuse\")",
+                "an encoded slash or backslash (%2F, %5C) or a raw backslash in the path (refused unless http.insecure_keep_escaped_slashes = true)",
             ),
             PathError::Percent => f.write_str("invalid percent-encoding in the request target"),
             PathError::Overlong => f.write_str("an overlong UTF-8 form in the request target"),
