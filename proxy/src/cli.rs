@@ -402,71 +402,88 @@ fn explain(
             writeln!(out, "path {raw} is normalised to {n}: decided and forwarded as {n}").map_err(w)?;
         }
     }
-    let path = normalized.as_deref();
+    let ask = Ask { scheme, port, path: normalized.as_deref(), as_json };
     for name in hosts {
-        let host = match Host::new(name) {
-            Ok(h) => h,
-            Err(e) => {
-                if as_json {
-                    let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
-                    writeln!(out, "{v}").map_err(w)?;
-                } else {
-                    writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
-                }
-                continue;
-            }
-        };
-        let (d, candidates) = p.explain(&Query { host: &host, scheme, port, path });
-        let winner = d.rule.map(|r| p.rule(r));
-        if as_json {
-            let others: Vec<_> = candidates
-                .iter()
-                .filter(|c| c.verdict != Verdict::Winner)
-                .map(|c| {
-                    let r = p.rule(c.rule);
-                    json!({
-                        "rule": r.target, "action": r.action, "source": r.origin.to_string(),
-                        "verdict": c.verdict.as_str(), "exact": c.specificity.is_exact(), "literal": c.specificity.literal_len(),
-                    })
-                })
-                .collect();
-            let v = json!({
-                "host": host.as_str(),
-                "scheme": scheme,
-                "port": port,
-                "path": path,
-                "action": d.action,
-                "rule": winner.map(|r| r.target.as_str()),
-                "pattern": winner.and_then(|r| r.pattern.as_ref()).map(|p| p.as_str()),
-                "source": winner.map(|r| r.origin.to_string()),
-                "default": d.rule.is_none(),
-                "path_unenforced": d.path_unenforced,
-                "tie": d.tie,
-                "others": others,
-            });
-            writeln!(out, "{v}").map_err(w)?;
-            continue;
-        }
-        let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
-        writeln!(out, "{} ({scheme}, port {port}{path_note}): {}", host, d.action).map_err(w)?;
-        match winner {
-            Some(r) => writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?,
-            None => writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?,
-        }
-        if d.path_unenforced {
-            writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone")
-                .map_err(w)?;
-        }
-        if d.tie {
-            writeln!(out, "  note    equally specific rules disagree: the strictest action won").map_err(w)?;
-        }
-        for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
-            let r = p.rule(c.rule);
-            writeln!(out, "  {:<7} {} {}  at {} ({})", "beat", r.action, r.target, r.origin, c.verdict.as_str())
-                .map_err(w)?;
-        }
+        explain_host(&p, &ask, name, out)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `explain` is asked, besides the host.
+struct Ask<'a> {
+    scheme: Scheme,
+    port: u16,
+    /// The request path, normalised.
+    path: Option<&'a str>,
+    as_json: bool,
+}
+
+/// `explain`'s answer for one host: the decision, the winning rule and every other candidate.
+fn explain_host(p: &Policy, ask: &Ask<'_>, name: &str, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
+    let Ask { scheme, port, path, as_json } = *ask;
+    let host = match Host::new(name) {
+        Ok(h) => h,
+        Err(e) => {
+            if as_json {
+                let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
+                writeln!(out, "{v}").map_err(w)?;
+            } else {
+                writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
+            }
+            return Ok(());
+        }
+    };
+    let (d, candidates) = p.explain(&Query { host: &host, scheme, port, path });
+    let winner = d.rule.map(|r| p.rule(r));
+    if as_json {
+        let others: Vec<_> = candidates
+            .iter()
+            .filter(|c| c.verdict != Verdict::Winner)
+            .map(|c| {
+                let r = p.rule(c.rule);
+                json!({
+                    "rule": r.target, "action": r.action, "source": r.origin.to_string(),
+                    "verdict": c.verdict.as_str(), "exact": c.specificity.is_exact(), "literal": c.specificity.literal_len(),
+                })
+            })
+            .collect();
+        let v = json!({
+            "host": host.as_str(),
+            "scheme": scheme,
+            "port": port,
+            "path": path,
+            "action": d.action,
+            "rule": winner.map(|r| r.target.as_str()),
+            "pattern": winner.and_then(|r| r.pattern.as_ref()).map(|p| p.as_str()),
+            "source": winner.map(|r| r.origin.to_string()),
+            "default": d.rule.is_none(),
+            "path_unenforced": d.path_unenforced,
+            "tie": d.tie,
+            "others": others,
+        });
+        writeln!(out, "{v}").map_err(w)?;
+        return Ok(());
+    }
+    let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
+    writeln!(out, "{} ({scheme}, port {port}{path_note}): {}", host, d.action).map_err(w)?;
+    match winner {
+        Some(r) => writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?,
+        None => writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?,
+    }
+    if d.path_unenforced {
+        writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone")
+            .map_err(w)?;
+    }
+    if d.tie {
+        writeln!(out, "  note    equally specific rules disagree: the strictest action won").map_err(w)?;
+    }
+    for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
+        let r = p.rule(c.rule);
+        writeln!(out, "  {:<7} {} {}  at {} ({})", "beat", r.action, r.target, r.origin, c.verdict.as_str())
+            .map_err(w)?;
+    }
+    Ok(())
 }
 
 fn import(files: &[PathBuf], dir: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, String> {
