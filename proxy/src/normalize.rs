@@ -14,11 +14,11 @@
 //! | `.` and `..` segments (after the decoding above), RFC 3986 §5.2.4 | removed: `/a/./b/../c` → `/a/c` |
 //! | `..` above the root (`/..`, `/a/../..`) | refused: [`PathError::AboveRoot`] |
 //! | `//` (empty segments) | merged: `/a//b` → `/a/b` |
-//! | `;` | data, never a segment end: `/a;x/b` stays; but a dot segment with parameters (`/..;x/`) is refused ([`PathError::DotParameters`]): Tomcat-style servers strip the parameters and climb |
+//! | `;` | data, never a segment end: `/a;x/b` stays; but a dot segment with parameters (`/..;x/`, `/..%3Bx/`) is refused ([`PathError::DotParameters`]): Tomcat-style servers strip the parameters and climb |
 //! | `%2F`, `%5C` (encoded `/`, `\`), raw `\` | refused ([`PathError::Slash`]) by default; with [`Slashes::Keep`], kept as data, forwarded encoded (`%2F`, `%5C`) |
 //! | NUL (raw or `%00`), a control byte, DEL | refused |
 //! | `%` not followed by two hex digits | refused: [`PathError::Percent`] |
-//! | an overlong UTF-8 form (`%C0%AE`, `%E0%80%AE`, `%F0%80…`) | refused: [`PathError::Overlong`] |
+//! | an overlong UTF-8 form (`%C0%AE`, `%E0%80%AE`, `%F0%80…`), or a byte that never starts UTF-8 (`%F5`–`%FF`: RFC 2279's 5- and 6-byte forms) | refused: [`PathError::Overlong`] |
 //! | `#` (a fragment) | refused: a request target has none |
 //! | the query (after the first `?`) | kept as written, after the same byte and percent checks (no `%00`) |
 //! | empty | `/` |
@@ -122,9 +122,11 @@ fn is_dot(segment: &str) -> bool {
     segment == "." || segment == ".."
 }
 
-/// `..;x` or `.;x`: a dot segment with parameters.
+/// `..;x`, `.;x` or `..%3Bx`: a dot segment with parameters, `;` raw or encoded (a server
+/// that decodes before it strips parameters reads `%3B` as `;`).
 fn dot_params(segment: &str) -> bool {
-    segment.split_once(';').is_some_and(|(head, _)| is_dot(head))
+    let end = [segment.find(';'), segment.find("%3B"), segment.find("%3b")].into_iter().flatten().min();
+    end.is_some_and(|end| is_dot(&segment[..end]))
 }
 
 /// Checks the query's bytes and percent-encoding; the query is forwarded as written.
@@ -192,7 +194,9 @@ fn decode(path: &str, slashes: Slashes) -> Result<String, PathError> {
                     0 => return Err(PathError::Nul),
                     b'/' | b'\\' if slashes == Slashes::Refuse => return Err(PathError::Slash),
                     v if unreserved(v) => out.push(char::from(v)),
-                    0xc0 | 0xc1 => return Err(PathError::Overlong),
+                    // Never in UTF-8: the 2-byte overlong leads, and the leads of RFC 2279's 5-
+                    // and 6-byte forms (old decoders read `%F8%80%80%80%AE` as `.`).
+                    0xc0 | 0xc1 | 0xf5..=0xff => return Err(PathError::Overlong),
                     0xe0 | 0xf0 if overlong_next(b, i + 3, v) => return Err(PathError::Overlong),
                     v => encoded(&mut out, v),
                 }
@@ -309,6 +313,10 @@ mod tests {
             ("/%2e%2e/x", PathError::AboveRoot),
             ("/ok/..;x/no", PathError::DotParameters),
             ("/ok/.;/no", PathError::DotParameters),
+            ("/ok/..%3b/no", PathError::DotParameters),
+            ("/ok/%2e%2e%3Bx/no", PathError::DotParameters),
+            ("/ok/%f8%80%80%80%ae", PathError::Overlong),
+            ("/ok/%fc%80%80%80%80%ae", PathError::Overlong),
             ("/a%00b", PathError::Nul),
             ("/a?b=%00", PathError::Nul),
             ("/a\u{1}b", PathError::Control(1)),
