@@ -52,6 +52,11 @@ impl HttpConn {
         HttpConn { io: BufReader::new(tcp) }
     }
 
+    /// A connection the test made itself (e.g. [`super::Netns::connect`]).
+    pub fn from_stream(tcp: TcpStream) -> HttpConn {
+        HttpConn { io: BufReader::new(tcp) }
+    }
+
     /// The client side's address (the access log's `client`).
     pub fn local_addr(&self) -> SocketAddr {
         self.io.get_ref().local_addr().unwrap()

@@ -214,6 +214,32 @@ impl Netns {
             .unwrap()
     }
 
+    /// A TCP connection to `addr` made from inside the namespace, for a test that writes raw
+    /// bytes itself: the socket is created by a short-lived thread that has entered the
+    /// namespace (`setns`), so it belongs to the namespace for good (its packets take the
+    /// namespace's route and the REDIRECT rules) while the test drives it from the runtime like
+    /// any other. The thread is a fresh one, never a pool's: a thread that entered the
+    /// namespace must not run anything else.
+    pub async fn connect(&self, addr: SocketAddr) -> tokio::net::TcpStream {
+        let path = Path::new("/run/netns").join(&self.name);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let connected = (|| {
+                let ns = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns {}: {e}", path.display()))?;
+                let tcp = std::net::TcpStream::connect_timeout(&addr, super::STEP)
+                    .map_err(|e| format!("connect {addr} from the namespace: {e}"))?;
+                tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                Ok::<_, String>(tcp)
+            })();
+            let _ = tx.send(connected);
+        });
+        let tcp = rx.await.expect("the namespace thread panicked").unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        tokio::net::TcpStream::from_std(tcp).unwrap()
+    }
+
     /// `iptables -t nat -A PREROUTING -i VETH -p tcp --dport D -j REDIRECT --to-ports P`.
     pub fn redirect_iptables(&self, dport: u16, to_port: u16) {
         self.redirect_xtables("iptables", dport, to_port);
