@@ -147,7 +147,10 @@ impl Pipeline {
         access.generation = gen.number;
         access.method = Some(req.method().clone());
         access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
-        if !matches!(self.scope, Scope::Inspected { .. }) {
+        // A redirected or inspected connection's record already names where the client was
+        // going (the original destination, or the connection's); the explicit proxy's requests
+        // name it in their URI.
+        if matches!(self.scope, Scope::Proxy | Scope::Tunnel { .. }) {
             access.dst = req.uri().authority().cloned().map(crate::access::Dst::Authority);
         }
         let target = match RequestTarget::parse(&req, &self.scope, gen.slashes) {
