@@ -1,18 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 //! Property tests of the proxy's parsers: the invariants of the fuzz targets `client_hello`,
-//! `http_head`, `rule_line` and `config_load`, on stable Rust and in every CI run.
+//! `http_head`, `rule_line`, `config_load` and `request_target`, on stable Rust and in every CI
+//! run.
 //!
 //! The invariants themselves are `fuzz/src/invariants.rs`, included here with `#[path]` (as
 //! `matcher/tests/differential.rs` includes the reference matcher), so that the fuzzer and these
 //! tests check one reading of the contract. Here they run on generated inputs that reach the
 //! interesting paths at once (well-formed ClientHellos, request heads, rule lines and
-//! configurations, then mutated), with hyper itself as the oracle for "this is an HTTP request".
+//! configurations, then mutated; request targets of hostile segments), with hyper itself as the
+//! oracle for "this is an HTTP request" and a permissive reference server for "where a request
+//! target lands".
 //!
 //! Cases are modest (the file runs in a few seconds in a debug build); `PROPTEST_CASES=N cargo
 //! test --test properties` runs N for each property.
 //!
 //! `capture_client_hello_seeds` (ignored) wrote the fuzz seeds in `fuzz/seeds/client_hello/`
-//! from rustls, curl and openssl; see `fuzz/README.md`.
+//! from rustls, curl and openssl; `write_request_target_seeds` (ignored) writes
+//! `fuzz/seeds/request_target/` from `invariants::HOSTILE_TARGETS`; see `fuzz/README.md`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,7 +40,10 @@ mod invariants;
 mod client_hello;
 
 use client_hello::ClientHello as HelloBuilder;
-use invariants::{check_config, check_rules, check_sniff, sniff_chunks, starts_with_method};
+use hostgate_proxy::normalize::{PathError, Slashes};
+use invariants::{
+    check_config, check_rules, check_sniff, normalize_target, sniff_chunks, starts_with_method, HOSTILE_TARGETS,
+};
 
 const CAP: usize = 16 * 1024;
 
@@ -444,6 +451,190 @@ proptest! {
     }
 }
 
+// ---- request targets ----
+
+/// Segments that spell a climb, a slash, a parameter, a NUL or bad percent-encoding in the ways
+/// servers and gateways have disagreed on, and a few plain ones (`p`, `ok`, `no`: the names the
+/// rules of `invariants::PATH_RULES` use).
+const TARGET_SEGMENTS: &[&str] = &[
+    "p",
+    "ok",
+    "no",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    ".%2e",
+    "%2e.",
+    "%2e%2e",
+    "..;x",
+    ";",
+    "",
+    "%2f",
+    "%2F",
+    "%5c",
+    "\\",
+    "%00",
+    "%c0%ae",
+    "%e0%80%ae",
+    "%f8%80%80%80%ae",
+    "%c0%af",
+    "%41",
+    "%zz",
+    "%4",
+    "é",
+    "a%20b",
+    "%3b",
+    "..%3b",
+    "%252e",
+];
+
+/// A request target from [`TARGET_SEGMENTS`]: joined by `/` (sometimes `//`), under `/`, `/p/`,
+/// `//p/` or nothing, with a query sometimes.
+fn request_target() -> impl Strategy<Value = String> {
+    (
+        select(&["/", "/", "/p/", "/p/", "//p/", ""][..]),
+        proptest::collection::vec((select(TARGET_SEGMENTS), prop_oneof![4 => Just("/"), 1 => Just("//")]), 0..8),
+        proptest::option::of("[a-z=&./%;?#\\\\]{0,12}"),
+    )
+        .prop_map(|(prefix, segments, query)| {
+            let mut target = prefix.to_string();
+            for (i, (segment, sep)) in segments.iter().enumerate() {
+                if i > 0 {
+                    target.push_str(sep);
+                }
+                target.push_str(segment);
+            }
+            if let Some(query) = query {
+                target.push('?');
+                target.push_str(&query);
+            }
+            target
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Targets of hostile segments: the invariants of `invariants::normalize_target`, in both
+    /// modes (and the security property: allowed under `/p/` means served under `/p/`).
+    #[test]
+    fn request_targets(target in request_target()) {
+        for slashes in [Slashes::Refuse, Slashes::Keep] {
+            let _ = normalize_target(&target, slashes);
+        }
+    }
+
+    /// Strings of the characters that matter (`/`, `.`, `%`, hex digits, `;`, `?`, `#`, `\`),
+    /// and any strings.
+    #[test]
+    fn any_request_target(
+        near in "[/p.%25eEfFcC0a;?#\\\\\u{0}\u{1}é]{0,40}",
+        any in any::<String>(),
+    ) {
+        for slashes in [Slashes::Refuse, Slashes::Keep] {
+            let _ = normalize_target(&near, slashes);
+            let _ = normalize_target(&any, slashes);
+        }
+    }
+}
+
+/// Every hostile spelling of `invariants::HOSTILE_TARGETS` (the seeds of the `request_target`
+/// fuzz target), in both modes; and a few answers spelled out.
+#[test]
+fn hostile_request_targets() {
+    for (name, target) in HOSTILE_TARGETS {
+        for slashes in [Slashes::Refuse, Slashes::Keep] {
+            let got = normalize_target(target, slashes);
+            println!("{name}: {target:?} ({slashes:?}) -> {got:?}");
+        }
+    }
+    let refuse = |t: &str| normalize_target(t, Slashes::Refuse);
+    // Climbs out of /ok/ land on /no, where an `allow http://x/ok/` does not reach.
+    for t in ["/ok/../no", "/ok/%2e%2e/no", "/ok/%2E%2E/no", "/ok/./../no", "/p/.%2e/no", "/p/%2e./no"] {
+        assert_eq!(refuse(t).as_deref(), Ok("/no"), "{t}");
+    }
+    for t in ["/ok/..%2fno", "/ok/..%2Fno", "/ok/..%5cno", "/ok\\..\\no", "/p/%2e%2e%2fno"] {
+        assert_eq!(refuse(t), Err(PathError::Slash), "{t}");
+    }
+    // Double-encoded: data, forwarded as written.
+    assert_eq!(refuse("/p/%252e%252e/no").as_deref(), Ok("/p/%252e%252e/no"));
+    assert_eq!(refuse("/p/a?q=../../x").as_deref(), Ok("/p/a?q=../../x"));
+    assert_eq!(refuse("/p/%c0%ae%c0%ae/no"), Err(PathError::Overlong));
+    assert_eq!(refuse("/p/..;/no"), Err(PathError::DotParameters));
+    assert_eq!(refuse("/p/#x"), Err(PathError::Fragment));
+}
+
+/// The reference server of the security property reads the classic traversals as they were
+/// exploited (so the property is not vacuous), and resolves dot segments as RFC 3986 §5.2.4 does.
+#[test]
+fn server_view_sanity() {
+    use invariants::server_view;
+    for (path, want) in [
+        ("/p/../no", "/no"),
+        ("/p/..%2fno", "/no"),
+        ("/p/..%5Cno", "/no"),
+        ("/p\\..\\no", "/no"),
+        ("/p/..;x=1/no", "/no"),
+        ("/p/..%3B/no", "/no"),
+        ("/p/%2e%2e/no", "/no"),
+        ("/p/%c0%ae%c0%ae/no", "/no"),
+        ("/p/..%c0%afno", "/no"),
+        ("/p/%e0%80%ae%e0%80%ae/no", "/no"),
+        ("/p/%f8%80%80%80%ae%f8%80%80%80%ae/no", "/no"),
+        ("/p/%252e%252e/no", "/p/%2e%2e/no"),
+        ("/p/a;b/c", "/p/a/c"),
+        ("/..", "/"),
+        ("/../../no", "/no"),
+        ("/a/b/c/./../../g", "/a/g"),
+        ("/a//../b", "/a/b"),
+        ("/a/b/.", "/a/b/"),
+        ("/p/%C3%A9", "/p/é"),
+    ] {
+        assert_eq!(server_view(path).as_deref(), Some(want), "{path}");
+    }
+    assert_eq!(server_view("/p/%zz"), None);
+    assert_eq!(server_view("/p/%4"), None);
+    let keeping = invariants::Server { encoded_slashes: false, ..invariants::PERMISSIVE };
+    assert_eq!(keeping.view("/p/..%2Fno").as_deref(), Some("/p/..%2Fno"));
+    assert_eq!(keeping.view("/p/..%5cno/..").as_deref(), Some("/p/"));
+}
+
+/// The seed files of the `request_target` fuzz target are exactly `HOSTILE_TARGETS` (plus the
+/// inputs of fuzz findings, `finding-*`), so the fuzzer starts from the spellings checked here.
+#[test]
+fn request_target_seeds_are_the_hostile_table() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request_target");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for slashes in [Slashes::Refuse, Slashes::Keep] {
+            let _ = normalize_target(&text, slashes);
+        }
+        if !name.starts_with("finding-") {
+            let row = HOSTILE_TARGETS.iter().find(|(n, _)| *n == name);
+            assert_eq!(row.map(|r| r.1), Some(text.as_str()), "seed {name}");
+            names.push(name);
+        }
+    }
+    assert_eq!(names.len(), HOSTILE_TARGETS.len(), "seeds {names:?}");
+}
+
+/// Writes `invariants::HOSTILE_TARGETS` to `fuzz/seeds/request_target/` (one file each, the
+/// target as its bytes). Run by hand: `cargo test --test properties -- --ignored
+/// write_request_target_seeds`.
+#[test]
+#[ignore = "writes fuzz/seeds/request_target; run by hand"]
+fn write_request_target_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/request_target");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, target) in HOSTILE_TARGETS {
+        std::fs::write(dir.join(name), target).unwrap();
+    }
+}
+
 // ---- fuzz findings (fuzz/README.md): each still fails, hence ignored; a fixed one becomes a
 // plain test ----
 
@@ -473,6 +664,55 @@ fn finding_2_requests_hyper_reads_are_http() {
         assert!(hyper_reads_a_request(head));
         assert_eq!(sniff_chunks(head, &[], CAP), Ok(Sniffed::Http), "{}", String::from_utf8_lossy(head));
     }
+}
+
+/// The security property of `invariants::normalize_target` without the allowances for open
+/// findings: a target the normaliser lets under `/p/` is served under `/p/` by the permissive
+/// reference server.
+fn served_where_allowed(raw: &str) -> Result<(), String> {
+    for slashes in [Slashes::Refuse, Slashes::Keep] {
+        let Ok(out) = hostgate_proxy::normalize::normalize(raw, slashes) else { continue };
+        let path = out.split('?').next().unwrap_or(&out);
+        let server = invariants::Server { encoded_slashes: slashes == Slashes::Refuse, ..invariants::PERMISSIVE };
+        let view = server.view(path).unwrap();
+        if hostgate_proxy::policy::path_matches("/p/", &out) && !view.starts_with("/p/") {
+            return Err(format!("{raw:?} -> {out:?} ({slashes:?}): a server reads {view:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Finding 5 (open): an encoded `;` after a dot segment is kept (`/p/..%3B/no`); a server that
+/// decodes before it strips `;parameters` reads `/p/..;/no`, strips `;` and climbs to `/no`.
+/// The normaliser refuses the same with a raw `;` (`DotParameters`).
+#[test]
+#[ignore = "fuzz finding 5 (open, fuzz/README.md): %3B after a dot segment"]
+fn finding_5_encoded_semicolon_after_a_dot_segment() {
+    let failures: Vec<String> =
+        ["/p/..%3b/no", "/p/..%3B/no", "/p/%2e%2e%3bx/no", "/p/x/..%3B/..%3B/no", "/p/..%3B;x/no"]
+            .iter()
+            .filter_map(|raw| served_where_allowed(raw).err())
+            .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Finding 6 (open): overlong UTF-8 forms of 5 and 6 bytes are kept (`%F8%80%80%80%AE` is `.`
+/// in RFC 2279's UTF-8, `%FC%80%80%80%80%AE` too); old decoders (IIS's "Unicode" bug) read them
+/// as `.`, so `/p/%F8%80%80%80%AE%F8%80%80%80%AE/no` is `/no` to them. The 2- to 4-byte forms
+/// are refused (`Overlong`).
+#[test]
+#[ignore = "fuzz finding 6 (open, fuzz/README.md): 5- and 6-byte overlong forms"]
+fn finding_6_long_overlong_forms() {
+    let failures: Vec<String> = [
+        "/p/%f8%80%80%80%ae%f8%80%80%80%ae/no",
+        "/p/%fc%80%80%80%80%ae%fc%80%80%80%80%ae/no",
+        "/p/..%f8%80%80%80%afno",
+        "/p/..%fc%80%80%80%80%afno",
+    ]
+    .iter()
+    .filter_map(|raw| served_where_allowed(raw).err())
+    .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 // ---- the seeds of the client_hello fuzz target ----
