@@ -682,11 +682,10 @@ fn served_where_allowed(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Finding 5 (open): an encoded `;` after a dot segment is kept (`/p/..%3B/no`); a server that
+/// Finding 5 (fixed): an encoded `;` after a dot segment was kept (`/p/..%3B/no`); a server that
 /// decodes before it strips `;parameters` reads `/p/..;/no`, strips `;` and climbs to `/no`.
-/// The normaliser refuses the same with a raw `;` (`DotParameters`).
+/// Now refused like a raw `;` (`DotParameters`).
 #[test]
-#[ignore = "fuzz finding 5 (open, fuzz/README.md): %3B after a dot segment"]
 fn finding_5_encoded_semicolon_after_a_dot_segment() {
     let failures: Vec<String> =
         ["/p/..%3b/no", "/p/..%3B/no", "/p/%2e%2e%3bx/no", "/p/x/..%3B/..%3B/no", "/p/..%3B;x/no"]
@@ -696,12 +695,11 @@ fn finding_5_encoded_semicolon_after_a_dot_segment() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Finding 6 (open): overlong UTF-8 forms of 5 and 6 bytes are kept (`%F8%80%80%80%AE` is `.`
+/// Finding 6 (fixed): overlong UTF-8 forms of 5 and 6 bytes were kept (`%F8%80%80%80%AE` is `.`
 /// in RFC 2279's UTF-8, `%FC%80%80%80%80%AE` too); old decoders (IIS's "Unicode" bug) read them
 /// as `.`, so `/p/%F8%80%80%80%AE%F8%80%80%80%AE/no` is `/no` to them. The 2- to 4-byte forms
-/// are refused (`Overlong`).
+/// were refused (`Overlong`); now every lead byte from `%F5` is.
 #[test]
-#[ignore = "fuzz finding 6 (open, fuzz/README.md): 5- and 6-byte overlong forms"]
 fn finding_6_long_overlong_forms() {
     let failures: Vec<String> = [
         "/p/%f8%80%80%80%ae%f8%80%80%80%ae/no",

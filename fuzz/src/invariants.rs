@@ -441,18 +441,18 @@ pub fn check_config(text: &str) -> Result<Config, String> {
 
 // ---- request targets ----
 
-/// Let [`normalize_target`] pass over finding 5 (`fuzz/README.md`, open): the normaliser keeps
+/// Let [`normalize_target`] pass over finding 5 (`fuzz/README.md`, fixed): the normaliser kept
 /// an encoded `;` (`%3B`) after a dot segment (`/p/..%3B/no`), which a server that decodes before
-/// it strips `;parameters` reads as `/p/..;/no`, hence `/no`. `false` to reproduce it (the test
-/// `finding_5_encoded_semicolon_after_a_dot_segment` in `tests/properties.rs` does). The open
+/// it strips `;parameters` reads as `/p/..;/no`, hence `/no`. Off: the check holds in full. The
 /// findings of the normaliser have their own switches rather than [`KNOWN_FINDINGS`], which would
 /// also loosen the sniff checks for finding 1 (fixed).
-pub const FINDING_5_OPEN: bool = true;
+pub const FINDING_5_OPEN: bool = false;
 
-/// Let [`normalize_target`] pass over finding 6 (`fuzz/README.md`, open): the normaliser refuses
-/// overlong UTF-8 forms of 2 to 4 bytes but keeps those of 5 and 6 (`%F8%80%80%80%AE`, `.` in
-/// the UTF-8 of RFC 2279), which the decoders of old servers (IIS's "Unicode" bug) read as `.`.
-pub const FINDING_6_OPEN: bool = true;
+/// Let [`normalize_target`] pass over finding 6 (`fuzz/README.md`, fixed): the normaliser
+/// refused overlong UTF-8 forms of 2 to 4 bytes but kept those of 5 and 6 (`%F8%80%80%80%AE`,
+/// `.` in the UTF-8 of RFC 2279), which the decoders of old servers (IIS's "Unicode" bug) read
+/// as `.`. Off: the check holds in full.
+pub const FINDING_6_OPEN: bool = false;
 
 /// Rule paths the security property of [`normalize_target`] is checked under (`allow
 /// http://x/p/` and the like, default deny): the generated and hostile targets are made of the
@@ -649,9 +649,16 @@ fn error_is_explained(raw: &str, slashes: Slashes, e: PathError) -> bool {
                 && (path.contains('\\') || path_lower.contains("%2f") || path_lower.contains("%5c"))
         }
         PathError::Percent => raw.contains('%'),
-        PathError::Overlong => ["%c0", "%c1", "%e0%8", "%e0%9", "%f0%8"].iter().any(|s| path_lower.contains(s)),
+        PathError::Overlong => {
+            ["%c0", "%c1", "%e0%8", "%e0%9", "%f0%8", "%f5", "%f6", "%f7", "%f8", "%f9", "%fa", "%fb", "%fc"]
+                .iter()
+                .chain(&["%fd", "%fe", "%ff"])
+                .any(|s| path_lower.contains(s))
+        }
         PathError::AboveRoot => path.contains('.') || path_lower.contains("%2e"),
-        PathError::DotParameters => path.contains(';') && (path.contains('.') || path_lower.contains("%2e")),
+        PathError::DotParameters => {
+            (path.contains(';') || path_lower.contains("%3b")) && (path.contains('.') || path_lower.contains("%2e"))
+        }
         PathError::Fragment => raw.contains('#'),
         PathError::NotAbsolute => !raw.is_empty() && !path.starts_with('/'),
         // `PathError` is `#[non_exhaustive]`: a kind this check does not know is a failure.

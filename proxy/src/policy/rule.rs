@@ -234,7 +234,8 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
             if let Some(c) = p.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
                 return Err(format!("path `{p}` contains {c:?}"));
             }
-            Some(rule_path(p)?)
+            // `//` and the like are the whole site too, once normalised.
+            Some(rule_path(p)?).filter(|n| n != "/")
         }
     };
     if hostport.starts_with('[') {
