@@ -290,7 +290,9 @@ impl Pipeline {
         };
         if !usable {
             *slot = None;
-            let (sender, addr) = self.connect(gen, host, port).await?;
+            // Boxed: the connect, TLS and HTTP/2 handshake futures are large, and every request's
+            // future (held by hyper for each connection, CONNECTs included) would be as large.
+            let (sender, addr) = Box::pin(self.connect(gen, host, port)).await?;
             *slot = Some(Upstream { host: host.clone(), port, addr, sender });
         }
         Ok(())
