@@ -135,9 +135,7 @@ fn check_query(query: &str) -> Result<(), PathError> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            0 => return Err(PathError::Nul),
-            c if c < 0x20 || c == 0x7f => return Err(PathError::Control(c)),
-            b'#' => return Err(PathError::Fragment),
+            c @ (0..0x20 | 0x7f | b'#') => return Err(refused_byte(c)),
             b'%' => {
                 if hex_pair(b, i)? == 0 {
                     return Err(PathError::Nul);
@@ -149,6 +147,15 @@ fn check_query(query: &str) -> Result<(), PathError> {
         i += 1;
     }
     Ok(())
+}
+
+/// Why a raw byte is refused anywhere in a target: NUL, another control byte or DEL, `#`.
+fn refused_byte(c: u8) -> PathError {
+    match c {
+        0 => PathError::Nul,
+        b'#' => PathError::Fragment,
+        c => PathError::Control(c),
+    }
 }
 
 /// The byte encoded by the `%XX` at `i`.
@@ -183,9 +190,7 @@ fn decode(path: &str, slashes: Slashes) -> Result<String, PathError> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            0 => return Err(PathError::Nul),
-            c if c < 0x20 || c == 0x7f => return Err(PathError::Control(c)),
-            b'#' => return Err(PathError::Fragment),
+            c @ (0..0x20 | 0x7f | b'#') => return Err(refused_byte(c)),
             b'\\' if slashes == Slashes::Refuse => return Err(PathError::Slash),
             b'\\' => encoded(&mut out, b'\\'),
             b'%' => {
