@@ -32,7 +32,7 @@ use crate::conn::Conn;
 use crate::forward::{Pipeline, Scope};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
-use crate::relay::{finish_relay, refuse, IntoTcp};
+use crate::relay::{refuse, IntoTcp, Relay};
 use crate::sniff::tls::ClientHello;
 use crate::sniff::Sniffed;
 use crate::stream::Prefixed;
@@ -89,15 +89,23 @@ impl Dest {
 }
 
 /// Acts on what the sniffer found in `client`'s first bytes (`buf`, replayed to whoever
-/// reads next).
-pub(crate) async fn dispatch<C>(mut conn: Conn, client: C, buf: BytesMut, sniffed: Result<Sniffed, Failure>, dest: Dest)
+/// reads next). A connection to relay is handed back, connected: the caller runs the
+/// [`Relay`] at the top of the connection's task.
+pub(crate) async fn dispatch<C>(
+    mut conn: Conn,
+    client: C,
+    buf: BytesMut,
+    sniffed: Result<Sniffed, Failure>,
+    dest: Dest,
+) -> Option<Relay<C>>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
 {
     match sniffed {
         Err(f) => {
             let alert = f.outcome.tls_alert();
-            refuse(conn, client, f, alert).await
+            refuse(conn, client, f, alert).await;
+            None
         }
         Ok(Sniffed::Tls(hello)) => tls(conn, client, buf, hello, dest).await,
         Ok(Sniffed::Unknown) => opaque(conn, client, buf, dest).await,
@@ -112,7 +120,8 @@ where
                 }
             };
             // Boxed: hyper's connection future would make every connection's task as large.
-            Box::pin(serve_http(conn, Prefixed::new(buf.freeze(), client), scope)).await
+            Box::pin(serve_http(conn, Prefixed::new(buf.freeze(), client), scope)).await;
+            None
         }
     }
 }
@@ -132,8 +141,9 @@ where
     pipeline.ended(crate::forward::server(timeout).serve_connection(TokioIo::new(client), svc).await);
 }
 
-/// Decides a TLS connection by its ClientHello, then inspects, relays or refuses it.
-async fn tls<C>(mut conn: Conn, client: C, buf: BytesMut, hello: ClientHello, dest: Dest)
+/// Decides a TLS connection by its ClientHello, then inspects or refuses it, or hands it back
+/// connected, to relay.
+async fn tls<C>(mut conn: Conn, client: C, buf: BytesMut, hello: ClientHello, dest: Dest) -> Option<Relay<C>>
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
 {
@@ -143,7 +153,7 @@ where
         Ok(sni) => sni,
         Err(e) => {
             let f = Failure::new(Outcome::MalformedClientHello, format!("server name: {e}"));
-            return refuse(conn, client, f, true).await;
+            return refused(conn, client, f, true).await;
         }
     };
     // The name the decision and the upstream use: the SNI, or for a CONNECT tunnel without one,
@@ -151,7 +161,7 @@ where
     let name = match (&dest, sni) {
         (Dest::Connected { host, .. }, Some(sni)) if sni.as_str() != host.as_str() => {
             let detail = format!("SNI {} is not the CONNECT host {}", sni.as_str(), host.as_str());
-            return refuse(conn, client, Failure::new(Outcome::Mismatch, detail), true).await;
+            return refused(conn, client, Failure::new(Outcome::Mismatch, detail), true).await;
         }
         (_, Some(sni)) => Some(sni),
         (Dest::Connected { host, .. }, None) => Some(host.clone()),
@@ -165,11 +175,11 @@ where
     conn.access.decided(&decision);
     if decision.action == Action::Deny {
         let detail = if name.is_some() { "policy" } else { "no server name; default action" };
-        return refuse(conn, client, Failure::new(Outcome::Denied, detail), true).await;
+        return refused(conn, client, Failure::new(Outcome::Denied, detail), true).await;
     }
     let handling = match handling(&conn, decision.action, name.as_ref()) {
         Ok(h) => h,
-        Err(f) => return refuse(conn, client, f, true).await,
+        Err(f) => return refused(conn, client, f, true).await,
     };
     conn.gen.metrics.tls_handling(match &handling {
         Handling::Inspect(..) => Inspection::Inspected.as_str(),
@@ -182,7 +192,7 @@ where
         Ok(c) => c,
         Err(f) => {
             let alert = f.outcome.tls_alert();
-            return refuse(conn, client, f, alert).await;
+            return refused(conn, client, f, alert).await;
         }
     };
     conn.access.upstream = Some(addr);
@@ -192,10 +202,11 @@ where
             // Boxed: the inspection future (two TLS sessions, hyper) is large; only inspected
             // connections pay for it.
             Box::pin(crate::intercept::intercept(conn, client, buf, alpn, scope, upstream)).await;
+            None
         }
         Handling::Relay(why) => {
             conn.access.inspection = Some(why);
-            finish_relay(conn, client, upstream, buf.freeze()).await;
+            Some(Relay { conn, client, upstream, prefix: buf.freeze() })
         }
     }
 }
@@ -234,7 +245,7 @@ fn handling(conn: &Conn, action: Action, name: Option<&Host>) -> Result<Handling
 }
 
 /// A stream that is neither TLS nor HTTP: the default action decides.
-async fn opaque<C>(mut conn: Conn, client: C, buf: BytesMut, dest: Dest)
+async fn opaque<C>(mut conn: Conn, client: C, buf: BytesMut, dest: Dest) -> Option<Relay<C>>
 where
     C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
@@ -245,12 +256,23 @@ where
     // Not TLS: refusals are a plain close, never an alert.
     if decision.action == Action::Deny {
         let f = Failure::new(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
-        return refuse(conn, client, f, false).await;
+        return refused(conn, client, f, false).await;
     }
     let (upstream, addr) = match Box::pin(dest.connect(&conn, None)).await {
         Ok(c) => c,
-        Err(f) => return refuse(conn, client, f, false).await,
+        Err(f) => return refused(conn, client, f, false).await,
     };
     conn.access.upstream = Some(addr);
-    finish_relay(conn, client, upstream, buf.freeze()).await;
+    Some(Relay { conn, client, upstream, prefix: buf.freeze() })
+}
+
+/// [`refuse`], for a phase that hands back a connection to relay: nothing to relay.
+async fn refused<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: Conn,
+    client: C,
+    f: Failure,
+    alert: bool,
+) -> Option<Relay<C>> {
+    refuse(conn, client, f, alert).await;
+    None
 }

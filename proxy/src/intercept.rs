@@ -23,7 +23,7 @@ use crate::conn::Conn;
 use crate::forward::{handshake, Pipeline, Scope, TlsUpstream, MAX_HEAD};
 use crate::inspect::{client_handshake_failure, H2, HTTP11};
 use crate::outcome::{close, Failure, Outcome};
-use crate::relay::{finish_relay, refuse};
+use crate::relay::{refuse, Relay};
 use crate::sniff::{sniff, Sniffed};
 use crate::stream::{Counting, Meter, Prefixed};
 
@@ -176,7 +176,7 @@ async fn non_http<C>(
             // The bytes logged are the decrypted ones relayed between the two sessions.
             conn.access.inspection = Some(Inspection::InspectedRelay);
             conn.access.detail = Some(why.into());
-            finish_relay(conn, client, upstream, prefix).await;
+            Relay { conn, client, upstream, prefix }.run().await;
         }
         Err(f) if relay => {
             close(client).await;

@@ -4,7 +4,7 @@
 //!
 //! This phase owns the copy loops, half-close (a client's FIN becomes a FIN upstream while the
 //! other direction keeps flowing), the idle timeout (no bytes either way), the byte counters,
-//! and the end of a connection's record ([`finish_relay`], [`refuse`]). It does not decide or
+//! and the end of a connection's record ([`Relay::run`], [`refuse`]). It does not decide or
 //! connect.
 //!
 //! Two copy loops. [`relay`] is generic (TLS sessions of an inspected connection): one
@@ -235,31 +235,48 @@ fn ignore_not_connected(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// Relays `client` and `upstream` (writing `prefix` upstream first) to the end, then emits the
-/// record with how it ended and the bytes relayed.
-pub(crate) async fn finish_relay<C, U>(mut conn: Conn, client: C, upstream: U, prefix: bytes::Bytes)
+/// A connection let through and connected, ready to relay: what the dispatch after the sniff
+/// hands back, so that the relay (the state an open tunnel keeps for its whole life) runs at
+/// the top of the connection's task, not under the frames of the phases that led to it.
+#[derive(Debug)]
+pub(crate) struct Relay<C, U = TcpStream> {
+    /// The connection's context (its record is emitted when the relay ends).
+    pub(crate) conn: Conn,
+    /// The client side.
+    pub(crate) client: C,
+    /// The upstream side.
+    pub(crate) upstream: U,
+    /// The sniffed bytes, written upstream first.
+    pub(crate) prefix: bytes::Bytes,
+}
+
+impl<C, U> Relay<C, U>
 where
     C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
     U: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
-    let open = conn.gen.metrics.tunnel(&conn.access.listener.label);
-    // TCP on both sides (every bypass and uninspected tunnel): the relay that holds no buffer
-    // while idle and moves 64 KiB per call.
-    let idle = conn.gen.idle_timeout;
-    let r = match (client.into_tcp(), upstream.into_tcp()) {
-        (Ok(c), Ok(u)) => relay_tcp(c, u, prefix, idle).await,
-        (Ok(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-        (Err(c), Ok(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-        (Err(c), Err(u)) => Box::pin(relay(c, u, prefix, idle)).await,
-    };
-    drop(open);
-    conn.access.bytes_up = r.up;
-    conn.access.bytes_down = r.down;
-    match r.end {
-        End::Done => conn.finish(),
-        End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
-        End::ClientError(e) => conn.failed(Outcome::ClientError, e),
-        End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
+    /// Relays to the end, then emits the record with how it ended and the bytes relayed.
+    pub(crate) async fn run(mut self) {
+        let open = self.conn.gen.metrics.tunnel(&self.conn.access.listener.label);
+        // TCP on both sides (every bypass and uninspected tunnel): the relay that holds no
+        // buffer while idle and moves 64 KiB per call.
+        let idle = self.conn.gen.idle_timeout;
+        let r = match (self.client.into_tcp(), self.upstream.into_tcp()) {
+            (Ok(c), Ok(u)) => relay_tcp(c, u, self.prefix, idle).await,
+            (Ok(c), Err(u)) => Box::pin(relay(c, u, self.prefix, idle)).await,
+            (Err(c), Ok(u)) => Box::pin(relay(c, u, self.prefix, idle)).await,
+            (Err(c), Err(u)) => Box::pin(relay(c, u, self.prefix, idle)).await,
+        };
+        drop(open);
+        let conn = &mut self.conn;
+        conn.access.bytes_up = r.up;
+        conn.access.bytes_down = r.down;
+        match r.end {
+            End::Done => conn.finish(),
+            End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
+            End::ClientError(e) => conn.failed(Outcome::ClientError, e),
+            End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
+        }
     }
 }
 

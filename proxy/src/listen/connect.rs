@@ -26,7 +26,7 @@ use crate::forward::body::empty;
 use crate::forward::{authority_host, refusal, Pipeline, ResBody, Scope};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Query, Scheme};
-use crate::relay::IntoTcp;
+use crate::relay::{IntoTcp, Relay};
 use crate::sniff::sniff_until;
 use crate::stream::Prefixed;
 use crate::upstream::Target;
@@ -103,19 +103,30 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
         // The tunnel still counts against max_connections after hyper's connection has ended,
         // and is closed with the others when a shutdown's grace period runs out.
         let stop = conn.slot.clone();
+        let dest = Dest::Connected { host, port, upstream, addr };
         let serve = async move {
             match hyper::upgrade::on(req).await {
                 // The client's own socket when hyper holds nothing it read past the CONNECT
                 // head: a bypassed tunnel is then relayed socket to socket.
+                // The sniff and the dispatch run boxed, and the relay here, at the top of the
+                // task: an open tunnel keeps only the relay's state.
                 Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) if parts.read_buf.is_empty() => {
-                        tunnel(conn, parts.io.into_inner(), host, port, upstream, addr).await
+                        if let Some(relay) = Box::pin(tunnel(conn, parts.io.into_inner(), dest)).await {
+                            relay.run().await;
+                        }
                     }
                     Ok(parts) => {
                         let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
-                        tunnel(conn, client, host, port, upstream, addr).await
+                        if let Some(relay) = Box::pin(tunnel(conn, client, dest)).await {
+                            relay.run().await;
+                        }
                     }
-                    Err(upgraded) => tunnel(conn, TokioIo::new(upgraded), host, port, upstream, addr).await,
+                    Err(upgraded) => {
+                        if let Some(relay) = Box::pin(tunnel(conn, TokioIo::new(upgraded), dest)).await {
+                            relay.run().await;
+                        }
+                    }
                 },
                 Err(e) => conn.failed(Outcome::ClientError, format!("CONNECT upgrade failed: {e}")),
             }
@@ -158,15 +169,10 @@ async fn open(
     Ok((host, port, upstream, addr))
 }
 
-/// Sniffs an established CONNECT tunnel (within `sniff.timeout` from now) and dispatches it.
-async fn tunnel<C>(
-    mut conn: Conn,
-    mut client: C,
-    host: Host,
-    port: u16,
-    upstream: TcpStream,
-    addr: std::net::SocketAddr,
-) where
+/// Sniffs an established CONNECT tunnel (within `sniff.timeout` from now) and dispatches it;
+/// hands back what is to be relayed.
+async fn tunnel<C>(mut conn: Conn, mut client: C, dest: Dest) -> Option<Relay<C>>
+where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + IntoTcp + 'static,
 {
     let mut buf = BytesMut::new();
@@ -174,5 +180,5 @@ async fn tunnel<C>(
     conn.deadline = tokio::time::Instant::now() + conn.gen.sniff.timeout;
     let sniffed = sniff_until(&mut client, &mut buf, &conn.gen.sniff, conn.deadline).await;
     conn.gen.metrics.sniff_latency(started.elapsed());
-    dispatch(conn, client, buf, sniffed, Dest::Connected { host, port, upstream, addr }).await;
+    dispatch(conn, client, buf, sniffed, dest).await
 }

@@ -15,7 +15,7 @@ use crate::access::Dst;
 use crate::conn::Conn;
 use crate::dispatch::{dispatch, Dest};
 use crate::outcome::{Failure, Outcome};
-use crate::relay::refuse;
+use crate::relay::{refuse, Relay};
 use crate::sniff::sniff_until;
 
 /// Serves one redirected connection.
@@ -27,14 +27,26 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
     let original = original_destination(&stream, conn.listener().local);
     // A connection that was not redirected is refused at once.
     let readable = original.is_err() || crate::stream::first_byte(&stream, conn.deadline).await;
-    Box::pin(serve_readable(conn, stream, original, readable)).await;
+    // The phases before the relay run boxed and hand back what is to be relayed: an open tunnel
+    // keeps only the relay's state.
+    if let Some(relay) = Box::pin(serve_readable(conn, stream, original, readable)).await {
+        relay.run().await;
+    }
 }
 
-async fn serve_readable(mut conn: Conn, mut stream: TcpStream, original: Result<SocketAddr, String>, readable: bool) {
+async fn serve_readable(
+    mut conn: Conn,
+    mut stream: TcpStream,
+    original: Result<SocketAddr, String>,
+    readable: bool,
+) -> Option<Relay<TcpStream>> {
     let original = match original {
         Ok(original) => original,
         // Not redirected: a plain close (no alert: the client may not even speak TLS).
-        Err(detail) => return refuse(conn, stream, Failure::new(Outcome::NotRedirected, detail), false).await,
+        Err(detail) => {
+            refuse(conn, stream, Failure::new(Outcome::NotRedirected, detail), false).await;
+            return None;
+        }
     };
     conn.access.dst = Some(Dst::Addr(original));
     // The sniff phase's duration counts from the accept.
@@ -42,12 +54,13 @@ async fn serve_readable(mut conn: Conn, mut stream: TcpStream, original: Result<
     if !readable {
         conn.gen.metrics.sniff_latency(accepted.elapsed());
         let f = crate::sniff::timed_out(&conn.gen.sniff, 0);
-        return refuse(conn, stream, f, false).await;
+        refuse(conn, stream, f, false).await;
+        return None;
     }
     let mut buf = BytesMut::new();
     let sniffed = sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
     conn.gen.metrics.sniff_latency(accepted.elapsed());
-    dispatch(conn, stream, buf, sniffed, Dest::Transparent { original }).await;
+    dispatch(conn, stream, buf, sniffed, Dest::Transparent { original }).await
 }
 
 /// The destination the client asked for before the `REDIRECT`, or why there is none.
