@@ -31,6 +31,10 @@ mod hello;
 #[path = "support/netns.rs"]
 mod netns;
 
+#[path = "support/short_upstream.rs"]
+mod short_upstream;
+use short_upstream::short_upstream;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -46,7 +50,7 @@ use hostgate_proxy::outcome::Outcome;
 use hostgate_proxy::policy::{Action, Decision};
 use hostgate_proxy::sniff::tls::{parse_client_hello, Progress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Connections measured per kind.
 const N: u64 = 2000;
@@ -154,27 +158,6 @@ fn access_record() {
     report("access_record_denied_tls", before, counts(), N);
 }
 
-/// Reads the client's first TLS record, answers `RESPONSE_LEN` bytes and closes.
-async fn short_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
-    let addr = l.local_addr().expect("upstream addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 5];
-                if s.read_exact(&mut head).await.is_err() {
-                    return;
-                }
-                let mut record = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
-                if s.read_exact(&mut record).await.is_ok() {
-                    let _ = s.write_all(&[0x17; RESPONSE_LEN]).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Transparent(SocketAddr),
@@ -262,7 +245,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("gateway runtime");
-    let upstream = clients.block_on(short_upstream());
+    let upstream = clients.block_on(short_upstream(RESPONSE_LEN));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("bench.rules"), format!("bypass {ALLOWED}\ndeny {DENIED}\n")).expect("rules");
     let transparent = if netns { "[[listener]]\nkind = \"transparent\"\naddress = \"127.0.0.1:0\"\n" } else { "" };

@@ -51,6 +51,10 @@ mod median;
 
 #[path = "support/netns.rs"]
 mod netns;
+
+#[path = "support/short_upstream.rs"]
+mod short_upstream;
+use short_upstream::short_upstream;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -163,34 +167,10 @@ async fn naive_relay(upstream: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// The upstream of `connection_rate`: reads the client's first TLS record, writes
-/// `RESPONSE_LEN` bytes and closes.
-async fn short_upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind short upstream");
-    let addr = l.local_addr().expect("short upstream addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut head = [0u8; 5];
-                if s.read_exact(&mut head).await.is_err() {
-                    return;
-                }
-                let mut record = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
-                if s.read_exact(&mut record).await.is_err() {
-                    return;
-                }
-                let _ = s.write_all(&[0x17; RESPONSE_LEN]).await;
-            });
-        }
-    });
-    addr
-}
-
 async fn setup(netns: bool) -> Setup {
     let echo = echo_server().await;
     let naive = naive_relay(echo).await;
-    let short = short_upstream().await;
+    let short = short_upstream(RESPONSE_LEN).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("bench.rules"), format!("allow {NAME}\nallow {RATE_NAME}\n")).expect("rules");
     let transparent_listener =
