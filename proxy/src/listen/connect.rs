@@ -99,38 +99,11 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     };
     conn.access.upstream = Some(addr);
     conn.access.status = Some(200);
+    // The tunnel still counts against max_connections after hyper's connection has ended, and
+    // is closed with the others when a shutdown's grace period runs out.
+    let stop = conn.slot.clone();
+    let serve = tunnel_task(Box::new(Opened { conn, req, dest: Dest::Connected { host, port, upstream, addr } }));
     tokio::spawn(async move {
-        // The tunnel still counts against max_connections after hyper's connection has ended,
-        // and is closed with the others when a shutdown's grace period runs out.
-        let stop = conn.slot.clone();
-        let dest = Dest::Connected { host, port, upstream, addr };
-        let serve = async move {
-            match hyper::upgrade::on(req).await {
-                // The client's own socket when hyper holds nothing it read past the CONNECT
-                // head: a bypassed tunnel is then relayed socket to socket.
-                // The sniff and the dispatch run boxed, and the relay here, at the top of the
-                // task: an open tunnel keeps only the relay's state.
-                Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                    Ok(parts) if parts.read_buf.is_empty() => {
-                        if let Some(relay) = Box::pin(tunnel(conn, parts.io.into_inner(), dest)).await {
-                            relay.run().await;
-                        }
-                    }
-                    Ok(parts) => {
-                        let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
-                        if let Some(relay) = Box::pin(tunnel(conn, client, dest)).await {
-                            relay.run().await;
-                        }
-                    }
-                    Err(upgraded) => {
-                        if let Some(relay) = Box::pin(tunnel(conn, TokioIo::new(upgraded), dest)).await {
-                            relay.run().await;
-                        }
-                    }
-                },
-                Err(e) => conn.failed(Outcome::ClientError, format!("CONNECT upgrade failed: {e}")),
-            }
-        };
         tokio::select! {
             () = serve => {}
             () = stop.stopped() => {}
@@ -139,6 +112,52 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     let mut res = Response::new(empty());
     *res.status_mut() = StatusCode::OK;
     res
+}
+
+/// A CONNECT answered `200`: its context, the request (for the upgrade) and its connected
+/// upstream. Boxed into [`tunnel_task`], so that the tunnel's task does not keep a second copy
+/// of them beside the relay for its whole life.
+struct Opened {
+    conn: Conn,
+    req: Request<Incoming>,
+    dest: Dest,
+}
+
+/// A CONNECT tunnel's task: the upgrade, the sniff and the dispatch run boxed and are freed
+/// when the relay starts; the relay runs here, so an open tunnel keeps only the relay's state.
+async fn tunnel_task(opened: Box<Opened>) {
+    let Opened { conn, req, dest } = *opened;
+    if let Some(relay) = Box::pin(upgraded(conn, req, dest)).await {
+        relay.run().await;
+    }
+}
+
+/// Waits for hyper to hand over the CONNECT's connection, then sniffs and dispatches it. The
+/// client's own socket, when hyper holds nothing it read past the CONNECT head, comes back as
+/// a [`Relay`] to run socket to socket; the rarer kinds of stream are relayed here.
+async fn upgraded(mut conn: Conn, req: Request<Incoming>, dest: Dest) -> Option<Relay<TcpStream>> {
+    match hyper::upgrade::on(req).await {
+        Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) if parts.read_buf.is_empty() => tunnel(conn, parts.io.into_inner(), dest).await,
+            Ok(parts) => {
+                let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
+                if let Some(relay) = tunnel(conn, client, dest).await {
+                    relay.run().await;
+                }
+                None
+            }
+            Err(upgraded) => {
+                if let Some(relay) = tunnel(conn, TokioIo::new(upgraded), dest).await {
+                    relay.run().await;
+                }
+                None
+            }
+        },
+        Err(e) => {
+            conn.failed(Outcome::ClientError, format!("CONNECT upgrade failed: {e}"));
+            None
+        }
+    }
 }
 
 /// Checks a CONNECT's target, decides it (as TLS, or as plain HTTP on port 80: the tunnel's
