@@ -3,7 +3,7 @@
 //!
 //! This module owns the record, its vocabularies (listener kind, protocol, inspection, where a
 //! connection was going) and the field names of the log. The phases fill the record in as they
-//! learn things; [`crate::generation::Generation::emit`] hands it, with the rule that decided
+//! learn things; `crate::generation::Generation::emit` hands it, with the rule that decided
 //! it, to the metrics and to the gateway's [`AccessSink`]. Building and emitting a record
 //! allocates nothing of its own: names, addresses and vocabularies are moved in or are
 //! `Copy`, the rule is an id resolved only when a sink formats it, and the lists of a

@@ -524,7 +524,7 @@ impl Config {
     /// Parses and validates configuration text that was read from `path` (used for messages and
     /// to resolve relative rule-file paths).
     ///
-    /// The sections are validated in file-format order, each by its own step of [`Validator`];
+    /// The sections are validated in file-format order, each by its own step of `Validator`;
     /// the first error stops it.
     ///
     /// # Errors

@@ -2,11 +2,11 @@
 //! blocking thread, serialised, coalesced, swapped whole or not at all) and the graceful
 //! shutdown.
 //!
-//! This module owns the life of the process's data path: the [`Generation`] current for new
-//! connections (an `arc-swap` handle shared with the accept loops, see [`crate::listen`]), the
+//! This module owns the life of the process's data path: the `Generation` current for new
+//! connections (an `arc-swap` handle shared with the accept loops, see `crate::listen`), the
 //! reload task that replaces it, and the order of a shutdown. It does not accept or serve
-//! connections ([`crate::listen`]), compare generations ([`crate::reload`]) or decide anything
-//! ([`crate::generation`]).
+//! connections (`crate::listen`), compare generations (`crate::reload`) or decide anything
+//! (`crate::generation`).
 
 use std::fmt;
 use std::io;

@@ -28,7 +28,7 @@
 //! - [`sniff`]: the ClientHello and HTTP-head sniffer (a pure, incremental parser).
 //! - [`inspect`]: TLS inspection's CA and certificates ([`inspect::ca`] for `hostgate ca init`).
 //! - [`import`]: turns Microsoft Learn network-requirement pages into rule files.
-//! - [`metrics`], [`admin`]: the Prometheus metrics and the admin listener.
+//! - [`metrics`], `admin`: the Prometheus metrics and the admin listener.
 //! - [`cli`]: `hostgate run`, `check`, `explain`, `import` and `ca init`.
 //!
 //! The data path's phases are private: `conn` (the context), `listen` (accept), `dispatch`

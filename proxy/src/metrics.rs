@@ -1,5 +1,5 @@
 //! Prometheus metrics: this module owns the registry and every metric family, their names, labels
-//! and buckets, and the text exposition. It does not serve them (that is [`crate::admin`]), decide
+//! and buckets, and the text exposition. It does not serve them (that is `crate::admin`), decide
 //! anything, or know the data path's types: callers hand it label values, numbers and durations
 //! at the points where the data path already knows them (an access event, a sniff, a decision, an
 //! upstream connect, a lookup, a reload).

@@ -4,9 +4,9 @@
 //!
 //! This module owns the inspection CA in use ([`ca`]), the leaf-certificate cache, the two TLS
 //! configurations, the ALPN helpers and what a failed handshake on either side means. It does
-//! no per-connection work of its own: [`crate::dispatch`] decides whether a connection is
-//! inspected (`allow` with inspection on; `bypass` is never terminated), [`crate::intercept`]
-//! runs the handshakes and [`crate::forward`] the requests inside.
+//! no per-connection work of its own: `crate::dispatch` decides whether a connection is
+//! inspected (`allow` with inspection on; `bypass` is never terminated), `crate::intercept`
+//! runs the handshakes and `crate::forward` the requests inside.
 //!
 //! ALPN is chosen upstream first: the gateway offers the upstream the HTTP protocols the client
 //! offered (`h2`, `http/1.1`, in the client's order), then offers the client exactly what the

@@ -4,7 +4,7 @@
 //! cap) and the protocol guess: a TLS ClientHello ([`tls`], reassembled across TCP segments
 //! and TLS records), a plain HTTP request (the method token is enough; hyper parses the rest),
 //! or anything else. Bytes are read into a buffer, never forwarded: the relay or hyper replays
-//! them (see [`crate::io::Prefixed`]). It does not decide or log.
+//! them (see `stream::Prefixed`). It does not decide or log.
 
 pub mod tls;
 
