@@ -251,7 +251,7 @@ pub fn http_refusal(failure: &Failure, explained: bool) -> Response<Full<Bytes>>
 }
 
 /// A short text response with `x-hostgate-reason: reason`.
-pub fn status_response(status: StatusCode, reason: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+fn status_response(status: StatusCode, reason: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));

@@ -146,7 +146,6 @@ impl Pipeline {
         let mut access = self.template.request(protocol);
         access.generation = gen.number;
         access.method = Some(req.method().clone());
-        access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
         // A redirected or inspected connection's record already names where the client was
         // going (the original destination, or the connection's); the explicit proxy's requests
         // name it in their URI.
@@ -155,7 +154,11 @@ impl Pipeline {
         }
         let target = match RequestTarget::parse(&req, &self.scope, gen.slashes) {
             Ok(t) => t,
-            Err(f) => return Ok(refuse(&gen, access, f, false)),
+            Err(f) => {
+                // Refused before it had a normalised path: the log shows the one it came with.
+                access.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
+                return Ok(refuse(&gen, access, f, false));
+            }
         };
         access.host = Some(target.host.as_str().to_string());
         access.path = Some(target.path.clone());
@@ -392,49 +395,46 @@ async fn exchange(
     }
 }
 
-/// The HTTP/1 client handshake on a plain TCP upstream connection.
-async fn handshake_h1(tcp: tokio::net::TcpStream) -> Result<Sender, Failure> {
+/// The HTTP/1.1 client handshake on an upstream stream (TCP, or a TLS session that chose it);
+/// the connection is driven by a task of its own.
+async fn handshake_h1<T>(io: T) -> Result<Sender, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .preserve_header_case(true)
         .title_case_headers(false)
-        .handshake::<_, Counted>(TokioIo::new(tcp))
+        .handshake::<_, Counted>(TokioIo::new(io))
         .await
-        .map_err(|e| Failure::new(Outcome::UpstreamError, format!("HTTP handshake: {e}")))?;
+        .map_err(handshake_failed)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP connection ended");
+            tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
         }
     });
     Ok(Sender::H1(sender))
 }
 
+fn handshake_failed(e: hyper::Error) -> Failure {
+    Failure::new(Outcome::UpstreamError, format!("HTTP handshake: {e}"))
+}
+
 /// The HTTP client handshake on an upstream TLS session, by the protocol it negotiated.
 pub(crate) async fn handshake(tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Result<Sender, Failure> {
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(H2);
-    let io = TokioIo::new(tls);
-    let failed = |e: hyper::Error| Failure::new(Outcome::UpstreamError, format!("HTTP handshake: {e}"));
-    if h2 {
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake::<_, Counted>(io)
-            .await
-            .map_err(failed)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
-        Ok(Sender::H2(sender))
-    } else {
-        let (sender, conn) =
-            http1::Builder::new().preserve_header_case(true).handshake::<_, Counted>(io).await.map_err(failed)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/1 connection ended");
-            }
-        });
-        Ok(Sender::H1(sender))
+    if tls.get_ref().1.alpn_protocol() != Some(H2) {
+        return handshake_h1(tls).await;
     }
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake::<_, Counted>(TokioIo::new(tls))
+        .await
+        .map_err(handshake_failed)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    Ok(Sender::H2(sender))
 }
 
 /// The HTTP/1 server settings for every client connection that carries HTTP (explicit proxy,
