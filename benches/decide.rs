@@ -59,7 +59,7 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use hostgate_matcher::{Host, Matches};
 use hostgate_proxy::config::Config;
-use hostgate_proxy::policy::{Action, Policy, Query, Scheme};
+use hostgate_proxy::policy::{Action, GroupId, Policy, Query, Scheme};
 
 use support::counting::{live, Counting, PEAK};
 use support::synth::{generate_queries, Queries, Rng, RuleSet};
@@ -227,7 +227,7 @@ fn build(size: Size, scale: Scale) -> Fixture {
     for (i, q) in random.iter().enumerate() {
         let host = Host::new(q).unwrap_or_else(|e| panic!("{q:?}: {e}"));
         let (scheme, port, path) = shape(i);
-        let d = policy.decide(&Query { host: &host, scheme, port, path }, &mut scratch);
+        let d = policy.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, &mut scratch);
         hits += usize::from(policy.matcher().find_host(&host).is_some());
         mix[if d.rule.is_none() { 3 } else { d.action as usize }] += 1;
     }
@@ -307,7 +307,7 @@ fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &
                 }
                 Function::Decide => {
                     let (scheme, port, path) = shape(at);
-                    black_box(policy.decide(&Query { host: &host, scheme, port, path }, scratch));
+                    black_box(policy.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, scratch));
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use hostgate_matcher::{Host, Matches};
 use hostgate_proxy::config::Config;
-use hostgate_proxy::policy::{Action, Policy, Query, Rule, Scheme};
+use hostgate_proxy::policy::{Action, GroupId, Policy, Query, Rule, Scheme};
 
 fn shipped() -> Policy {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hostgate.toml");
@@ -17,7 +17,7 @@ fn shipped() -> Policy {
 
 fn decide(p: &Policy, host: &str, scheme: Scheme, port: u16, path: Option<&str>) -> Action {
     let host = Host::new(host).unwrap();
-    p.decide(&Query { host: &host, scheme, port, path }, &mut Matches::new()).action
+    p.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, &mut Matches::new()).action
 }
 
 /// A name the rule's pattern matches: each `*` label becomes `a1`, each `*` inside a label `x`.

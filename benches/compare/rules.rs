@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use hostgate_matcher::{Host, Matches};
 use hostgate_proxy::config::Config;
-use hostgate_proxy::policy::{Action, Policy, Query, Scheme};
+use hostgate_proxy::policy::{Action, GroupId, Policy, Query, Scheme};
 
 use crate::load::{BULK, HOLD};
 
@@ -66,7 +66,8 @@ pub(crate) struct RuleSet {
 /// Whether hostgate's policy forwards `name` (TLS, port 443, no path).
 pub(crate) fn forwards(policy: &Policy, name: &str, scratch: &mut Matches) -> Option<bool> {
     let host = Host::new(name).ok()?;
-    let d = policy.decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None }, scratch);
+    let d = policy
+        .decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None, group: GroupId::NONE }, scratch);
     Some(d.action != Action::Deny)
 }
 

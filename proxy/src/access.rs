@@ -205,6 +205,8 @@ pub struct Access {
     pub listener: Arc<Listener>,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client's group (`[[client]]`), by name; `None` for a client in no group.
+    pub client_group: Option<Arc<str>>,
     /// The original destination (transparent) or the CONNECT / request authority.
     pub dst: Option<Dst>,
     /// What was sniffed.
@@ -257,6 +259,7 @@ impl Access {
         Access {
             listener,
             client,
+            client_group: None,
             dst: None,
             protocol: Protocol::None,
             sni: None,
@@ -361,6 +364,7 @@ impl AccessSink for TracingSink {
             listener = %a.listener.local,
             kind = kind_str(a.listener.kind),
             client = %a.client,
+            client_group = a.client_group.as_deref(),
             dst = a.dst.as_ref().map(tracing::field::display),
             protocol = (a.protocol != Protocol::None).then(|| a.protocol.as_str()),
             sni = a.sni.as_deref(),

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::config::{Config, InspectConfig, NonHttp};
 use crate::inspect::ca::{self, Authority, InitOptions};
 use crate::normalize::{normalize, Slashes};
-use crate::policy::{Action, LintKind, Policy, Query, Scheme, Verdict};
+use crate::policy::{Action, AddrQuery, Candidate, GroupId, LintKind, Policy, Query, Rank, Scheme, Verdict};
 
 /// hostgate: an egress gateway that decides every outbound connection by the name it asks for.
 #[derive(Debug, Parser)]
@@ -56,7 +56,12 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
-        /// The names to explain.
+        /// The client's address: its `[[client]]` group decides which rules apply (without it,
+        /// the rules for clients in no group).
+        #[arg(long, value_name = "ADDR")]
+        client: Option<std::net::IpAddr>,
+        /// The names, or destination addresses (decided by the address rules, as a connection
+        /// without a name is), to explain.
         #[arg(required = true)]
         hosts: Vec<String>,
     },
@@ -124,13 +129,14 @@ pub fn main() -> ExitCode {
     let result = match command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config, &mut out),
-        Command::Explain { config, scheme, port, path, json, hosts } => {
+        Command::Explain { config, scheme, port, path, json, client, hosts } => {
             let scheme = match scheme {
                 SchemeArg::Http => Scheme::Http,
                 SchemeArg::Https => Scheme::Https,
             };
             let port = port.unwrap_or(if scheme == Scheme::Http { 80 } else { 443 });
-            explain(&config, scheme, port, path.as_deref(), json, &hosts, &mut out)
+            let ask = ExplainArgs { scheme, port, path: path.as_deref(), client, as_json: json };
+            explain(&config, &ask, &hosts, &mut out)
         }
         Command::Import { from: ImportFormat::MsLearn, out: dir, files } => import(&files, &dir, &mut out),
         Command::Ca { command: CaCommand::Init { out: dir, common_name, days, permit_dns, force } } => {
@@ -260,6 +266,7 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     )
     .map_err(w)?;
     check_rules(&p, out)?;
+    check_groups(&p, out)?;
     check_inspection(c.inspect.as_ref(), out)?;
     check_lint(&p, out)?;
     writeln!(out, "ok: the configuration is usable").map_err(w)?;
@@ -302,14 +309,45 @@ fn check_rules(p: &Policy, out: &mut impl Write) -> Result<(), String> {
     .map_err(w)?;
     writeln!(
         out,
-        "compiled in {:.1} ms; matcher {} heap bytes ({} exact, {} suffix, {} glob forms)",
+        "compiled in {:.1} ms; matcher {} heap bytes ({} exact, {} suffix, {} glob forms); {} address rules ({} heap bytes)",
         p.compile_time().as_secs_f64() * 1e3,
         m.heap_bytes(),
         counts.exact,
         counts.suffix,
-        counts.glob
+        counts.glob,
+        p.nets().len(),
+        p.nets().heap_bytes()
     )
     .map_err(w)
+}
+
+/// `hostgate check`: the client groups, each with its networks, default, mode and the rules
+/// that apply to it (nothing when there are none).
+fn check_groups(p: &Policy, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
+    let groups = p.groups();
+    if groups.len() == 1 {
+        return Ok(());
+    }
+    for g in groups {
+        let nets: Vec<String> = g.networks.iter().map(ToString::to_string).collect();
+        let who = match &g.name {
+            Some(name) => format!("client group {name} ({})", nets.join(", ")),
+            None => "clients in no group".to_string(),
+        };
+        writeln!(
+            out,
+            "  {who}: {} rules (bypass {}, allow {}, deny {}), default {}{}",
+            g.rules.iter().sum::<usize>(),
+            g.rules[Action::Bypass as usize],
+            g.rules[Action::Allow as usize],
+            g.rules[Action::Deny as usize],
+            g.default,
+            if g.report { ", report mode" } else { "" }
+        )
+        .map_err(w)?;
+    }
+    Ok(())
 }
 
 /// `hostgate check`: whether inspection is on and, when it is, the CA and trust anchors loaded
@@ -368,15 +406,22 @@ fn check_lint(p: &Policy, out: &mut impl Write) -> Result<(), String> {
     }
 }
 
-fn explain(
-    config: &std::path::Path,
+/// `explain`'s options.
+struct ExplainArgs<'a> {
     scheme: Scheme,
     port: u16,
-    path: Option<&str>,
+    path: Option<&'a str>,
+    client: Option<std::net::IpAddr>,
     as_json: bool,
+}
+
+fn explain(
+    config: &std::path::Path,
+    args: &ExplainArgs<'_>,
     hosts: &[String],
     out: &mut impl Write,
 ) -> Result<ExitCode, String> {
+    let ExplainArgs { scheme, port, path, client, as_json } = *args;
     let (c, p) = load(config)?;
     let w = |e: std::io::Error| e.to_string();
     // The path as the gateway sees a request's: normalised first (a refused one never reaches a
@@ -402,7 +447,8 @@ fn explain(
             writeln!(out, "path {raw} is normalised to {n}: decided and forwarded as {n}").map_err(w)?;
         }
     }
-    let ask = Ask { scheme, port, path: normalized.as_deref(), as_json };
+    let group = client.map_or(GroupId::NONE, |a| p.group_of(a));
+    let ask = Ask { scheme, port, path: normalized.as_deref(), client, group, as_json };
     for name in hosts {
         explain_host(&p, &ask, name, out)?;
     }
@@ -415,27 +461,50 @@ struct Ask<'a> {
     port: u16,
     /// The request path, normalised.
     path: Option<&'a str>,
+    /// The client's address (`--client`) and the group it is in.
+    client: Option<std::net::IpAddr>,
+    group: GroupId,
     as_json: bool,
 }
 
-/// `explain`'s answer for one host: the decision, the winning rule and every other candidate.
+/// `explain`'s answer for one host or address: the group, the decision, the winning rule, why,
+/// and every other candidate.
 fn explain_host(p: &Policy, ask: &Ask<'_>, name: &str, out: &mut impl Write) -> Result<(), String> {
     let w = |e: std::io::Error| e.to_string();
-    let Ask { scheme, port, path, as_json } = *ask;
-    let host = match Host::new(name) {
-        Ok(h) => h,
-        Err(e) => {
-            if as_json {
-                let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
-                writeln!(out, "{v}").map_err(w)?;
-            } else {
-                writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
+    let Ask { scheme, port, path, client, group, as_json } = *ask;
+    let address = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
+    let host = match address {
+        Some(_) => None,
+        None => match Host::new(name) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                if as_json {
+                    let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
+                    writeln!(out, "{v}").map_err(w)?;
+                } else {
+                    writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
+        },
     };
-    let (d, candidates) = p.explain(&Query { host: &host, scheme, port, path });
+    let (d, candidates) = match (&host, address) {
+        (Some(host), _) => p.explain(&Query { host, scheme, port, path, group }),
+        (None, Some(addr)) => p.explain_address(&AddrQuery { addr, scheme: Some(scheme), port, group }),
+        (None, None) => unreachable!("a name that is not an address is a host"),
+    };
     let winner = d.rule.map(|r| p.rule(r));
+    let g = p.group(group);
+    let rank = |c: &Candidate| match c.rank {
+        Rank::Name(s) => json!({"exact": s.is_exact(), "literal": s.literal_len()}),
+        Rank::Prefix(len) => json!({"prefix": len}),
+    };
+    let why = match candidates.iter().find(|c| c.verdict == Verdict::Winner).map(|c| c.rank) {
+        Some(Rank::Prefix(len)) => format!("the longest matching prefix (/{len}) among the address rules that fit"),
+        Some(Rank::Name(_)) => "the most specific matching pattern among the rules that fit".to_string(),
+        None if address.is_some() => "no address rule fits: the default action".to_string(),
+        None => "no rule fits: the default action".to_string(),
+    };
     if as_json {
         let others: Vec<_> = candidates
             .iter()
@@ -444,39 +513,59 @@ fn explain_host(p: &Policy, ask: &Ask<'_>, name: &str, out: &mut impl Write) -> 
                 let r = p.rule(c.rule);
                 json!({
                     "rule": r.target, "action": r.action, "source": r.origin.to_string(),
-                    "verdict": c.verdict.as_str(), "exact": c.specificity.is_exact(), "literal": c.specificity.literal_len(),
+                    "verdict": c.verdict.as_str(), "rank": rank(c),
                 })
             })
             .collect();
         let v = json!({
-            "host": host.as_str(),
+            "host": host.as_ref().map_or_else(|| name.to_string(), |h| h.as_str().to_string()),
+            "kind": if address.is_some() { "address" } else { "name" },
+            "client": client.map(|c| c.to_string()),
+            "group": g.name.as_deref(),
             "scheme": scheme,
             "port": port,
             "path": path,
             "action": d.action,
             "rule": winner.map(|r| r.target.as_str()),
             "pattern": winner.and_then(|r| r.pattern.as_ref()).map(|p| p.as_str()),
+            "network": winner.and_then(|r| r.net).map(|n| n.to_string()),
             "source": winner.map(|r| r.origin.to_string()),
             "default": d.rule.is_none(),
+            "why": why,
             "path_unenforced": d.path_unenforced,
             "tie": d.tie,
+            "would_deny": d.would_deny,
             "others": others,
         });
         writeln!(out, "{v}").map_err(w)?;
         return Ok(());
     }
     let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
-    writeln!(out, "{} ({scheme}, port {port}{path_note}): {}", host, d.action).map_err(w)?;
+    let shown = host.as_ref().map_or_else(|| address.map(|a| a.to_string()).unwrap_or_default(), |h| h.to_string());
+    let kind = if address.is_some() { ", an address: decides only a connection without a name" } else { "" };
+    writeln!(out, "{shown} ({scheme}, port {port}{path_note}{kind}): {}", d.action).map_err(w)?;
+    let group_line = match (&g.name, client, &g.origin) {
+        (Some(name), Some(c), Some(at)) => format!("{name} (client {c}, defined at {at})"),
+        (Some(name), _, _) => name.to_string(),
+        (None, Some(c), _) => format!("none (client {c} is in no [[client]] group: the top-level policy)"),
+        (None, None, _) => "none (no --client given: the top-level policy)".to_string(),
+    };
+    writeln!(out, "  group   {group_line}").map_err(w)?;
     match winner {
         Some(r) => writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?,
         None => writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?,
     }
+    writeln!(out, "  why     {why}").map_err(w)?;
     if d.path_unenforced {
         writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone")
             .map_err(w)?;
     }
     if d.tie {
         writeln!(out, "  note    equally specific rules disagree: the strictest action won").map_err(w)?;
+    }
+    if d.would_deny {
+        writeln!(out, "  note    report mode: the deny is only logged (would_deny), the connection is allowed")
+            .map_err(w)?;
     }
     for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
         let r = p.rule(c.rule);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{placeholder_key, Action, Inputs, Source};
+use crate::policy::{placeholder_key, Action, Group, Inputs, Source, MAX_GROUPS};
 // `[policy] mode` and `[[policy.source]] mode` spell the policy's own type; re-exported for the
 // configuration's users (config depends on policy, never the reverse).
 pub use crate::policy::Mode;
@@ -247,6 +247,11 @@ pub struct PolicyConfig {
     pub mode: Mode,
     /// Rule files, in order.
     pub sources: Vec<Source>,
+    /// The sources that apply to clients in no group (indices into `sources`): `[policy]
+    /// sources`, or every source.
+    pub top_sources: Vec<usize>,
+    /// The client groups (`[[client]]`), in file order.
+    pub groups: Vec<Group>,
 }
 
 /// Logging.
@@ -357,6 +362,8 @@ struct RawConfig {
     #[serde(default, rename = "listener")]
     listeners: Vec<RawListener>,
     policy: RawPolicy,
+    #[serde(default, rename = "client")]
+    clients: Vec<RawClient>,
     #[serde(default)]
     vars: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -468,6 +475,21 @@ struct RawPolicy {
     mode: Mode,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
+    /// Which sources apply to clients in no group (names or paths); every source when absent.
+    #[serde(default)]
+    ungrouped_sources: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: Spanned<String>,
+    networks: Spanned<Vec<Spanned<String>>>,
+    sources: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    default: Option<Action>,
+    #[serde(default)]
+    mode: Option<Mode>,
 }
 
 fn deny() -> Action {
@@ -477,6 +499,8 @@ fn deny() -> Action {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSource {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
     path: Spanned<String>,
     #[serde(default)]
     default: Option<Action>,
@@ -500,6 +524,8 @@ impl Config {
     pub fn policy_inputs(&self) -> Inputs<'_> {
         Inputs {
             sources: &self.policy.sources,
+            top_sources: &self.policy.top_sources,
+            groups: &self.policy.groups,
             default: self.policy.default,
             mode: self.policy.mode,
             vars: &self.vars,
@@ -537,7 +563,7 @@ impl Config {
             v.err(e.span(), field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")))
         })?;
         let listeners = v.listeners(raw.listeners)?;
-        let policy = v.policy(raw.policy)?;
+        let policy = v.policy(raw.policy, raw.clients)?;
         let vars = v.vars(raw.vars)?;
         let log = v.log(raw.log)?;
         let sniff = v.sniff(&raw.sniff)?;
@@ -638,22 +664,139 @@ impl Validator<'_> {
         Ok(listeners)
     }
 
-    /// `[policy]` and its `[[policy.source]]`s: rule-file paths resolved against the
-    /// configuration's directory, each with the line that names it.
-    fn policy(&self, raw: RawPolicy) -> Result<PolicyConfig, ConfigError> {
-        let mut sources = Vec::with_capacity(raw.sources.len());
+    /// `[policy]` and its `[[policy.source]]`s (rule-file paths resolved against the
+    /// configuration's directory, each with the line that names it), and the `[[client]]` groups
+    /// with the sources they name.
+    fn policy(&self, raw: RawPolicy, clients: Vec<RawClient>) -> Result<PolicyConfig, ConfigError> {
+        let mut sources: Vec<Source> = Vec::with_capacity(raw.sources.len());
         for s in raw.sources {
             if s.path.get_ref().trim().is_empty() {
                 return Err(self.err(Some(s.path.span()), "policy.source.path: empty path".to_string()));
             }
+            let name = match s.name {
+                Some(n) => {
+                    let name = n.get_ref().trim();
+                    if name.is_empty() || sources.iter().any(|o| o.name.as_deref() == Some(name)) {
+                        return Err(self.err(
+                            Some(n.span()),
+                            format!("policy.source.name: `{name}` is empty or names another source already"),
+                        ));
+                    }
+                    Some(name.to_string())
+                }
+                None => None,
+            };
             sources.push(Source {
                 path: self.base.join(s.path.get_ref()),
                 default: s.default,
                 line: line_col(self.text, s.path.span().start).0,
                 mode: s.mode,
+                name,
             });
         }
-        Ok(PolicyConfig { default: raw.default, mode: raw.mode, sources })
+        let top_sources = match raw.ungrouped_sources {
+            Some(list) => self.source_refs("policy.ungrouped_sources", &sources, list.get_ref())?,
+            None => (0..sources.len()).collect(),
+        };
+        let groups = self.groups(clients, &sources, raw.default, raw.mode)?;
+        Ok(PolicyConfig { default: raw.default, mode: raw.mode, sources, top_sources, groups })
+    }
+
+    /// The sources a list names, by `name` or by `path` as written, as indices.
+    fn source_refs(
+        &self,
+        field: &str,
+        sources: &[Source],
+        list: &[Spanned<String>],
+    ) -> Result<Vec<usize>, ConfigError> {
+        let mut out = Vec::with_capacity(list.len());
+        for item in list {
+            let want = item.get_ref().trim();
+            let found = sources
+                .iter()
+                .position(|s| s.name.as_deref() == Some(want))
+                .or_else(|| sources.iter().position(|s| s.path == self.base.join(want)));
+            match found {
+                Some(i) if !out.contains(&i) => out.push(i),
+                Some(_) => return Err(self.err(Some(item.span()), format!("{field}: `{want}` is listed twice"))),
+                None => {
+                    let known: Vec<String> = sources
+                        .iter()
+                        .map(|s| s.name.clone().unwrap_or_else(|| s.path.display().to_string()))
+                        .collect();
+                    return Err(self.err(
+                        Some(item.span()),
+                        format!(
+                            "{field}: no [[policy.source]] has the name or path `{want}` (known: {})",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `[[client]]`: each group's name (unique), networks and sources; its default action and
+    /// mode fall back to `[policy]`'s.
+    fn groups(
+        &self,
+        raw: Vec<RawClient>,
+        sources: &[Source],
+        default: Action,
+        mode: Mode,
+    ) -> Result<Vec<Group>, ConfigError> {
+        if raw.len() > MAX_GROUPS {
+            return Err(self.err(
+                Some(raw[MAX_GROUPS].name.span()),
+                format!("client: at most {MAX_GROUPS} client groups (this is number {})", MAX_GROUPS + 1),
+            ));
+        }
+        let mut groups: Vec<Group> = Vec::with_capacity(raw.len());
+        for c in raw {
+            let name = c.name.get_ref().trim();
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !valid || groups.iter().any(|g| &*g.name == name) {
+                return Err(self.err(
+                    Some(c.name.span()),
+                    format!("client.name: `{name}` is empty, not letters, digits, `-`, `_` and `.`, or names another group already"),
+                ));
+            }
+            if c.networks.get_ref().is_empty() {
+                return Err(self.err(Some(c.networks.span()), format!("client `{name}`: networks is empty")));
+            }
+            let mut networks = Vec::with_capacity(c.networks.get_ref().len());
+            for net in c.networks.get_ref() {
+                networks.push(self.network(&format!("client `{name}` networks"), net)?);
+            }
+            let field = format!("client `{name}` sources");
+            let group_sources = self.source_refs(&field, sources, c.sources.get_ref())?;
+            groups.push(Group {
+                name: name.into(),
+                networks,
+                sources: group_sources,
+                default: c.default.unwrap_or(default),
+                mode: c.mode.unwrap_or(mode),
+                line: line_col(self.text, c.name.span().start).0,
+            });
+        }
+        Ok(groups)
+    }
+
+    /// A network (`10.0.0.0/8`, `fd00::/8`) or an address (a /32 or /128); host bits dropped.
+    fn network(&self, field: &str, net: &Spanned<String>) -> Result<ipnet::IpNet, ConfigError> {
+        let text = net.get_ref().trim();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                self.err(
+                    Some(net.span()),
+                    format!("{field}: `{}` is not a network (e.g. 10.0.0.0/8 or fd00::/8)", net.get_ref()),
+                )
+            })?;
+        Ok(parsed.trunc())
     }
 
     /// `[vars]`: placeholder values, lowercased host names or labels, keyed by
@@ -720,20 +863,7 @@ impl Validator<'_> {
         let default = UpstreamConfig::default();
         let mut allow_private = Vec::with_capacity(raw.allow_private.len());
         for net in &raw.allow_private {
-            let text = net.get_ref().trim();
-            let parsed = text
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    self.err(
-                        Some(net.span()),
-                        format!(
-                            "upstream.allow_private: `{}` is not a network (e.g. 10.0.0.0/8 or fd00::/8)",
-                            net.get_ref()
-                        ),
-                    )
-                })?;
-            allow_private.push(parsed.trunc());
+            allow_private.push(self.network("upstream.allow_private", net)?);
         }
         Ok(UpstreamConfig {
             verify_destination: raw.verify_destination,
@@ -993,6 +1123,105 @@ Tenant = "Contoso"
             let pin: Pin = text.parse().unwrap();
             assert_eq!(pin.to_string(), text);
         }
+    }
+
+    #[test]
+    fn client_groups() {
+        let text = r#"
+[policy]
+default = "deny"
+ungrouped_sources = ["microsoft"]
+
+[[policy.source]]
+name = "microsoft"
+path = "rules/ms.rules"
+
+[[policy.source]]
+name = "staff"
+path = "rules/staff.rules"
+
+[[client]]
+name = "kiosks"
+networks = ["10.1.0.0/16", "fd00:1::/64"]
+sources = ["microsoft"]
+
+[[client]]
+name = "staff"
+networks = ["10.2.3.4/16"]
+sources = ["microsoft", "rules/staff.rules"]
+default = "allow"
+mode = "report"
+
+[[client]]
+name = "guests"
+networks = ["10.9.0.0/16"]
+sources = []
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.policy.top_sources, [0]);
+        type Row<'a> = (&'a str, Vec<String>, &'a [usize], Action, Mode, usize);
+        let g: Vec<Row<'_>> = c
+            .policy
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    &*g.name,
+                    g.networks.iter().map(ToString::to_string).collect(),
+                    &g.sources[..],
+                    g.default,
+                    g.mode,
+                    g.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            g,
+            [
+                (
+                    "kiosks",
+                    vec!["10.1.0.0/16".to_string(), "fd00:1::/64".into()],
+                    &[0][..],
+                    Action::Deny,
+                    Mode::Enforce,
+                    15
+                ),
+                ("staff", vec!["10.2.0.0/16".into()], &[0, 1][..], Action::Allow, Mode::Report, 20),
+                ("guests", vec!["10.9.0.0/16".into()], &[][..], Action::Deny, Mode::Enforce, 27),
+            ]
+        );
+        // Without `ungrouped_sources`, every source applies to clients in no group.
+        let all = parse(&text.replace("ungrouped_sources = [\"microsoft\"]\n", "")).unwrap();
+        assert_eq!(all.policy.top_sources, [0, 1]);
+        let e = parse(&text.replace("sources = [\"microsoft\"]\n\n[[client]]", "sources = [\"micro\"]\n\n[[client]]"))
+            .unwrap_err();
+        assert!(
+            e.starts_with("conf/hostgate.toml:17:12: client `kiosks` sources: no [[policy.source]] has the name or path `micro` (known: microsoft, staff)"),
+            "{e}"
+        );
+        let e = parse(&text.replace("\"10.9.0.0/16\"", "\"10.9.0.0/33\"")).unwrap_err();
+        assert!(
+            e.starts_with("conf/hostgate.toml:28:13: client `guests` networks: `10.9.0.0/33` is not a network"),
+            "{e}"
+        );
+        let e = parse(&text.replace("name = \"guests\"", "name = \"kiosks\"")).unwrap_err();
+        assert!(
+            e.contains(
+                "client.name: `kiosks` is empty, not letters, digits, `-`, `_` and `.`, or names another group already"
+            ),
+            "{e}"
+        );
+        let e = parse(&text.replace("networks = [\"10.9.0.0/16\"]", "networks = []")).unwrap_err();
+        assert!(e.contains("client `guests`: networks is empty"), "{e}");
+        let e = parse(&text.replace("name = \"staff\"\npath", "name = \"microsoft\"\npath")).unwrap_err();
+        assert!(e.contains("policy.source.name: `microsoft` is empty or names another source already"), "{e}");
+        let e = parse(&text.replace("sources = []", "sources = []\ncolour = \"red\"")).unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let many: String = (0..64)
+            .map(|i| format!("[[client]]\nname = \"g{i}\"\nnetworks = [\"10.{i}.0.0/16\"]\nsources = []\n"))
+            .collect();
+        let e = parse(&format!("[policy]\n{many}")).unwrap_err();
+        assert!(e.contains("client: at most 63 client groups"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! pipeline, from the accept to its last access record.
 //!
 //! This module owns [`Conn`] (the generation it was accepted under, its slot under
-//! `limits.max_connections`, its listener, client and original destination, the sniff deadline
+//! `limits.max_connections`, its listener, client, client group and original destination, the sniff deadline
 //! and its access record) and [`Slot`]. Every phase takes the context instead of a list of
 //! arguments; a phase that learns something writes it into `conn.access`, and the phase that
 //! ends the connection emits it ([`Conn::finish`]). It does no I/O.
@@ -17,6 +17,7 @@ use crate::access::{Access, Listener};
 use crate::generation::{Current, Generation};
 use crate::metrics::GaugeGuard;
 use crate::outcome::Failure;
+use crate::policy::GroupId;
 
 /// One client connection's place under `limits.max_connections`. Everything serving the
 /// connection holds a clone (the connection task, and a CONNECT tunnel's task, which outlives
@@ -54,6 +55,8 @@ pub(crate) struct Conn {
     pub(crate) current: Arc<Current>,
     /// Its place under the connection limit.
     pub(crate) slot: Slot,
+    /// The client's group under `gen`'s policy, decided once, from the client's address.
+    pub(crate) group: GroupId,
     /// The sniff deadline (`sniff.timeout` from the accept, or from a CONNECT's `200`).
     pub(crate) deadline: tokio::time::Instant,
     /// The connection's access record (for HTTP, the template each request's record starts
@@ -66,8 +69,10 @@ impl Conn {
     pub(crate) fn accepted(current: Arc<Current>, slot: Slot, listener: Arc<Listener>, client: SocketAddr) -> Conn {
         let gen = current.load();
         let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
-        let access = Access::new(listener, client, gen.number);
-        Conn { gen, current, slot, deadline, access }
+        let mut access = Access::new(listener, client, gen.number);
+        let group = gen.policy.group_of(client.ip());
+        access.client_group.clone_from(&gen.policy.group(group).name);
+        Conn { gen, current, slot, group, deadline, access }
     }
 
     /// The listener that accepted it.

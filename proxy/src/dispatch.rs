@@ -3,11 +3,11 @@
 //!
 //! ```text
 //! sniffed ─┬─ refused (timeout, malformed, too large) ─► refuse (alert or close)
-//!          ├─ TLS ─► SNI checks, decide ─┬─ deny ─► access_denied alert
+//!          ├─ TLS ─► SNI checks, decide (by name; by address without one) ─┬─ deny ─► access_denied alert
 //!          │                             ├─ allow + [inspect] ─► crate::intercept
 //!          │                             └─ bypass / uninspected ─► connect ─► relay
 //!          ├─ HTTP ─► crate::forward (each request decided)
-//!          └─ unknown ─► the default action ─► connect ─► relay, or close
+//!          └─ unknown ─► the address rules, or the default ─► connect ─► relay, or close
 //! ```
 //!
 //! This module owns the TLS decision (SNI validation, the CONNECT-host match, the policy
@@ -16,7 +16,7 @@
 //! CONNECT tunnel arrives connected), and turning the relay's end into the record. It does not
 //! sniff or accept.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -31,7 +31,7 @@ use crate::config::NonHttp;
 use crate::conn::Conn;
 use crate::forward::{Pipeline, Scope};
 use crate::outcome::{Failure, Outcome};
-use crate::policy::{Action, Query, Scheme};
+use crate::policy::{Action, Scheme};
 use crate::relay::{refuse, IntoTcp, Relay};
 use crate::sniff::tls::ClientHello;
 use crate::sniff::Sniffed;
@@ -73,6 +73,17 @@ impl Dest {
         match self {
             Dest::Transparent { original } => Some(*original),
             Dest::Connected { .. } => None,
+        }
+    }
+
+    /// The address a connection without a name is decided by: a redirected connection's
+    /// original destination, or a CONNECT target that is an IP literal. A CONNECT to a name
+    /// has none: what runs inside was not named, and the gateway, not the client, chose the
+    /// address.
+    fn address(&self) -> Option<IpAddr> {
+        match self {
+            Dest::Transparent { original } => Some(original.ip()),
+            Dest::Connected { host, .. } => crate::generation::literal(host),
         }
     }
 
@@ -168,13 +179,12 @@ where
         (Dest::Transparent { .. }, None) => None,
     };
     let port = dest.port();
-    let decision = match &name {
-        Some(host) => conn.gen.decide_connection(&Query { host, scheme: Scheme::Https, port, path: None }),
-        None => conn.gen.policy.default_decision(),
-    };
+    let decision =
+        conn.gen.decide_target(name.as_ref(), dest.address(), Some(Scheme::Https), port, None, conn.group, true);
     conn.access.decided(&decision);
     if decision.action == Action::Deny {
-        let detail = if name.is_some() { "policy" } else { "no server name; default action" };
+        let detail =
+            if name.is_some() || decision.rule.is_some() { "policy" } else { "no server name; default action" };
         return refused(conn, client, Failure::new(Outcome::Denied, detail), true).await;
     }
     let handling = match handling(&conn, decision.action, name.as_ref()) {
@@ -250,13 +260,18 @@ where
     C: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
     conn.access.protocol = Protocol::Unknown;
-    // Without a name the default action decides, whatever a CONNECT host matched.
-    let decision = conn.gen.policy.default_decision();
+    // Without a name the address rules decide (the original destination, an IP-literal CONNECT
+    // target), or the default action, whatever a CONNECT host name matched.
+    let decision = conn.gen.decide_target(None, dest.address(), None, dest.port(), None, conn.group, false);
     conn.access.decided(&decision);
     // Not TLS: refusals are a plain close, never an alert.
     if decision.action == Action::Deny {
-        let f = Failure::new(Outcome::UnknownProtocol, "neither TLS nor HTTP; default action deny");
-        return refused(conn, client, f, false).await;
+        let detail = if decision.rule.is_some() {
+            "neither TLS nor HTTP; an address rule denies"
+        } else {
+            "neither TLS nor HTTP; default action deny"
+        };
+        return refused(conn, client, Failure::new(Outcome::UnknownProtocol, detail), false).await;
     }
     let (upstream, addr) = match Box::pin(dest.connect(&conn, None)).await {
         Ok(c) => c,

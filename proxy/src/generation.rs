@@ -9,18 +9,19 @@
 //! [`crate::gateway`]) and does not read a byte from a client.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use hostgate_matcher::Matches;
+use hostgate_matcher::{Host, Matches};
 
 use crate::access::{kind_str, Access, AccessSink};
 use crate::config::{Config, Mode, SniffConfig, VerifyDestination};
 use crate::inspect::{CaError, Inspector};
 use crate::metrics::{AccessSample, Metrics};
 use crate::normalize::Slashes;
-use crate::policy::{Decision, Policy, Query, Scheme};
+use crate::policy::{AddrQuery, Decision, GroupId, Policy, Query, Scheme};
 use crate::upstream::resolve::Resolver;
 use crate::upstream::Connector;
 
@@ -122,6 +123,39 @@ impl Generation {
         self.decide_with(q, if per_request { Policy::decide_connection } else { Policy::decide })
     }
 
+    /// Decides what a connection or request is going to: by its name when it has one that is
+    /// not an IP literal (`connection`: as [`Generation::decide_connection`], else as
+    /// [`Generation::decide`]); otherwise by its destination address (the literal, or `addr`:
+    /// a redirected connection's original destination) among the address rules; with neither,
+    /// the group's default. A name always decides when there is one: the client chooses the
+    /// address it connects to, so an address never overrides a name.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide_target(
+        &self,
+        name: Option<&Host>,
+        addr: Option<IpAddr>,
+        scheme: Option<Scheme>,
+        port: u16,
+        path: Option<&str>,
+        group: GroupId,
+        connection: bool,
+    ) -> Decision {
+        let literal = name.and_then(literal);
+        if let (Some(host), None) = (name, literal) {
+            let q = Query { host, scheme: scheme.unwrap_or(Scheme::Https), port, path, group };
+            return if connection { self.decide_connection(&q) } else { self.decide(&q) };
+        }
+        match literal.or(addr) {
+            Some(addr) => {
+                let started = Instant::now();
+                let d = self.policy.decide_address(&AddrQuery { addr, scheme, port, group });
+                self.metrics.decision_latency(started.elapsed());
+                d
+            }
+            None => self.policy.default_decision(group),
+        }
+    }
+
     fn decide_with(&self, q: &Query<'_>, how: fn(&Policy, &Query<'_>, &mut Matches) -> Decision) -> Decision {
         let started = Instant::now();
         let decision = SCRATCH.with(|s| match s.try_borrow_mut() {
@@ -169,6 +203,19 @@ impl Generation {
             })
             .collect();
         let rules = count_rules(p);
+        let groups: Vec<serde_json::Value> = p
+            .groups()
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name.as_deref(),
+                    "networks": g.networks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "default": g.default.as_str(),
+                    "mode": if g.report { "report" } else { "enforce" },
+                    "rules": { "bypass": g.rules[0], "allow": g.rules[1], "deny": g.rules[2] },
+                })
+            })
+            .collect();
         serde_json::json!({
             "generation": self.number,
             "loaded_at_unix": loaded,
@@ -178,6 +225,7 @@ impl Generation {
             "rules": { "bypass": rules[0], "allow": rules[1], "deny": rules[2] },
             "compile_ms": p.compile_time().as_secs_f64() * 1000.0,
             "sources": sources,
+            "groups": groups,
         })
     }
 }
@@ -229,6 +277,15 @@ pub(crate) fn warn_insecure(config: &Config) {
              and an upstream that decodes them into separators can resolve a path past a path rule"
         );
     }
+}
+
+/// The address a host names when it is an IP literal (a `Host` is never an IPv6 literal).
+pub(crate) fn literal(host: &Host) -> Option<IpAddr> {
+    let s = host.as_str();
+    if !s.as_bytes().last().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    s.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Active rules by action: bypass, allow, deny.

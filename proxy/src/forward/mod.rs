@@ -38,7 +38,7 @@ use crate::conn::Conn;
 use crate::generation::{Current, Generation};
 use crate::inspect::{Inspector, H2};
 use crate::outcome::{http_refusal, Failure, Outcome};
-use crate::policy::{Action, Query};
+use crate::policy::{Action, GroupId};
 use crate::upstream::Target;
 pub(crate) use body::ResBody;
 use body::{Counted, Logged};
@@ -100,6 +100,9 @@ pub(crate) struct Pipeline {
     upstream: Mutex<Option<Upstream>>,
     /// Requests that reached [`Pipeline::handle`].
     requests: AtomicU64,
+    /// The client's group under `gen` (a request decided by a later generation looks its
+    /// group up again in that generation's policy).
+    group: GroupId,
 }
 
 impl Pipeline {
@@ -113,6 +116,7 @@ impl Pipeline {
             tls: None,
             upstream: Mutex::new(None),
             requests: AtomicU64::new(0),
+            group: conn.group,
         }
     }
 
@@ -145,6 +149,8 @@ impl Pipeline {
         let gen = self.current.load();
         let mut access = self.template.request(protocol);
         access.generation = gen.number;
+        let group = if gen.number == self.gen.number { self.group } else { gen.policy.group_of(access.client.ip()) };
+        access.client_group.clone_from(&gen.policy.group(group).name);
         access.method = Some(req.method().clone());
         // A redirected or inspected connection's record already names where the client was
         // going (the original destination, or the connection's); the explicit proxy's requests
@@ -169,7 +175,7 @@ impl Pipeline {
             }
             Scope::Inspected { .. } => {}
         }
-        if let Err(f) = self.decide(&gen, &target, &mut access) {
+        if let Err(f) = self.decide(&gen, &target, group, &mut access) {
             return Ok(refuse(&gen, access, f, false));
         }
         if let Some(f) = self.tls.as_ref().and_then(|t| t.failure.as_ref()) {
@@ -181,9 +187,17 @@ impl Pipeline {
     /// Decides a request by its host, port and path. Inside an inspected connection a request
     /// for another host than the connection's (domain fronting) needs a rule that allows that
     /// host on its own.
-    fn decide(&self, gen: &Generation, target: &RequestTarget, access: &mut Access) -> Result<(), Failure> {
-        let q = Query { host: &target.host, scheme: self.scope.scheme(), port: target.port, path: Some(&target.path) };
-        let decision = gen.decide(&q);
+    fn decide(
+        &self,
+        gen: &Generation,
+        target: &RequestTarget,
+        group: GroupId,
+        access: &mut Access,
+    ) -> Result<(), Failure> {
+        // A Host that is an IP literal is decided by the address rules.
+        let scheme = Some(self.scope.scheme());
+        let decision =
+            gen.decide_target(Some(&target.host), None, scheme, target.port, Some(&target.path), group, false);
         access.decided(&decision);
         if let Scope::Inspected { name, .. } = &self.scope {
             let fronted = target.host.as_str() != name.as_str();

@@ -25,7 +25,7 @@ use crate::dispatch::{dispatch, Dest};
 use crate::forward::body::empty;
 use crate::forward::{authority_host, refusal, Pipeline, ResBody, Scope};
 use crate::outcome::{Failure, Outcome};
-use crate::policy::{Action, Query, Scheme};
+use crate::policy::{Action, Scheme};
 use crate::relay::{IntoTcp, Relay};
 use crate::sniff::sniff_until;
 use crate::stream::Prefixed;
@@ -88,7 +88,10 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     access.generation = gen.number;
     access.method = Some(Method::CONNECT);
     let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
-    let mut conn = Conn { gen, current: parent.current.clone(), slot: parent.slot.clone(), deadline, access };
+    // The client's group under the generation that decides this CONNECT.
+    let group = if gen.number == parent.gen.number { parent.group } else { gen.policy.group_of(access.client.ip()) };
+    access.client_group.clone_from(&gen.policy.group(group).name);
+    let mut conn = Conn { gen, current: parent.current.clone(), slot: parent.slot.clone(), group, deadline, access };
     let (host, port, upstream, addr) = match open(&mut conn, &req).await {
         Ok(opened) => opened,
         Err(f) => {
@@ -178,7 +181,8 @@ async fn open(
         authority_host(&authority).map_err(|e| Failure::new(Outcome::BadRequest, format!("CONNECT host: {e}")))?;
     conn.access.host = Some(host.as_str().to_string());
     let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
-    let decision = conn.gen.decide_connection(&Query { host: &host, scheme, port, path: None });
+    // A name decides by the name rules; an IP literal by the address rules.
+    let decision = conn.gen.decide_target(Some(&host), None, Some(scheme), port, None, conn.group, true);
     conn.access.decided(&decision);
     if decision.action == Action::Deny {
         return Err(Failure::new(Outcome::Denied, "policy"));

@@ -8,10 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
-use hostgate_matcher::{Host, Matcher, Matches};
+use hostgate_matcher::{Host, Matcher, Matches, NetTable};
 
 use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
+use super::{GroupId, GroupInfo};
 
 /// A warning about one rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +47,10 @@ pub enum LintKind {
     PathUnenforceable,
     /// A placeholder without a value in `[vars]`.
     UnresolvedPlaceholder,
+    /// The same client network in two client groups.
+    GroupOverlap,
+    /// A client group that no rule applies to: its clients get only its default action.
+    EmptyGroup,
     /// A rule made redundant by a more general rule with the same action.
     Shadowed,
     /// The same target and action again.
@@ -61,6 +67,8 @@ impl LintKind {
             LintKind::PublicSuffix => "public-suffix",
             LintKind::PathUnenforceable => "path-unenforceable",
             LintKind::UnresolvedPlaceholder => "unresolved-placeholder",
+            LintKind::GroupOverlap => "group-overlap",
+            LintKind::EmptyGroup => "empty-group",
             LintKind::Shadowed => "shadowed",
             LintKind::Duplicate => "duplicate",
         }
@@ -112,11 +120,13 @@ const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
 type TargetKey<'a> = (&'a str, Option<Scheme>, Option<u16>, Option<&'a str>);
 
 /// Every warning about `rules` (a policy's rule list, in file order) compiled into `matcher`
-/// (each pattern's value is its rule's index); `inspected` says whether TLS inspection shows the
-/// paths of `allow` and `deny` rules. Sorted by kind, then file and line.
-pub(super) fn run(rules: &[Rule], matcher: &Matcher<RuleId>, inspected: bool) -> Vec<Lint> {
+/// (each pattern's value is its rule's index); `applies` gives each rule's client groups (rules
+/// of disjoint groups never conflict, tie or shadow each other); `inspected` says whether TLS
+/// inspection shows the paths of `allow` and `deny` rules. Sorted by kind, then file and line.
+pub(super) fn run(rules: &[Rule], applies: &[u64], matcher: &Matcher<RuleId>, inspected: bool) -> Vec<Lint> {
     let mut linter = Linter {
         rules,
+        applies,
         matcher,
         inspected,
         out: Vec::new(),
@@ -138,6 +148,7 @@ pub(super) fn run(rules: &[Rule], matcher: &Matcher<RuleId>, inspected: bool) ->
 /// seen of earlier rules.
 struct Linter<'a> {
     rules: &'a [Rule],
+    applies: &'a [u64],
     matcher: &'a Matcher<RuleId>,
     inspected: bool,
     out: Vec<Lint>,
@@ -232,6 +243,7 @@ impl<'a> Linter<'a> {
         let rules = self.rules;
         let key = (text, r.scheme, r.port, r.path.as_deref());
         match self.first_by_target.get(&key) {
+            Some(&j) if self.applies[j] & self.applies[me.0 as usize] == 0 => {}
             Some(&j) if rules[j].action != r.action => self.out.push(lint(
                 r,
                 LintKind::Conflict,
@@ -261,7 +273,7 @@ impl<'a> Linter<'a> {
         self.matcher.find_all_host(&host, &mut scratch);
         if let Some(pos) = scratch.iter().position(|h| *self.matcher.value(h.id()) == me) {
             self.ties(me, r, text, &host, &scratch, pos);
-            self.shadowed(r, text, &scratch, pos);
+            self.shadowed(me, r, text, &scratch, pos);
         }
         self.scratch = scratch;
     }
@@ -274,6 +286,7 @@ impl<'a> Linter<'a> {
             let o = &self.rules[other.0 as usize];
             let same_pattern = o.pattern.as_ref().is_some_and(|op| op.as_str() == text);
             if other != me
+                && self.applies[other.0 as usize] & self.applies[me.0 as usize] != 0
                 && !same_pattern
                 && o.action != r.action
                 && overlaps(o, r)
@@ -299,15 +312,18 @@ impl<'a> Linter<'a> {
 
     /// Shadowed: the next less specific rule that applies wherever this one does covers it with
     /// the same action, and nothing in between disagrees.
-    fn shadowed(&mut self, r: &Rule, text: &str, hits: &Matches, pos: usize) {
+    fn shadowed(&mut self, me: RuleId, r: &Rule, text: &str, hits: &Matches, pos: usize) {
         let my_spec = hits.as_slice()[pos].specificity();
         let next = hits.as_slice()[pos + 1..]
             .iter()
             .filter(|h| h.specificity() < my_spec)
-            .map(|h| &self.rules[self.matcher.value(h.id()).0 as usize])
-            .find(|g| constraints_cover(g, r));
-        let Some(g) = next else { return };
-        let covered = g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
+            .map(|h| *self.matcher.value(h.id()))
+            .find(|g| constraints_cover(&self.rules[g.0 as usize], r));
+        let Some(gid) = next else { return };
+        let g = &self.rules[gid.0 as usize];
+        // The general rule must apply to every client group this one applies to.
+        let all_groups = self.applies[me.0 as usize] & !self.applies[gid.0 as usize] == 0;
+        let covered = all_groups && g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
         if covered && g.action == r.action {
             self.out.push(lint(
                 r,
@@ -319,6 +335,45 @@ impl<'a> Linter<'a> {
             ));
         }
     }
+}
+
+/// The warnings about client groups (`groups[0]` is the clients in no group, not checked):
+/// a group no rule applies to, and a network listed by two groups (which one a client in it
+/// lands in is decided by file order, which is probably not meant).
+pub(super) fn groups(groups: &[GroupInfo], clients: &NetTable<GroupId>) -> Vec<Lint> {
+    let mut out = Vec::new();
+    let at = |g: &GroupInfo| g.origin.clone().unwrap_or(Origin { file: Arc::from("<config>"), line: 0 });
+    for g in &groups[1..] {
+        if g.rules.iter().sum::<usize>() == 0 {
+            out.push(Lint {
+                kind: LintKind::EmptyGroup,
+                origin: at(g),
+                message: format!(
+                    "client group `{}` has no rules: its sources leave it nothing but its default action ({})",
+                    g.label(),
+                    g.default
+                ),
+            });
+        }
+    }
+    for (a, b) in clients.same_network_pairs() {
+        let (ga, gb) = (&groups[usize::from(a.value().0)], &groups[usize::from(b.value().0)]);
+        if a.value() != b.value() {
+            out.push(Lint {
+                kind: LintKind::GroupOverlap,
+                origin: at(gb),
+                message: format!(
+                    "client group `{}` lists {} like `{}` at {}: its clients are in `{}`, the first",
+                    gb.label(),
+                    a.net(),
+                    ga.label(),
+                    at(ga),
+                    ga.label()
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// For a wildcard pattern, the literal suffix below its last wildcard label (`*.a.b` -> `a.b`,
@@ -408,7 +463,7 @@ mod tests {
             }
         }
         let matcher = b.build().unwrap();
-        run(&rules, &matcher, false).iter().map(ToString::to_string).collect()
+        run(&rules, &vec![u64::MAX; rules.len()], &matcher, false).iter().map(ToString::to_string).collect()
     }
 
     #[test]

@@ -19,11 +19,13 @@ mod rule;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Specificity};
+use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, NetTable, NetTableBuilder, Specificity};
+use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use lint::{Lint, LintKind};
@@ -40,6 +42,41 @@ pub struct Source {
     pub line: usize,
     /// Report mode for this file's deny rules (the global `[policy] mode` applies to every file).
     pub mode: Mode,
+    /// The name client groups refer to it by (`name = "..."`), when it has one.
+    pub name: Option<String>,
+}
+
+/// A client group (`[[client]]`): the clients whose address falls in its networks (the longest
+/// matching prefix of every group's networks picks the group), and what applies to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// Its name, as logged (`client_group`) and listed.
+    pub name: Arc<str>,
+    /// The client networks, host bits cleared.
+    pub networks: Vec<IpNet>,
+    /// The sources whose rules apply to it: indices into [`Inputs::sources`].
+    pub sources: Vec<usize>,
+    /// The action when none of its rules matches.
+    pub default: Action,
+    /// Enforce or only report its denials.
+    pub mode: Mode,
+    /// The line of the configuration file where it is defined.
+    pub line: usize,
+}
+
+/// The most client groups a configuration may define (a rule's groups are a 64-bit set; bit 0 is
+/// the clients in no group).
+pub const MAX_GROUPS: usize = 63;
+
+/// Which client group a connection's client is in: 0 for none (the top-level policy), otherwise
+/// the position of its `[[client]]` entry, from 1. Only meaningful with the policy that gave it
+/// ([`Policy::group_of`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(pub u8);
+
+impl GroupId {
+    /// The clients in no group: the top-level policy.
+    pub const NONE: GroupId = GroupId(0);
 }
 
 /// Whether deny decisions are enforced or only reported.
@@ -61,6 +98,10 @@ pub enum Mode {
 pub struct Inputs<'a> {
     /// The rule files, in order.
     pub sources: &'a [Source],
+    /// The sources that apply to clients in no group (indices into `sources`).
+    pub top_sources: &'a [usize],
+    /// The client groups, in configuration order.
+    pub groups: &'a [Group],
     /// The action when no rule matches.
     pub default: Action,
     /// Enforce or only report denials, for every source (a source can also be in report mode on
@@ -86,6 +127,24 @@ pub struct Query<'a> {
     pub port: u16,
     /// The request path and query, when visible (plain HTTP, inspected TLS).
     pub path: Option<&'a str>,
+    /// The client's group ([`Policy::group_of`]).
+    pub group: GroupId,
+}
+
+/// What is known of a connection without a name (TLS without SNI, an unknown protocol, an IP
+/// literal as the CONNECT target or Host) when deciding by its destination address.
+#[derive(Clone, Copy, Debug)]
+pub struct AddrQuery {
+    /// The destination: the original destination of a redirected connection, the literal of a
+    /// CONNECT target or Host.
+    pub addr: IpAddr,
+    /// Plain HTTP or TLS; `None` for an unknown protocol (which only rules without a scheme
+    /// fit).
+    pub scheme: Option<Scheme>,
+    /// The destination port.
+    pub port: u16,
+    /// The client's group ([`Policy::group_of`]).
+    pub group: GroupId,
 }
 
 /// The outcome of [`Policy::decide`].
@@ -159,17 +218,51 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// A client group as compiled: index 0 of [`Policy::groups`] is the clients in no group (the
+/// top-level `[policy]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name; `None` for the clients in no group.
+    pub name: Option<Arc<str>>,
+    /// Its client networks (empty for the clients in no group).
+    pub networks: Vec<IpNet>,
+    /// The action when none of its rules fits.
+    pub default: Action,
+    /// Every deny of its clients is only reported.
+    pub report: bool,
+    /// Active rules that apply to it, by action: bypass, allow, deny.
+    pub rules: [usize; 3],
+    /// Where it is defined (`None` for the clients in no group).
+    pub origin: Option<Origin>,
+}
+
+impl GroupInfo {
+    fn top(default: Action, report: bool) -> GroupInfo {
+        GroupInfo { name: None, networks: Vec::new(), default, report, rules: [0; 3], origin: None }
+    }
+
+    /// The name as logged and listed: the group's, or `-` for the clients in no group.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("-")
+    }
+}
+
 /// A compiled policy. Immutable; the data path shares it behind an `Arc` and a reload replaces it
 /// whole.
 #[derive(Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
     matcher: Matcher<RuleId>,
-    default: Action,
+    /// Address rules by destination network.
+    nets: NetTable<RuleId>,
+    /// Per rule (by index), the groups it applies to: bit g for [`GroupId`] g.
+    applies: Vec<u64>,
+    /// The client groups; index 0 is the clients in no group.
+    groups: Vec<GroupInfo>,
+    /// A client's address to its group (the longest matching network).
+    clients: NetTable<GroupId>,
     sources: Vec<SourceStats>,
     compile_time: Duration,
-    /// Every deny is only reported (`[policy] mode = "report"`).
-    report_all: bool,
     /// Sources whose deny rules are only reported.
     report_sources: Vec<Arc<str>>,
     /// `[inspect]` is on: paths of `allow` and `deny` rules are visible over TLS (the lint
@@ -192,6 +285,8 @@ pub enum Verdict {
     PortMismatch,
     /// Its path constraint does not fit the visible path.
     PathMismatch,
+    /// It is not among the rules of the client's group.
+    OtherGroup,
 }
 
 impl Verdict {
@@ -204,8 +299,19 @@ impl Verdict {
             Verdict::SchemeMismatch => "scheme-mismatch",
             Verdict::PortMismatch => "port-mismatch",
             Verdict::PathMismatch => "path-mismatch",
+            Verdict::OtherGroup => "other-group",
         }
     }
+}
+
+/// How closely a rule matched: the specificity of a name rule's pattern, or the prefix length of
+/// an address rule's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rank {
+    /// A name rule.
+    Name(Specificity),
+    /// An address rule: its prefix length (the longest wins).
+    Prefix(u8),
 }
 
 /// A matching rule and what became of it.
@@ -213,8 +319,8 @@ impl Verdict {
 pub struct Candidate {
     /// The rule.
     pub rule: RuleId,
-    /// How specific its match is.
-    pub specificity: Specificity,
+    /// How closely it matched.
+    pub rank: Rank,
     /// What became of it.
     pub verdict: Verdict,
 }
@@ -234,7 +340,9 @@ impl Policy {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut files = Vec::with_capacity(inputs.sources.len());
-        for source in inputs.sources {
+        // Per rule, the groups its source applies to.
+        let mut applies = Vec::new();
+        for (index, source) in inputs.sources.iter().enumerate() {
             let text = std::fs::read_to_string(&source.path).map_err(|error| LoadError::Read {
                 file: source.path.display().to_string(),
                 config: format!("{}:{}", inputs.config_file.display(), source.line),
@@ -243,13 +351,16 @@ impl Policy {
             let file: Arc<str> = Arc::from(source.path.display().to_string());
             files.push(file.clone());
             rule::parse_file(&file, &text, source.default, inputs.vars, &mut rules, &mut errors);
+            applies.resize(rules.len(), source_groups(inputs, index));
         }
         if !errors.is_empty() {
             return Err(LoadError::Rules(errors));
         }
         let mut p = Policy::compile(rules, inputs.default, &files)?;
+        p.applies = applies;
+        p.groups[0].report = inputs.mode == Mode::Report;
+        p.set_groups(inputs);
         p.compile_time = started.elapsed();
-        p.report_all = inputs.mode == Mode::Report;
         p.inspected = inputs.inspected;
         p.report_sources =
             inputs.sources.iter().zip(&files).filter(|(s, _)| s.mode == Mode::Report).map(|(_, f)| f.clone()).collect();
@@ -261,9 +372,11 @@ impl Policy {
     /// # Errors
     /// [`LoadError::Rules`] if the matcher rejects a pattern (not expected: patterns are checked
     /// when rules are parsed).
+    /// Every rule applies to every client, as if there were no client groups.
     pub fn compile(rules: Vec<Rule>, default: Action, files: &[Arc<str>]) -> Result<Policy, LoadError> {
         let started = Instant::now();
         let mut b = MatcherBuilder::new();
+        let mut nets = NetTableBuilder::new();
         let mut sources: Vec<SourceStats> =
             files.iter().map(|f| SourceStats { file: f.clone(), by_action: [0; 3], inactive: 0 }).collect();
         for (i, r) in rules.iter().enumerate() {
@@ -274,12 +387,16 @@ impl Policy {
                     sources.last_mut().expect("just pushed")
                 }
             };
-            match &r.pattern {
-                Some(p) => {
+            match (&r.pattern, r.net) {
+                (Some(p), _) => {
                     stats.by_action[r.action as usize] += 1;
                     b.add_pattern(p.clone(), RuleId(i as u32));
                 }
-                None => stats.inactive += 1,
+                (None, Some(net)) => {
+                    stats.by_action[r.action as usize] += 1;
+                    nets.add(net, RuleId(i as u32));
+                }
+                (None, None) => stats.inactive += 1,
             }
         }
         let matcher = b.build().map_err(|e| {
@@ -290,16 +407,62 @@ impl Policy {
                 .unwrap_or(Origin { file: Arc::from("<policy>"), line: 0 });
             LoadError::Rules(vec![RuleError { origin, message: e.to_string() }])
         })?;
+        let mut groups = vec![GroupInfo::top(default, false)];
+        groups[0].rules = count_active(&rules, |_| true);
         Ok(Policy {
+            applies: vec![u64::MAX; rules.len()],
             rules,
             matcher,
-            default,
+            nets: nets.build(),
+            groups,
+            clients: NetTableBuilder::new().build(),
             sources,
             compile_time: started.elapsed(),
-            report_all: false,
             report_sources: Vec::new(),
             inspected: false,
         })
+    }
+
+    /// Installs the client groups of `inputs` (the rules' group sets are already in `applies`).
+    fn set_groups(&mut self, inputs: &Inputs<'_>) {
+        let mut clients = NetTableBuilder::new();
+        for (i, g) in inputs.groups.iter().enumerate() {
+            let id = GroupId(i as u8 + 1);
+            for net in &g.networks {
+                clients.add(*net, id);
+            }
+            let bit = 1u64 << id.0;
+            let rules = count_active(&self.rules, |i| self.applies[i] & bit != 0);
+            self.groups.push(GroupInfo {
+                name: Some(g.name.clone()),
+                networks: g.networks.clone(),
+                default: g.default,
+                report: g.mode == Mode::Report,
+                rules,
+                origin: Some(Origin { file: Arc::from(inputs.config_file.display().to_string()), line: g.line as u32 }),
+            });
+        }
+        self.groups[0].rules = count_active(&self.rules, |i| self.applies[i] & 1 != 0);
+        self.clients = clients.build();
+    }
+
+    /// The group of a client at `addr`: the group with the longest network that contains it, or
+    /// [`GroupId::NONE`].
+    pub fn group_of(&self, addr: IpAddr) -> GroupId {
+        self.clients.longest(addr).map_or(GroupId::NONE, |hit| *hit.value())
+    }
+
+    /// The client groups; index 0 (the [`GroupId`]'s value) is the clients in no group.
+    pub fn groups(&self) -> &[GroupInfo] {
+        &self.groups
+    }
+
+    /// A group by id.
+    ///
+    /// # Panics
+    /// When `id` does not come from this policy.
+    pub fn group(&self, id: GroupId) -> &GroupInfo {
+        &self.groups[usize::from(id.0)]
     }
 
     /// Decides a connection or request. `scratch` is a reusable buffer (keep one per task).
@@ -320,6 +483,8 @@ impl Policy {
     fn decide_inner(&self, q: &Query<'_>, scratch: &mut Matches, per_request: bool) -> Decision {
         self.matcher.find_all_host(q.host, scratch);
         let hits = scratch.as_slice();
+        let group = self.group(q.group);
+        let bit = 1u64 << q.group.0;
         // The most specific `allow` rule with a path seen so far (per_request only).
         let mut path_allow: Option<RuleId> = None;
         let opened = |rule: RuleId| Decision {
@@ -336,16 +501,22 @@ impl Policy {
             let mut actions = 0u8;
             while i < hits.len() && hits[i].specificity() == level {
                 let id = *self.matcher.value(hits[i].id());
+                if self.applies[id.0 as usize] & bit == 0 {
+                    i += 1;
+                    continue;
+                }
                 let rule = &self.rules[id.0 as usize];
                 if per_request && rule.path.is_some() {
-                    if rule.action == Action::Allow && path_allow.is_none() && matches!(fits(rule, q), Fit::Yes { .. })
+                    if rule.action == Action::Allow
+                        && path_allow.is_none()
+                        && matches!(fits(rule, Some(q.scheme), q.port, q.path), Fit::Yes { .. })
                     {
                         path_allow = Some(id);
                     }
                     i += 1;
                     continue;
                 }
-                if let Fit::Yes { path_unenforced } = fits(rule, q) {
+                if let Fit::Yes { path_unenforced } = fits(rule, Some(q.scheme), q.port, q.path) {
                     let action = self.rules[id.0 as usize].action;
                     actions |= 1 << action as u8;
                     if best.is_none_or(|(a, _, _)| action > a) {
@@ -358,29 +529,70 @@ impl Policy {
                 if let (Action::Deny, Some(open)) = (action, path_allow) {
                     return opened(open);
                 }
-                let report = action == Action::Deny
-                    && (self.report_all || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file));
-                return Decision {
-                    action: if report { Action::Allow } else { action },
-                    rule: Some(rule),
-                    path_unenforced,
-                    tie: actions.count_ones() > 1,
-                    would_deny: report,
-                };
+                return self.ruled(group, action, rule, path_unenforced, actions);
             }
         }
         match path_allow {
-            Some(open) if self.default == Action::Deny => opened(open),
-            _ => self.default_decision(),
+            Some(open) if group.default == Action::Deny => opened(open),
+            _ => self.default_decision(q.group),
         }
     }
 
-    /// The decision when nothing names a host (no SNI, an unknown protocol) or no rule matches:
-    /// the default action, report mode applied.
-    pub fn default_decision(&self) -> Decision {
-        let report = self.default == Action::Deny && self.report_all;
+    /// The decision of rule `rule` with `action` (among equally ranked rules whose actions are
+    /// the bits of `actions`), report mode applied.
+    fn ruled(&self, group: &GroupInfo, action: Action, rule: RuleId, path_unenforced: bool, actions: u8) -> Decision {
+        let report = action == Action::Deny
+            && (group.report || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file));
         Decision {
-            action: if report { Action::Allow } else { self.default },
+            action: if report { Action::Allow } else { action },
+            rule: Some(rule),
+            path_unenforced,
+            tie: actions.count_ones() > 1,
+            would_deny: report,
+        }
+    }
+
+    /// Decides a connection without a name by its destination address: among the address rules
+    /// of the client's group whose network contains the address and whose scheme and port fit,
+    /// the longest prefix wins; a tie resolves to the strictest action. Nothing fits: the
+    /// group's default action.
+    pub fn decide_address(&self, q: &AddrQuery) -> Decision {
+        let group = self.group(q.group);
+        let bit = 1u64 << q.group.0;
+        let mut level = None;
+        let mut best: Option<(Action, RuleId)> = None;
+        let mut actions = 0u8;
+        for hit in self.nets.matches(q.addr) {
+            if level != Some(hit.prefix_len()) {
+                if let Some((action, rule)) = best {
+                    return self.ruled(group, action, rule, false, actions);
+                }
+                level = Some(hit.prefix_len());
+            }
+            let id = *hit.value();
+            if self.applies[id.0 as usize] & bit == 0 {
+                continue;
+            }
+            if let Fit::Yes { .. } = fits(&self.rules[id.0 as usize], q.scheme, q.port, None) {
+                let action = self.rules[id.0 as usize].action;
+                actions |= 1 << action as u8;
+                if best.is_none_or(|(a, _)| action > a) {
+                    best = Some((action, id));
+                }
+            }
+        }
+        match best {
+            Some((action, rule)) => self.ruled(group, action, rule, false, actions),
+            None => self.default_decision(q.group),
+        }
+    }
+
+    /// The decision when no rule fits: the group's default action, report mode applied.
+    pub fn default_decision(&self, group: GroupId) -> Decision {
+        let g = self.group(group);
+        let report = g.default == Action::Deny && g.report;
+        Decision {
+            action: if report { Action::Allow } else { g.default },
             rule: None,
             path_unenforced: false,
             tie: false,
@@ -396,20 +608,52 @@ impl Policy {
             .rule
             .and_then(|w| scratch.iter().find(|h| *self.matcher.value(h.id()) == w))
             .map(|h| h.specificity());
+        let bit = 1u64 << q.group.0;
         let candidates = scratch
             .iter()
             .map(|h| {
                 let rule = *self.matcher.value(h.id());
-                let verdict = match fits(&self.rules[rule.0 as usize], q) {
+                let verdict = match fits(&self.rules[rule.0 as usize], Some(q.scheme), q.port, q.path) {
+                    _ if self.applies[rule.0 as usize] & bit == 0 => Verdict::OtherGroup,
                     Fit::No(v) => v,
                     Fit::Yes { .. } if Some(rule) == decision.rule => Verdict::Winner,
                     Fit::Yes { .. } if Some(h.specificity()) == winner_spec => Verdict::TieLost,
                     Fit::Yes { .. } => Verdict::LessSpecific,
                 };
-                Candidate { rule, specificity: h.specificity(), verdict }
+                Candidate { rule, rank: Rank::Name(h.specificity()), verdict }
             })
             .collect();
         (decision, candidates)
+    }
+
+    /// [`Policy::decide_address`], and what became of every address rule whose network contains
+    /// the address.
+    pub fn explain_address(&self, q: &AddrQuery) -> (Decision, Vec<Candidate>) {
+        let decision = self.decide_address(q);
+        let winner_len =
+            decision.rule.and_then(|w| self.nets.matches(q.addr).find(|h| *h.value() == w)).map(|h| h.prefix_len());
+        let bit = 1u64 << q.group.0;
+        let candidates = self
+            .nets
+            .matches(q.addr)
+            .map(|h| {
+                let rule = *h.value();
+                let verdict = match fits(&self.rules[rule.0 as usize], q.scheme, q.port, None) {
+                    _ if self.applies[rule.0 as usize] & bit == 0 => Verdict::OtherGroup,
+                    Fit::No(v) => v,
+                    Fit::Yes { .. } if Some(rule) == decision.rule => Verdict::Winner,
+                    Fit::Yes { .. } if Some(h.prefix_len()) == winner_len => Verdict::TieLost,
+                    Fit::Yes { .. } => Verdict::LessSpecific,
+                };
+                Candidate { rule, rank: Rank::Prefix(h.prefix_len()), verdict }
+            })
+            .collect();
+        (decision, candidates)
+    }
+
+    /// Whether a rule applies to a client group.
+    pub fn applies(&self, rule: RuleId, group: GroupId) -> bool {
+        self.applies[rule.0 as usize] & (1u64 << group.0) != 0
     }
 
     /// A rule by id.
@@ -425,19 +669,19 @@ impl Policy {
         &self.rules
     }
 
-    /// Whether every deny is only reported.
+    /// Whether every deny of the clients in no group is only reported (`[policy] mode`).
     pub fn report_all(&self) -> bool {
-        self.report_all
+        self.groups[0].report
     }
 
-    /// Whether `file`'s deny rules are only reported.
+    /// Whether `file`'s deny rules are only reported (for the clients in no group).
     pub fn reports(&self, file: &str) -> bool {
-        self.report_all || self.report_sources.iter().any(|f| &**f == file)
+        self.groups[0].report || self.report_sources.iter().any(|f| &**f == file)
     }
 
-    /// The action when no rule matches.
+    /// The action when no rule matches, for the clients in no group.
     pub fn default_action(&self) -> Action {
-        self.default
+        self.groups[0].default
     }
 
     /// Per-source counts, in configuration order.
@@ -455,20 +699,54 @@ impl Policy {
         &self.matcher
     }
 
-    /// The lint: warnings about rules that are legal but probably not what the operator meant.
+    /// The compiled address rules (for statistics).
+    pub fn nets(&self) -> &NetTable<RuleId> {
+        &self.nets
+    }
+
+    /// The lint: warnings about rules (and client groups) that are legal but probably not what
+    /// the operator meant.
     pub fn lint(&self) -> Vec<Lint> {
-        lint::run(&self.rules, &self.matcher, self.inspected)
+        let mut lints = lint::run(&self.rules, &self.applies, &self.matcher, self.inspected);
+        lints.extend(lint::groups(&self.groups, &self.clients));
+        lints.sort_by(|a, b| {
+            a.kind.cmp(&b.kind).then_with(|| a.origin.file.cmp(&b.origin.file)).then(a.origin.line.cmp(&b.origin.line))
+        });
+        lints
     }
 }
 
-fn fits(r: &Rule, q: &Query<'_>) -> Fit {
-    if r.scheme.is_some_and(|s| s != q.scheme) {
+/// The groups a source's rules apply to: bit 0 when it applies to clients in no group, bit g
+/// when the g-th `[[client]]` names it.
+fn source_groups(inputs: &Inputs<'_>, source: usize) -> u64 {
+    let mut mask = u64::from(inputs.top_sources.contains(&source));
+    for (i, g) in inputs.groups.iter().enumerate() {
+        if g.sources.contains(&source) {
+            mask |= 1 << (i + 1);
+        }
+    }
+    mask
+}
+
+/// Active rules by action (bypass, allow, deny) among those `keep` accepts (by index).
+fn count_active(rules: &[Rule], keep: impl Fn(usize) -> bool) -> [usize; 3] {
+    let mut n = [0; 3];
+    for (i, r) in rules.iter().enumerate() {
+        if r.is_active() && keep(i) {
+            n[r.action as usize] += 1;
+        }
+    }
+    n
+}
+
+fn fits(r: &Rule, scheme: Option<Scheme>, port: u16, path: Option<&str>) -> Fit {
+    if r.scheme.is_some_and(|s| Some(s) != scheme) {
         return Fit::No(Verdict::SchemeMismatch);
     }
-    if r.port.is_some_and(|p| p != q.port) {
+    if r.port.is_some_and(|p| p != port) {
         return Fit::No(Verdict::PortMismatch);
     }
-    match (&r.path, q.path) {
+    match (&r.path, path) {
         (None, _) => Fit::Yes { path_unenforced: false },
         (Some(_), None) => Fit::Yes { path_unenforced: true },
         (Some(rule), Some(path)) if path_matches(rule, path) => Fit::Yes { path_unenforced: false },
@@ -487,7 +765,7 @@ mod tests {
 
     fn decide(p: &Policy, host: &str, scheme: Scheme, port: u16, path: Option<&str>) -> (Action, Option<u32>) {
         let host = Host::new(host).unwrap();
-        let d = p.decide(&Query { host: &host, scheme, port, path }, &mut Matches::new());
+        let d = p.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, &mut Matches::new());
         (d.action, d.rule.map(|r| p.rule(r).origin.line))
     }
 
@@ -502,7 +780,10 @@ mod tests {
         assert_eq!(decide(&p, "x.y.com", Scheme::Https, 443, None), (Action::Allow, Some(5)), "tie -> strictest");
         assert_eq!(decide(&p, "microsoft.com", Scheme::Https, 443, None), (Action::Deny, None));
         let host = Host::new("x.y.com").unwrap();
-        let d = p.decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None }, &mut Matches::new());
+        let d = p.decide(
+            &Query { host: &host, scheme: Scheme::Https, port: 443, path: None, group: GroupId::NONE },
+            &mut Matches::new(),
+        );
         assert!(d.tie);
     }
 
@@ -517,7 +798,10 @@ mod tests {
         assert_eq!(decide(&p, "www.msftncsi.com", Scheme::Https, 443, None), (Action::Deny, None), "scheme");
         // TLS without inspection: the path is not visible, the rule decides at host level.
         let host = Host::new("ekop.intel.com").unwrap();
-        let d = p.decide(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None }, &mut Matches::new());
+        let d = p.decide(
+            &Query { host: &host, scheme: Scheme::Https, port: 443, path: None, group: GroupId::NONE },
+            &mut Matches::new(),
+        );
         assert_eq!((d.action, d.path_unenforced), (Action::Bypass, true));
         assert_eq!(
             decide(&p, "ekop.intel.com", Scheme::Https, 443, Some("/ekcertservice/v1")),
@@ -549,7 +833,7 @@ mod tests {
         let conn = |host: &str| {
             let host = Host::new(host).unwrap();
             let d = p.decide_connection(
-                &Query { host: &host, scheme: Scheme::Https, port: 443, path: Some("/ignored") },
+                &Query { host: &host, scheme: Scheme::Https, port: 443, path: Some("/ignored"), group: GroupId::NONE },
                 &mut Matches::new(),
             );
             (d.action, d.rule.map(|r| p.rule(r).origin.line), d.path_unenforced)
@@ -574,13 +858,168 @@ mod tests {
             "bypass *.microsoft.com\nallow *.microsoft.com\nallow http://a.microsoft.com\ndeny a.microsoft.com:8443\n",
         );
         let host = Host::new("a.microsoft.com").unwrap();
-        let (d, c) = p.explain(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None });
+        let (d, c) =
+            p.explain(&Query { host: &host, scheme: Scheme::Https, port: 443, path: None, group: GroupId::NONE });
         assert_eq!(d.action, Action::Allow);
         let v: Vec<(u32, Verdict)> = c.iter().map(|c| (p.rule(c.rule).origin.line, c.verdict)).collect();
         assert_eq!(
             v,
             [(3, Verdict::SchemeMismatch), (4, Verdict::PortMismatch), (1, Verdict::TieLost), (2, Verdict::Winner)]
         );
+    }
+
+    /// A policy loaded from rule files in a temporary directory, with client groups.
+    fn grouped(files: &[(&str, &str)], top: &[usize], groups: &[(&str, &[&str], &[usize], Action)]) -> Policy {
+        let dir = tempfile::tempdir().unwrap();
+        let sources: Vec<Source> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (name, text))| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).unwrap();
+                Source { path, default: None, line: i + 1, mode: Mode::Enforce, name: Some(name.to_string()) }
+            })
+            .collect();
+        let groups: Vec<Group> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, nets, srcs, default))| Group {
+                name: Arc::from(*name),
+                networks: nets.iter().map(|n| n.parse().unwrap()).collect(),
+                sources: srcs.to_vec(),
+                default: *default,
+                mode: Mode::Enforce,
+                line: 100 + i,
+            })
+            .collect();
+        let vars = BTreeMap::new();
+        Policy::load(&Inputs {
+            sources: &sources,
+            top_sources: top,
+            groups: &groups,
+            default: Action::Deny,
+            mode: Mode::Enforce,
+            vars: &vars,
+            inspected: false,
+            config_file: Path::new("hostgate.toml"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn client_groups_pick_their_sources_and_default() {
+        let p = grouped(
+            &[("ms", "allow *.microsoft.com\n"), ("staff", "allow *.example.org\ndeny www.microsoft.com\n")],
+            &[0],
+            &[
+                ("kiosks", &["10.1.0.0/16"], &[0], Action::Deny),
+                ("staff", &["10.2.0.0/16", "10.2.3.0/24"], &[0, 1], Action::Deny),
+                ("guests", &["10.9.0.0/16", "fd00:9::/32"], &[], Action::Deny),
+                ("lab", &["10.2.3.0/24"], &[1], Action::Allow),
+            ],
+        );
+        let group = |a: &str| p.group(p.group_of(a.parse().unwrap())).name.as_deref().map(str::to_string);
+        assert_eq!(group("10.1.2.3").as_deref(), Some("kiosks"));
+        assert_eq!(group("10.2.9.9").as_deref(), Some("staff"));
+        // The longest prefix picks the group; at the same prefix the first group wins (linted).
+        assert_eq!(group("10.2.3.4").as_deref(), Some("staff"));
+        assert_eq!(group("::ffff:10.9.0.1").as_deref(), Some("guests"), "a mapped IPv4 client");
+        assert_eq!(group("fd00:9::1").as_deref(), Some("guests"));
+        assert_eq!(group("192.0.2.1"), None);
+        let decide = |client: &str, name: &str| {
+            let host = Host::new(name).unwrap();
+            let q = Query {
+                host: &host,
+                scheme: Scheme::Https,
+                port: 443,
+                path: None,
+                group: p.group_of(client.parse().unwrap()),
+            };
+            let d = p.decide(&q, &mut Matches::new());
+            (d.action, d.rule.map(|r| p.rule(r).origin.line))
+        };
+        assert_eq!(decide("10.1.2.3", "a.microsoft.com"), (Action::Allow, Some(1)));
+        assert_eq!(decide("10.1.2.3", "a.example.org"), (Action::Deny, None), "kiosks: not their source");
+        assert_eq!(decide("10.2.9.9", "a.example.org"), (Action::Allow, Some(1)));
+        assert_eq!(decide("10.2.9.9", "www.microsoft.com"), (Action::Deny, Some(2)));
+        assert_eq!(
+            decide("10.1.2.3", "www.microsoft.com"),
+            (Action::Allow, Some(1)),
+            "the staff deny is not the kiosks'"
+        );
+        assert_eq!(decide("10.9.0.1", "a.microsoft.com"), (Action::Deny, None), "guests: nothing but the default");
+        assert_eq!(decide("192.0.2.1", "a.microsoft.com"), (Action::Allow, Some(1)), "no group: the top-level sources");
+        assert_eq!(decide("192.0.2.1", "a.example.org"), (Action::Deny, None));
+        let counts: Vec<(String, [usize; 3])> = p.groups().iter().map(|g| (g.label().to_string(), g.rules)).collect();
+        assert_eq!(
+            counts,
+            [
+                ("-".into(), [0, 1, 0]),
+                ("kiosks".into(), [0, 1, 0]),
+                ("staff".into(), [0, 2, 1]),
+                ("guests".into(), [0, 0, 0]),
+                ("lab".into(), [0, 1, 1])
+            ]
+        );
+        let lints: Vec<String> = p.lint().iter().map(ToString::to_string).collect();
+        assert!(
+            lints
+                .iter()
+                .any(|l| l.starts_with("hostgate.toml:102: warning[empty-group]: client group `guests` has no rules")),
+            "{lints:#?}"
+        );
+        assert!(
+            lints.iter().any(|l| l.starts_with(
+                "hostgate.toml:103: warning[group-overlap]: client group `lab` lists 10.2.3.0/24 like `staff`"
+            )),
+            "{lints:#?}"
+        );
+        // Rules of groups that share no client never conflict.
+        assert!(!lints.iter().any(|l| l.contains("conflict") || l.contains("tie")), "{lints:#?}");
+    }
+
+    #[test]
+    fn address_rules_decide_by_longest_prefix_then_strictness() {
+        let p = policy(
+            "bypass 52.112.0.0/14:443\ndeny 52.113.0.0/16\nallow 52.113.194.0/24\nbypass 52.113.194.0/24\nallow [2603:1063::]/38\nallow http://198.51.100.0/24\nallow 52.113.194.132.example.com\n",
+        );
+        let decide = |addr: &str, port: u16, scheme: Option<Scheme>| {
+            let q = AddrQuery { addr: addr.parse().unwrap(), scheme, port, group: GroupId::NONE };
+            let d = p.decide_address(&q);
+            (d.action, d.rule.map(|r| p.rule(r).origin.line), d.tie)
+        };
+        let tls = Some(Scheme::Https);
+        assert_eq!(decide("52.112.1.1", 443, tls), (Action::Bypass, Some(1), false));
+        assert_eq!(decide("52.112.1.1", 8443, tls), (Action::Deny, None, false), "port");
+        assert_eq!(decide("52.113.1.1", 443, tls), (Action::Deny, Some(2), false), "a longer prefix wins");
+        assert_eq!(decide("52.113.194.132", 443, tls), (Action::Allow, Some(3), true), "a tie: the strictest");
+        assert_eq!(decide("2603:1063::1", 443, None), (Action::Allow, Some(5), false));
+        assert_eq!(decide("2603:1064::1", 443, None), (Action::Deny, None, false));
+        assert_eq!(decide("198.51.100.7", 80, Some(Scheme::Http)), (Action::Allow, Some(6), false));
+        assert_eq!(decide("198.51.100.7", 80, None), (Action::Deny, None, false), "an unknown protocol is not http");
+        // A name is never decided by an address rule, nor an address by a name rule.
+        assert_eq!(decide_q(&p, "52.113.194.132.example.com"), (Action::Allow, Some(7)));
+        let (d, c) = p.explain_address(&AddrQuery {
+            addr: "52.113.194.132".parse().unwrap(),
+            scheme: tls,
+            port: 443,
+            group: GroupId::NONE,
+        });
+        assert_eq!(d.action, Action::Allow);
+        let v: Vec<(u32, Rank, Verdict)> = c.iter().map(|c| (p.rule(c.rule).origin.line, c.rank, c.verdict)).collect();
+        assert_eq!(
+            v,
+            [
+                (3, Rank::Prefix(24), Verdict::Winner),
+                (4, Rank::Prefix(24), Verdict::TieLost),
+                (2, Rank::Prefix(16), Verdict::LessSpecific),
+                (1, Rank::Prefix(14), Verdict::LessSpecific)
+            ]
+        );
+    }
+
+    fn decide_q(p: &Policy, host: &str) -> (Action, Option<u32>) {
+        decide(p, host, Scheme::Https, 443, None)
     }
 
     #[test]

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use hostgate_matcher::Pattern;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::normalize::{normalize, Slashes};
@@ -121,9 +123,13 @@ pub struct Rule {
     pub port: Option<u16>,
     /// Only for requests whose path (and query, when this has one) starts with this, when set.
     pub path: Option<String>,
-    /// The pattern after placeholder substitution, as the matcher normalised it. `None` when an
-    /// unresolved placeholder stands for the whole name: the rule is then inactive.
+    /// The pattern after placeholder substitution, as the matcher normalised it. `None` for an
+    /// address rule, and when an unresolved placeholder stands for the whole name (the rule is
+    /// then inactive).
     pub pattern: Option<Pattern>,
+    /// The destination network of an address rule (`bypass 52.112.0.0/14:443`), host bits
+    /// cleared; `None` for a name rule. An address rule decides only connections without a name.
+    pub net: Option<IpNet>,
     /// The target as written in the file (scheme, pattern with placeholders, port, path).
     pub target: String,
     /// Placeholders that had no value in `[vars]` and were widened to `*`.
@@ -133,10 +139,10 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether the rule's pattern can be compiled (false when a placeholder has no value and was
-    /// the whole name).
+    /// Whether the rule can be compiled: an address rule, or a name rule with a pattern (false
+    /// when a placeholder has no value and was the whole name).
     pub fn is_active(&self) -> bool {
-        self.pattern.is_some()
+        self.pattern.is_some() || self.net.is_some()
     }
 }
 
@@ -207,12 +213,16 @@ fn strip_comment(line: &str) -> &str {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Target<'a> {
     pub(crate) scheme: Option<Scheme>,
+    /// The host pattern (empty for an address target).
     pub(crate) host: &'a str,
+    /// The network of an address target.
+    pub(crate) net: Option<IpNet>,
     pub(crate) port: Option<u16>,
     pub(crate) path: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Splits `[scheme://]pattern[:port][/path[?query]]`.
+/// Splits `[scheme://]pattern[:port][/path[?query]]`, or an address target
+/// `[scheme://]address[/prefix][:port]` (IPv6 in brackets when a port follows).
 pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
     let (scheme, rest) = match target.split_once("://") {
         Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
@@ -222,6 +232,10 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
         },
         None => (None, target),
     };
+    if let Some(address) = parse_address(rest) {
+        let (net, port) = address?;
+        return Ok(Target { scheme, host: "", net: Some(net), port, path: None });
+    }
     let (hostport, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], Some(&rest[i..])),
         None => (rest, None),
@@ -238,9 +252,6 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
             Some(rule_path(p)?).filter(|n| n != "/")
         }
     };
-    if hostport.starts_with('[') {
-        return Err("IP literals are not patterns; write a host name".to_string());
-    }
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(n)),
@@ -251,7 +262,76 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
     if host.is_empty() {
         return Err("missing host pattern".to_string());
     }
-    Ok(Target { scheme, host, port, path })
+    Ok(Target { scheme, host, net: None, port, path })
+}
+
+/// An address target, `address[/prefix][:port]`: `None` when `text` is not one (it is then a
+/// host pattern). IPv4 is a dotted quad; IPv6 is in brackets (`[2603:1063::]/38:443`), or bare
+/// when no port follows (`2603:1063::/38`). No address means "the whole address" (`/32`,
+/// `/128`); host bits under the prefix are cleared. Address rules have no path.
+fn parse_address(text: &str) -> Option<Result<(IpNet, Option<u16>), String>> {
+    let (addr, rest): (IpAddr, &str) = if let Some(inner) = text.strip_prefix('[') {
+        let Some((inside, rest)) = inner.split_once(']') else {
+            return Some(Err(format!("`{text}`: an IPv6 address opened with `[` needs its `]`")));
+        };
+        match inside.parse::<Ipv6Addr>() {
+            Ok(a) => (IpAddr::V6(a), rest),
+            Err(_) => return Some(Err(format!("`{inside}` is not an IPv6 address"))),
+        }
+    } else if text.bytes().filter(|&b| b == b':').count() >= 2 {
+        // Bare IPv6 (a host pattern never has two colons): no port can follow.
+        let (a, prefix) = text.split_once('/').map_or((text, None), |(a, p)| (a, Some(p)));
+        let Ok(a) = a.parse::<Ipv6Addr>().map_err(drop).and_then(|a| match prefix {
+            Some(p) if p.contains(':') => Err(()),
+            _ => Ok(a),
+        }) else {
+            return Some(Err(format!(
+                "`{text}` is neither a host pattern nor an address (write IPv6 in brackets: `[2603:1063::]/38:443`)"
+            )));
+        };
+        return Some(network(IpAddr::V6(a), prefix).map(|n| (n, None)));
+    } else {
+        let end = text.find(['/', ':']).unwrap_or(text.len());
+        match text[..end].parse::<std::net::Ipv4Addr>() {
+            Ok(a) => (IpAddr::V4(a), &text[end..]),
+            // Four dot-separated numbers that are not an address: say so, not "bad pattern".
+            Err(_)
+                if text[..end].split('.').count() == 4
+                    && text[..end].split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()) && !l.is_empty()) =>
+            {
+                return Some(Err(format!("`{}` is not an IPv4 address", &text[..end])));
+            }
+            Err(_) => return None,
+        }
+    };
+    let (prefix, rest) = match rest.strip_prefix('/') {
+        Some(r) => {
+            let end = r.find([':', '/']).unwrap_or(r.len());
+            (Some(&r[..end]), &r[end..])
+        }
+        None => (None, rest),
+    };
+    let port = match rest {
+        "" => None,
+        r => match r.strip_prefix(':').and_then(|p| p.parse::<u16>().ok().filter(|n| *n > 0 && p.bytes().all(|b| b.is_ascii_digit()))) {
+            Some(n) => Some(n),
+            None => return Some(Err(format!("`{text}`: after an address comes `/PREFIX` and then `:PORT` (1-65535), nothing else; address rules have no path"))),
+        },
+    };
+    Some(network(addr, prefix).map(|n| (n, port)))
+}
+
+/// The network of `addr` with `prefix` bits (all of them when `None`), host bits cleared.
+fn network(addr: IpAddr, prefix: Option<&str>) -> Result<IpNet, String> {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match prefix {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("bad prefix length `/{p}` for {addr} (0-{max})")),
+        },
+    };
+    IpNet::new(addr, len).map(|n| n.trunc()).map_err(|e| format!("{addr}/{len}: {e}"))
 }
 
 /// A rule's path, normalised like every request target ([`crate::normalize`]) so that the two
@@ -320,6 +400,19 @@ pub(crate) fn build_rule(
     origin: Origin,
 ) -> Result<Rule, String> {
     let t = parse_target(target)?;
+    if let Some(net) = t.net {
+        return Ok(Rule {
+            action,
+            scheme: t.scheme,
+            port: t.port,
+            path: None,
+            pattern: None,
+            net: Some(net),
+            target: target.to_string(),
+            unresolved: Vec::new(),
+            origin,
+        });
+    }
     let (host, unresolved) = substitute(t.host, vars)?;
     let pattern = match Pattern::new(&host) {
         Ok(p) => Some(p),
@@ -333,6 +426,7 @@ pub(crate) fn build_rule(
         port: t.port,
         path: t.path.map(std::borrow::Cow::into_owned),
         pattern,
+        net: None,
         target: target.to_string(),
         unresolved,
         origin,
@@ -444,7 +538,13 @@ mod tests {
         let t = parse_target("https://*.<RegionName>.logic.azure.com:443").unwrap();
         assert_eq!(
             t,
-            Target { scheme: Some(Scheme::Https), host: "*.<RegionName>.logic.azure.com", port: Some(443), path: None }
+            Target {
+                scheme: Some(Scheme::Https),
+                host: "*.<RegionName>.logic.azure.com",
+                net: None,
+                port: Some(443),
+                path: None
+            }
         );
         let t = parse_target("http://*.msftncsi.com/ncsi.txt").unwrap();
         assert_eq!((t.scheme, t.host, t.path.as_deref()), (Some(Scheme::Http), "*.msftncsi.com", Some("/ncsi.txt")));
@@ -458,6 +558,33 @@ mod tests {
         assert_eq!(parse_target("a.com:+80").unwrap_err(), "bad port `+80` (1-65535)");
         assert_eq!(parse_target("https://:443").unwrap_err(), "missing host pattern");
         assert_eq!(parse_target("a.com?x").unwrap_err(), "a query needs a path: write `/?x`");
+    }
+
+    #[test]
+    fn address_targets() {
+        let net = |t: &str| parse_target(t).map(|t| (t.scheme, t.net.map(|n| n.to_string()), t.port));
+        assert_eq!(net("52.112.0.0/14:443").unwrap(), (None, Some("52.112.0.0/14".into()), Some(443)));
+        assert_eq!(net("52.113.194.132").unwrap(), (None, Some("52.113.194.132/32".into()), None));
+        // Host bits under the prefix are cleared.
+        assert_eq!(net("10.1.2.3/8").unwrap().1.as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(net("[2603:1063::]/38").unwrap(), (None, Some("2603:1063::/38".into()), None));
+        assert_eq!(net("[2603:1063::1]:443").unwrap(), (None, Some("2603:1063::1/128".into()), Some(443)));
+        assert_eq!(net("2603:1063::/38").unwrap().1.as_deref(), Some("2603:1063::/38"));
+        assert_eq!(net("https://0.0.0.0/0").unwrap(), (Some(Scheme::Https), Some("0.0.0.0/0".into()), None));
+        // Names stay names, even with digits.
+        assert_eq!(net("1.example.com").unwrap().1, None);
+        assert_eq!(net("10.0.0.1.nip.io").unwrap().1, None);
+        assert!(net("10.0.0.0/33").unwrap_err().contains("bad prefix length `/33`"));
+        assert!(net("[::1]/129").unwrap_err().contains("bad prefix length"));
+        assert!(net("10.0.0.256").unwrap_err().contains("not an IPv4 address"));
+        assert!(net("10.0.0.0/8/x").unwrap_err().contains("address rules have no path"));
+        assert!(net("10.0.0.0:0").unwrap_err().contains("1-65535"));
+        assert!(net("[::1").unwrap_err().contains("needs its `]`"));
+        assert!(net("[zz::]").unwrap_err().contains("not an IPv6 address"));
+        assert!(net("2603:1063::/38:443").unwrap_err().contains("brackets"));
+        let r = build_rule(Action::Bypass, "52.112.0.0/14:443", &vars(&[]), origin()).unwrap();
+        assert!(r.is_active() && r.pattern.is_none());
+        assert_eq!((r.net.map(|n| n.to_string()), r.port), (Some("52.112.0.0/14".into()), Some(443)));
     }
 
     #[test]
