@@ -76,12 +76,14 @@ mod globs;
 mod hash;
 mod host;
 mod matcher;
+mod nets;
 mod pattern;
 mod table;
 
 pub use error::{BuildError, BuildErrorKind, InvalidHost, InvalidHostKind};
 pub use host::Host;
 pub use matcher::{Counts, Hit, Match, Matcher, MatcherBuilder, Matches, PatternId};
+pub use nets::{NetHit, NetHits, NetId, NetTable, NetTableBuilder};
 pub use pattern::{Pattern, Specificity};
 
 #[cfg(test)]
