@@ -37,26 +37,30 @@
 //!
 //! # Layout
 //!
-//! Each distinct network is a *node*; nodes are sorted by family, then network address, then prefix
-//! length, so that a network comes before every network inside it. A node knows its *parent* (the
-//! next shorter network that contains it, or none) and its run of entry ids in a permutation of
-//! the entries (`order`), the entries of one network in `add` order. Networks are either disjoint
-//! or nested, so the address space of each family is cut by the networks' first and one-past-last
-//! addresses into sorted, disjoint elementary intervals, each with one *innermost* covering node
-//! (or none); consecutive intervals with the same innermost node are merged. An interval is its
-//! start address (a `u32` for IPv4, a `u128` for IPv6) in one sorted array and its innermost node
-//! in a parallel one; the first interval starts at address 0, so every address falls in exactly
-//! one.
+//! The entries are stored grouped by network (*slots*): networks sorted by family, then network
+//! address, then prefix length, so that a network comes before every network inside it; the
+//! entries of one network in `add` order; a map from entry id to slot serves [`NetTable::get`] and
+//! [`NetTable::entries`]. Each distinct network is a *node* that knows its *parent* (the next
+//! shorter network that contains it, or none) and where the parent's slots start.
+//!
+//! Networks are either disjoint or nested, so the address space of each family is cut by the
+//! networks' first and one-past-last addresses into sorted, disjoint elementary intervals, each
+//! with one *innermost* covering node (or none). An interval holds its start address (a `u32` for
+//! IPv4, a `u128` stored as two `u64` for IPv6), its innermost node and that node's first slot, in
+//! 12 bytes (IPv4) or 24 (IPv6): the search ends on the cache line that also holds the answer. The
+//! first interval starts at address 0, so every address falls in exactly one; there are at most
+//! `2n + 1` intervals for `n` distinct networks of a family.
 //!
 //! A lookup canonicalises the address, reads a first-level index on its top bits (sized to about
 //! four intervals per slot, at most 2^16 slots) for the range of intervals that can hold it, binary
-//! searches that range (`partition_point`) for its interval, and then walks from the interval's
-//! node up the parents, yielding each node's entries: one search, then one step per matching
-//! network. No allocation, no scan over unrelated networks. There are at most `2n + 1` intervals
-//! for `n` distinct networks of a family.
+//! searches that range (`partition_point`) for its interval, and reads that interval's first slot:
+//! for [`NetTable::longest`], typically three dependent cache lines (index, intervals, slot;
+//! more only when many intervals crowd under one index slot), and a miss stops at the interval. [`NetTable::matches`] goes on along the slots while the network stays the same,
+//! then to the parent node and its slots: one step per further matching network. No allocation,
+//! no scan over unrelated networks.
 //!
-//! This module owns the interval arrays, the node tree and the entry order; it does not know what a
-//! value means, nor anything about ports or schemes (the caller's filter over
+//! This module owns the intervals and their index, the node tree and the order of the entries; it
+//! does not know what a value means, nor anything about ports or schemes (the caller's filter over
 //! [`NetTable::matches`]).
 
 use std::iter::FusedIterator;
@@ -133,19 +137,30 @@ impl<V> Extend<(IpNet, V)> for NetTableBuilder<V> {
     }
 }
 
-/// A distinct network.
+/// A distinct network, for the walk up from it.
 #[derive(Clone, Copy, Debug)]
 struct Node {
     /// The next shorter network that contains this one, or [`NONE`].
     parent: u32,
-    /// Where this network's entry ids start in [`NetTable::order`]; they end where the next
-    /// node's start (a sentinel node closes the last run).
-    first: u32,
+    /// Where the parent's entries start in [`NetTable::slots`], or [`NONE`].
+    parent_first: u32,
 }
 
-/// An address key: the address of one family as an unsigned integer.
+/// An entry, stored in network order.
+#[derive(Debug)]
+struct Slot<V> {
+    net: IpNet,
+    id: NetId,
+    value: V,
+}
+
+/// An address of one family as an unsigned integer.
 trait Key: Copy + Ord + std::fmt::Debug {
+    /// How an interval start is stored: the same order, as few bytes and as little alignment as
+    /// the address needs.
+    type Packed: Copy + Ord + std::fmt::Debug;
     const ZERO: Self;
+    fn pack(self) -> Self::Packed;
     /// The next address, or `None` after the last one.
     fn succ(self) -> Option<Self>;
     /// The top `bits` bits (0 when `bits` is 0).
@@ -155,10 +170,12 @@ trait Key: Copy + Ord + std::fmt::Debug {
 }
 
 impl Key for u32 {
+    type Packed = u32;
     const ZERO: Self = 0;
 
-    fn slot_start(j: usize, bits: u32) -> Self {
-        (j as Self).checked_shl(Self::BITS - bits).unwrap_or(0)
+    #[inline(always)]
+    fn pack(self) -> u32 {
+        self
     }
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
@@ -166,14 +183,21 @@ impl Key for u32 {
     #[inline(always)]
     fn top(self, bits: u32) -> usize {
         self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
+    }
+    fn slot_start(j: usize, bits: u32) -> Self {
+        (j as Self).checked_shl(Self::BITS - bits).unwrap_or(0)
     }
 }
 
 impl Key for u128 {
+    /// High and low halves: compared in that order, like the `u128`, but 8-byte aligned, so that
+    /// an interval takes 24 bytes rather than 32.
+    type Packed = [u64; 2];
     const ZERO: Self = 0;
 
-    fn slot_start(j: usize, bits: u32) -> Self {
-        (j as Self).checked_shl(Self::BITS - bits).unwrap_or(0)
+    #[inline(always)]
+    fn pack(self) -> [u64; 2] {
+        [(self >> 64) as u64, self as u64]
     }
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
@@ -181,19 +205,30 @@ impl Key for u128 {
     #[inline(always)]
     fn top(self, bits: u32) -> usize {
         self.checked_shr(Self::BITS - bits).unwrap_or(0) as usize
+    }
+    fn slot_start(j: usize, bits: u32) -> Self {
+        (j as Self).checked_shl(Self::BITS - bits).unwrap_or(0)
     }
 }
 
 /// The largest first-level index: 2^16 slots.
 const MAX_INDEX_BITS: u32 = 16;
 
+/// An elementary interval: from `start` to the next interval's start, `node` is the innermost
+/// network (or [`NONE`]), and its entries start at `first` in [`NetTable::slots`]. Start and
+/// answer share a cache line, and the first entry is reached without reading the node.
+#[derive(Clone, Copy, Debug)]
+struct Interval<P> {
+    start: P,
+    node: u32,
+    first: u32,
+}
+
 /// The elementary intervals of one address family.
 #[derive(Debug)]
-struct Family<K> {
-    /// Interval start addresses, ascending; the first is 0.
-    starts: Box<[K]>,
-    /// The innermost node covering each interval, or [`NONE`].
-    inner: Box<[u32]>,
+struct Family<K: Key> {
+    /// Ascending by start; the first starts at 0.
+    intervals: Box<[Interval<K::Packed>]>,
     /// `index[j]`: the interval holding the first address whose top `bits` bits are `j`; the last
     /// element is the last interval. An address with top bits `j` lies in an interval from
     /// `index[j]` to `index[j + 1]`.
@@ -203,9 +238,9 @@ struct Family<K> {
 
 impl<K: Key> Family<K> {
     /// Cuts the address space by `nets` (first and last address of each distinct network, sorted
-    /// by first address, then by prefix length: outer before inner), which are nodes `base..`.
-    /// Fills in each node's parent.
-    fn build(nets: &[(K, K)], base: u32, nodes: &mut [Node]) -> Self {
+    /// by first address, then by prefix length: outer before inner), which are nodes `base..`;
+    /// `firsts[node]` is where a node's entries start. Fills in each node's parent.
+    fn build(nets: &[(K, K)], base: u32, firsts: &[u32], nodes: &mut [Node]) -> Self {
         let mut starts = vec![K::ZERO];
         let mut inner = vec![NONE];
         // A cut: from `start` on (until the next cut), `node` is the innermost network.
@@ -233,7 +268,9 @@ impl<K: Key> Family<K> {
                     cut(next, open.last().map_or(NONE, |o| o.1));
                 }
             }
-            nodes[node as usize].parent = open.last().map_or(NONE, |o| o.1);
+            let parent = open.last().map_or(NONE, |o| o.1);
+            let parent_first = firsts.get(parent as usize).copied().unwrap_or(NONE);
+            nodes[node as usize] = Node { parent, parent_first };
             cut(first, node);
             open.push((last, node));
         }
@@ -262,43 +299,42 @@ impl<K: Key> Family<K> {
             index.push(i as u32);
         }
         index.push((starts.len() - 1) as u32);
-        Family {
-            starts: starts.into_boxed_slice(),
-            inner: inner.into_boxed_slice(),
-            index: index.into_boxed_slice(),
-            bits,
-        }
+        let intervals = starts
+            .iter()
+            .zip(&inner)
+            .map(|(&start, &node)| Interval {
+                start: start.pack(),
+                node,
+                first: firsts.get(node as usize).copied().unwrap_or(NONE),
+            })
+            .collect();
+        Family { intervals, index: index.into_boxed_slice(), bits }
     }
 
-    /// The innermost node covering `addr`, or [`NONE`].
+    /// The interval holding `addr`.
     #[inline(always)]
-    fn innermost(&self, addr: K) -> u32 {
+    fn find(&self, addr: K) -> Option<&Interval<K::Packed>> {
         let j = addr.top(self.bits);
-        let (Some(&lo), Some(&hi)) = (self.index.get(j), self.index.get(j + 1)) else {
-            return NONE;
-        };
+        let (&lo, &hi) = (self.index.get(j)?, self.index.get(j + 1)?);
         let (lo, hi) = (lo as usize, hi as usize);
-        let Some(range) = self.starts.get(lo + 1..=hi) else {
-            return NONE;
-        };
-        let i = lo + range.partition_point(|&s| s <= addr);
-        self.inner.get(i).copied().unwrap_or(NONE)
+        let packed = addr.pack();
+        let i = lo + self.intervals.get(lo + 1..=hi)?.partition_point(|iv| iv.start <= packed);
+        self.intervals.get(i)
     }
 
     fn heap_bytes(&self) -> usize {
-        self.starts.len() * std::mem::size_of::<K>() + self.inner.len() * 4 + self.index.len() * 4
+        self.intervals.len() * std::mem::size_of::<Interval<K::Packed>>() + self.index.len() * 4
     }
 }
 
 /// A compiled set of networks. Immutable, `Send + Sync` when `V` is; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct NetTable<V> {
-    /// The entries in `add` order, host bits cleared.
-    entries: Box<[(IpNet, V)]>,
-    /// Entry ids grouped by node, in node order; `add` order within a node.
-    order: Box<[u32]>,
-    /// The distinct networks: IPv4 ones, then IPv6 ones, each by address then prefix length; plus
-    /// a sentinel whose `first` closes the last run.
+    /// The entries grouped by network, networks in node order, `add` order within a network.
+    slots: Box<[Slot<V>]>,
+    /// Where each entry id sits in `slots`.
+    by_id: Box<[u32]>,
+    /// The distinct networks: IPv4 ones, then IPv6 ones, each by address then prefix length.
     nodes: Box<[Node]>,
     v4: Family<u32>,
     v6: Family<u128>,
@@ -323,6 +359,9 @@ impl<V> Clone for NetHit<'_, V> {
 impl<V> Copy for NetHit<'_, V> {}
 
 impl<'t, V> NetHit<'t, V> {
+    fn of(slot: &'t Slot<V>) -> Self {
+        NetHit { value: &slot.value, net: slot.net, id: slot.id }
+    }
     /// The value given with the network.
     pub fn value(&self) -> &'t V {
         self.value
@@ -346,11 +385,12 @@ impl<'t, V> NetHit<'t, V> {
 #[derive(Debug)]
 pub struct NetHits<'t, V> {
     table: &'t NetTable<V>,
-    /// The next entry's position in `order`, and the end of the current node's run.
+    /// The network being walked, or [`NONE`] when done.
+    node: u32,
+    /// The next slot to yield.
     pos: u32,
-    end: u32,
-    /// The node to visit after the current run.
-    next: u32,
+    /// The network of the slots yielded from `node`, once one was.
+    net: Option<IpNet>,
 }
 
 impl<'t, V> Iterator for NetHits<'t, V> {
@@ -358,14 +398,28 @@ impl<'t, V> Iterator for NetHits<'t, V> {
 
     #[inline]
     fn next(&mut self) -> Option<NetHit<'t, V>> {
-        while self.pos == self.end {
-            let node = self.table.nodes.get(self.next as usize)?;
-            let end = self.table.nodes.get(self.next as usize + 1)?.first;
-            (self.pos, self.end, self.next) = (node.first, end, node.parent);
+        loop {
+            if self.node == NONE {
+                return None;
+            }
+            let slot = self.table.slots.get(self.pos as usize);
+            match (slot, self.net) {
+                // A node's run is never empty, and ends where the network changes.
+                (Some(slot), None) => {
+                    self.net = Some(slot.net);
+                    self.pos += 1;
+                    return Some(NetHit::of(slot));
+                }
+                (Some(slot), Some(net)) if slot.net == net => {
+                    self.pos += 1;
+                    return Some(NetHit::of(slot));
+                }
+                _ => {
+                    let node = self.table.nodes.get(self.node as usize)?;
+                    (self.node, self.pos, self.net) = (node.parent, node.parent_first, None);
+                }
+            }
         }
-        let id = *self.table.order.get(self.pos as usize)?;
-        self.pos += 1;
-        self.table.get(NetId(id))
     }
 }
 
@@ -380,31 +434,36 @@ impl<V> NetTable<V> {
                 IpNet::V6(n) => (true, u128::from(n.network()), n.prefix_len()),
             }
         }
-        let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+        let mut slots: Vec<Slot<V>> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(id, (net, value))| Slot { net, id: NetId(id as u32), value })
+            .collect();
         // Stable: entries of one network stay in `add` order.
-        order.sort_by_key(|&id| key(&entries[id as usize].0));
-        let mut nodes: Vec<Node> = Vec::new();
+        slots.sort_by_key(|s| key(&s.net));
+        let mut by_id = vec![0u32; slots.len()];
+        let mut firsts: Vec<u32> = Vec::new();
         let mut v4: Vec<(u32, u32)> = Vec::new();
         let mut v6: Vec<(u128, u128)> = Vec::new();
         let mut last = None;
-        for (pos, &id) in order.iter().enumerate() {
-            let net = entries[id as usize].0;
-            if last == Some(net) {
+        for (pos, slot) in slots.iter().enumerate() {
+            by_id[slot.id.as_usize()] = pos as u32;
+            if last == Some(slot.net) {
                 continue;
             }
-            last = Some(net);
-            nodes.push(Node { parent: NONE, first: pos as u32 });
-            match net {
+            last = Some(slot.net);
+            firsts.push(pos as u32);
+            match slot.net {
                 IpNet::V4(n) => v4.push((n.network().into(), n.broadcast().into())),
                 IpNet::V6(n) => v6.push((n.network().into(), n.broadcast().into())),
             }
         }
-        nodes.push(Node { parent: NONE, first: order.len() as u32 });
-        let v6 = Family::build(&v6, v4.len() as u32, &mut nodes);
-        let v4 = Family::build(&v4, 0, &mut nodes);
+        let mut nodes = vec![Node { parent: NONE, parent_first: NONE }; firsts.len()];
+        let v6 = Family::build(&v6, v4.len() as u32, &firsts, &mut nodes);
+        let v4 = Family::build(&v4, 0, &firsts, &mut nodes);
         NetTable {
-            entries: entries.into_boxed_slice(),
-            order: order.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            by_id: by_id.into_boxed_slice(),
             nodes: nodes.into_boxed_slice(),
             v4,
             v6,
@@ -417,11 +476,12 @@ impl<V> NetTable<V> {
     /// One binary search, then one step per matching network; no allocation.
     #[inline]
     pub fn matches(&self, addr: IpAddr) -> NetHits<'_, V> {
-        let next = match addr.to_canonical() {
-            IpAddr::V4(a) => self.v4.innermost(u32::from(a)),
-            IpAddr::V6(a) => self.v6.innermost(u128::from(a)),
+        let found = match addr.to_canonical() {
+            IpAddr::V4(a) => self.v4.find(u32::from(a)).map(|iv| (iv.node, iv.first)),
+            IpAddr::V6(a) => self.v6.find(u128::from(a)).map(|iv| (iv.node, iv.first)),
         };
-        NetHits { table: self, pos: 0, end: 0, next }
+        let (node, pos) = found.unwrap_or((NONE, NONE));
+        NetHits { table: self, node, pos, net: None }
     }
 
     /// The first of [`matches`](Self::matches): the longest matching prefix, the first added
@@ -433,13 +493,14 @@ impl<V> NetTable<V> {
 
     /// The entry `id`, or `None` when `id` does not come from this table.
     pub fn get(&self, id: NetId) -> Option<NetHit<'_, V>> {
-        let (net, value) = self.entries.get(id.as_usize())?;
-        Some(NetHit { value, net: *net, id })
+        let &pos = self.by_id.get(id.as_usize())?;
+        self.slots.get(pos as usize).map(NetHit::of)
     }
 
     /// Every entry in `add` order (host bits cleared), for listing and linting.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = NetHit<'_, V>> + '_ {
-        self.entries.iter().enumerate().map(|(id, (net, value))| NetHit { value, net: *net, id: NetId(id as u32) })
+        // Every position in `by_id` is a slot.
+        self.by_id.iter().map(|&pos| NetHit::of(&self.slots[pos as usize]))
     }
 
     /// Entries that repeat a network: for every network added more than once, each later entry
@@ -447,33 +508,36 @@ impl<V> NetTable<V> {
     /// first). `n` entries of one network give `n - 1` pairs. For a lint: two client groups that
     /// list the same network at the same prefix length are ambiguous.
     pub fn duplicates(&self) -> impl Iterator<Item = (NetHit<'_, V>, NetHit<'_, V>)> + '_ {
-        self.nodes.windows(2).flat_map(move |w| {
-            let run = self.order.get(w[0].first as usize..w[1].first as usize).unwrap_or(&[]);
-            let first = run.first().and_then(|&id| self.get(NetId(id)));
-            run.iter().skip(1).filter_map(move |&id| Some((first?, self.get(NetId(id))?)))
+        let mut first: Option<&Slot<V>> = None;
+        self.slots.iter().filter_map(move |slot| match first {
+            Some(f) if f.net == slot.net => Some((NetHit::of(f), NetHit::of(slot))),
+            _ => {
+                first = Some(slot);
+                None
+            }
         })
     }
 
     /// The number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     /// The number of distinct networks.
     pub fn networks(&self) -> usize {
-        self.nodes.len() - 1
+        self.nodes.len()
     }
 
-    /// Heap bytes owned by the table: the interval arrays, the index, the node tree, the entry
-    /// order, and the entries with their values' inline size (not memory the values point to).
+    /// Heap bytes owned by the table: the intervals and their index, the node tree, the entries
+    /// with their values' inline size (not memory the values point to), and the id map.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.len() * std::mem::size_of::<(IpNet, V)>()
-            + self.order.len() * 4
+        self.slots.len() * std::mem::size_of::<Slot<V>>()
+            + self.by_id.len() * 4
             + self.nodes.len() * std::mem::size_of::<Node>()
             + self.v4.heap_bytes()
             + self.v6.heap_bytes()
