@@ -68,7 +68,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// No node.
+/// No node, or no slot.
 const NONE: u32 = u32::MAX;
 
 /// Identifies an entry of a [`NetTable`]: its position in the order of
@@ -108,7 +108,7 @@ impl<V> NetTableBuilder<V> {
     /// # Panics
     /// When `u32::MAX` entries were already added.
     pub fn add(&mut self, net: IpNet, value: V) -> &mut Self {
-        assert!(self.entries.len() < NONE as usize, "a NetTable holds fewer than 2^32 - 1 entries");
+        assert!(self.entries.len() < NONE as usize, "a NetTable holds at most 2^32 - 1 entries");
         self.entries.push((net.trunc(), value));
         self
     }
