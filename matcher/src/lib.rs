@@ -83,7 +83,7 @@ mod table;
 pub use error::{BuildError, BuildErrorKind, InvalidHost, InvalidHostKind};
 pub use host::Host;
 pub use matcher::{Counts, Hit, Match, Matcher, MatcherBuilder, Matches, PatternId};
-pub use nets::{NetHit, NetTable, NetTableBuilder};
+pub use nets::{NetHit, NetHits, NetId, NetTable, NetTableBuilder};
 pub use pattern::{Pattern, Specificity};
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ pub(super) fn groups(groups: &[GroupInfo], clients: &NetTable<GroupId>) -> Vec<L
             });
         }
     }
-    for (a, b) in clients.same_network_pairs() {
+    for (a, b) in clients.duplicates() {
         let (ga, gb) = (&groups[usize::from(a.value().0)], &groups[usize::from(b.value().0)]);
         if a.value() != b.value() {
             out.push(Lint {
