@@ -199,6 +199,18 @@ fn label_bit(labels: usize) -> u64 {
     1 << labels.min(63)
 }
 
+/// A one-label `*.suffix` record (key length `key_len`, starting at `start` in `host`) hits when
+/// the `*` is one label: the head before the suffix has no dot. Out of line and cold: only unset
+/// placeholders make such rules, and inlined into [`Matcher::each_hit`] this arm cost the lookups
+/// of every other rule about 2% more instructions (callgrind, the shipped rule set).
+#[cold]
+#[inline(never)]
+fn one_label_hit(host: &Host, start: usize, key_len: usize, id: u32, hit: &mut impl FnMut(Specificity, u32)) {
+    if host.dot_before(start - 1).is_none() {
+        hit(Specificity::new(false, key_len + 1), id);
+    }
+}
+
 /// The most specific match for a host.
 #[derive(Debug)]
 pub struct Match<'m, V> {
@@ -393,12 +405,7 @@ impl<V> Matcher<V> {
                     self.table.probe(k, key, |kind, id| match kind {
                         Kind::Suffix => hit(Specificity::new(false, key.len() + 1), id),
                         Kind::Tail => self.globs.each_match(id, head, &mut hit),
-                        // The `*` is one label: the head before the suffix has no dot.
-                        Kind::OneLabel => {
-                            if host.dot_before(start - 1).is_none() {
-                                hit(Specificity::new(false, key.len() + 1), id);
-                            }
-                        }
+                        Kind::OneLabel => one_label_hit(host, start, key.len(), id, &mut hit),
                         Kind::Exact => {}
                     });
                 }
