@@ -38,7 +38,7 @@ fn check_passes_on_the_shipped_config() {
         "{out}"
     );
     assert!(
-        out.contains("warning[unresolved-placeholder]: <tenant> has no value in [vars]: widened to `*` (pattern `*.onmicrosoft.com`)"),
+        out.contains("warning[unresolved-placeholder]: <tenant> has no value in [vars]: widened to `*` within one label (pattern `<*>.onmicrosoft.com`)"),
         "{out}"
     );
     assert!(out.lines().any(|l| l.starts_with("lint: ") && l.contains("shadowed")), "{out}");

@@ -84,9 +84,14 @@ fn documented_decisions() {
     // Third-party names are allowed, not bypassed.
     assert_eq!(https("github.com"), Action::Allow);
     assert_eq!(https("x.branch.io"), Action::Allow);
-    // `.example` placeholders: `<tenant>.sharepoint.com` widened, still only under sharepoint.com.
+    // `.example` placeholders: `<tenant>` is unset in the shipped `[vars]`, and an unset
+    // placeholder is exactly one label (it used to be widened to a leftmost `*`, one or more
+    // labels, so `<tenant>.onmicrosoft.com` let `a.b.onmicrosoft.com` through too).
     assert_eq!(https("contoso.sharepoint.com"), Action::Bypass);
     assert_eq!(https("contoso-my.sharepoint.com"), Action::Bypass);
+    assert_eq!(https("contoso.onmicrosoft.com"), Action::Bypass);
+    assert_eq!(https("a.contoso.onmicrosoft.com"), Action::Deny);
+    assert_eq!(https("onmicrosoft.com"), Action::Deny);
 }
 
 #[test]

@@ -265,6 +265,8 @@ fn pattern() -> impl Strategy<Value = String> {
         "a*b",
         "**",
         "<tenant>",
+        // Unset in `vars()`: one label (a one-label leftmost `*` when it is the leftmost label).
+        "<unset>",
         "<Region Name>",
         "<FQDN for SUP>",
         "xn--bcher-kva",
@@ -341,6 +343,18 @@ fn rule_checks_sanity() {
             .unwrap();
     assert_eq!(rules.len(), 2);
     assert_eq!(invariants::canonical(&rules[0]).unwrap(), "bypass https://*.westus2.logic.azure.com:443/x?y");
+    // An unset placeholder as the leftmost label has no pattern text: canonically, a placeholder.
+    let rules = check_rules(
+        "allow <unset>.a.com
+allow <unset>.<unset>.a.com
+",
+        None,
+        &vars(),
+    )
+    .unwrap();
+    assert!(rules[0].pattern.as_ref().unwrap().is_leftmost_one_label());
+    assert_eq!(invariants::canonical(&rules[0]).unwrap(), "allow <label>.a.com");
+    assert_eq!(invariants::canonical(&rules[1]).unwrap(), "allow <label>.*.a.com");
     let errors = check_rules("allow a.com\n*.b.com\nallow mail.*\n", None, &vars()).unwrap_err();
     assert_eq!(errors.iter().map(|e| e.origin.line).collect::<Vec<_>>(), [2, 3]);
 }

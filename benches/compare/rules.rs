@@ -204,7 +204,8 @@ fn build(
             with_path += 1;
         }
         let forward = rule.action != Action::Deny;
-        let slot = by_pattern.entry(pattern.as_str().to_string()).or_insert(true);
+        // `Display`: a one-label leftmost `*` (an unset `<tenant>`) is written `<*>`.
+        let slot = by_pattern.entry(pattern.to_string()).or_insert(true);
         *slot &= forward;
     }
     if http_only + other_port > 0 {
@@ -284,7 +285,7 @@ fn build(
 }
 
 fn entry(pattern: &str, forward: bool) -> Entry {
-    let literal = pattern.bytes().filter(|&b| b != b'*').count();
+    let literal = pattern.bytes().filter(|&b| !matches!(b, b'*' | b'<' | b'>')).count();
     let shape = if !pattern.contains('*') {
         Shape::Exact(pattern.to_string())
     } else if let Some(rest) = pattern.strip_prefix("*.").filter(|r| !r.contains('*')) {
@@ -297,15 +298,16 @@ fn entry(pattern: &str, forward: bool) -> Entry {
 }
 
 /// hostgate's pattern semantics as an anchored regular expression: a leftmost `*` label is one
-/// or more labels, a later `*` label exactly one, a `*` inside a label any run of bytes within it.
+/// or more labels, a leftmost `<*>` (a one-label `*`, as `Pattern` displays it) and a later `*`
+/// label exactly one, a `*` inside a label any run of bytes within it.
 pub(crate) fn glob_regex(pattern: &str) -> String {
     let mut re = String::from("^");
     for (i, label) in pattern.split('.').enumerate() {
         if i > 0 {
             re.push_str("\\.");
         }
-        if label == "*" {
-            re.push_str(if i == 0 { "[^.]+(\\.[^.]+)*" } else { "[^.]+" });
+        if label == "*" || label == "<*>" {
+            re.push_str(if i == 0 && label == "*" { "[^.]+(\\.[^.]+)*" } else { "[^.]+" });
             continue;
         }
         for c in label.chars() {
@@ -326,7 +328,9 @@ pub(crate) fn glob_regex(pattern: &str) -> String {
 
 /// Names a pattern matches, and names next to it that it does not.
 fn instances(pattern: &str, k: usize) -> Vec<String> {
-    let body = pattern.strip_prefix('.').unwrap_or(pattern);
+    // The names of `<*>.s` are those of `*.s`: `b2.h1.s` is then a near miss.
+    let pattern = pattern.replace("<*>", "*");
+    let body = pattern.strip_prefix('.').unwrap_or(&pattern);
     let fill = |first: &str, inner: &str| {
         body.split('.')
             .enumerate()

@@ -3,6 +3,8 @@
 //!
 //! Invariants:
 //! - `Pattern::new` never panics; when it succeeds its text is a fixed point of `Pattern::new`;
+//! - `Pattern::one_label` (asked for some patterns) succeeds iff the text starts with `*.`, and
+//!   such a pattern is added with `add_pattern` and checked as `<*>` by the reference;
 //! - `build` succeeds iff every pattern parses, else it names the first bad pattern (as written);
 //! - `Host::new` is idempotent; an invalid host is an error for `find` and `find_all` too;
 //! - `find_all` equals the reference exactly (ids, specificities, order), so every hit is unique,
@@ -11,7 +13,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, Pattern};
+use hostgate_matcher::{BuildErrorKind, Host, Matcher, MatcherBuilder, Matches, Pattern};
 use hostgate_matcher_fuzz::reference::{self, Spec};
 use libfuzzer_sys::fuzz_target;
 
@@ -76,6 +78,8 @@ impl Text {
 struct Input {
     patterns: Vec<Text>,
     hosts: Vec<Text>,
+    /// Which patterns (by position) to make one-label (`Pattern::one_label`) when they parse.
+    one_label: Vec<bool>,
 }
 
 fn hits_of(matches: &Matches) -> Vec<(usize, Spec)> {
@@ -139,6 +143,7 @@ fuzz_target!(|input: Input| {
     let hosts: Vec<String> = input.hosts.iter().take(16).map(Text::render).collect();
 
     let mut normalised = Vec::new();
+    let mut one_label: Vec<Option<Pattern>> = vec![None; patterns.len()];
     let mut first_bad = None;
     for (i, p) in patterns.iter().enumerate() {
         match Pattern::new(p) {
@@ -146,7 +151,24 @@ fuzz_target!(|input: Input| {
                 let text = parsed.as_str();
                 let again = Pattern::new(text).map(|q| q.as_str().to_string());
                 assert_eq!(again.as_deref(), Ok(text), "Pattern::new not idempotent: {p:?}");
-                normalised.push(text.to_string());
+                if !input.one_label.get(i).copied().unwrap_or(false) {
+                    normalised.push(text.to_string());
+                    continue;
+                }
+                let leftmost_star = text.starts_with("*.");
+                match parsed.clone().one_label() {
+                    Ok(q) => {
+                        assert!(leftmost_star, "one_label accepted {text:?}");
+                        assert_eq!(q.as_str(), text, "one_label changed the text");
+                        normalised.push(q.to_string());
+                        one_label[i] = Some(q);
+                    }
+                    Err(e) => {
+                        assert!(!leftmost_star, "one_label rejected {text:?}: {e}");
+                        assert_eq!(e.kind(), &BuildErrorKind::OneLabelNeedsLeftmostStar);
+                        normalised.push(text.to_string());
+                    }
+                }
             }
             Err(_) => {
                 first_bad.get_or_insert(i);
@@ -155,8 +177,11 @@ fuzz_target!(|input: Input| {
     }
 
     let mut builder = MatcherBuilder::new();
-    for (i, p) in patterns.iter().enumerate() {
-        builder.add(p, i);
+    for (i, (p, one)) in patterns.iter().zip(one_label).enumerate() {
+        match one {
+            Some(q) => builder.add_pattern(q, i),
+            None => builder.add(p, i),
+        };
     }
     let matcher = match (builder.build(), first_bad) {
         (Ok(m), None) => m,
@@ -176,11 +201,12 @@ fuzz_target!(|input: Input| {
     for host in &hosts {
         check_host(&matcher, &normalised, host, &mut buf);
     }
-    // Hosts derived from the patterns themselves: the pattern text with each `*` dropped or
-    // replaced, which hits the glob and exact strategies far more often than random text.
+    // Hosts derived from the patterns themselves: the pattern text with each `*` (and a `<*>`)
+    // dropped or replaced, which hits the glob and exact strategies far more often than random
+    // text.
     for p in normalised.iter().take(16) {
         for fill in ["", "a", "q.a"] {
-            let host = p.trim_start_matches('.').replace('*', fill);
+            let host = p.trim_start_matches('.').replace("<*>", "*").replace('*', fill);
             check_host(&matcher, &normalised, &host, &mut buf);
         }
     }

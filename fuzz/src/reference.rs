@@ -1,11 +1,14 @@
 //! A naive reference matcher written straight from the matching contract, over *normalised*
-//! patterns and hosts (normalise with `Pattern::new(..).as_str()` / `Host::new(..).as_str()`).
+//! patterns and hosts (normalise with `Pattern::new(..).to_string()` / `Host::new(..).as_str()`;
+//! a pattern's `Display` is its normalised text, with a one-label leftmost `*` written `<*>`).
 //!
 //! - leftmost whole `*`: one or more host labels;
+//! - leftmost `<*>` (`Pattern::one_label`): exactly one host label;
 //! - any other whole `*`: exactly one host label;
 //! - glob label (`*` plus literal bytes): exactly one host label, each `*` = zero or more bytes;
 //! - `.P`: the better of `P` and `*.P`;
-//! - specificity: (no `*` at all, number of non-`*` bytes of the expansion that matched).
+//! - specificity: (no `*` at all, number of non-`*` bytes of the expansion that matched); `<*>`
+//!   counts as `*`.
 
 /// `(exact, literal_len)`, ordered like `hostgate_matcher::Specificity`.
 pub type Spec = (bool, usize);
@@ -42,9 +45,14 @@ fn labels_match(pattern: &[&str], host: &[&str], leftmost: bool) -> bool {
 }
 
 fn match_plain(pattern: &str, host: &str) -> Option<Spec> {
+    // `<*>`: a leftmost `*` that is exactly one label, i.e. matched like a `*` further right.
+    let (pattern, leftmost) = match pattern.strip_prefix("<*>") {
+        Some(rest) => (format!("*{rest}"), false),
+        None => (pattern.to_string(), true),
+    };
     let pattern_labels: Vec<&str> = pattern.split('.').collect();
     let host_labels: Vec<&str> = host.split('.').collect();
-    labels_match(&pattern_labels, &host_labels, true).then(|| {
+    labels_match(&pattern_labels, &host_labels, leftmost).then(|| {
         let exact = !pattern.contains('*');
         let literal = pattern.bytes().filter(|&b| b != b'*').count();
         (exact, literal)

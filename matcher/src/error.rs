@@ -51,6 +51,9 @@ pub enum BuildErrorKind {
     TooManyPatterns,
     /// The regex engine could not compile a dense bucket of glob patterns (its size limits).
     Regex(String),
+    /// [`Pattern::one_label`](crate::Pattern::one_label) on a pattern whose leftmost label is not
+    /// exactly `*`, or that has a leading dot.
+    OneLabelNeedsLeftmostStar,
 }
 
 impl fmt::Display for BuildError {
@@ -74,6 +77,9 @@ impl fmt::Display for BuildErrorKind {
             Self::WildcardInIdnLabel => f.write_str("`*` inside a non-ASCII label"),
             Self::TooManyPatterns => f.write_str("too many patterns (at most 2^32 - 1)"),
             Self::Regex(e) => write!(f, "the glob patterns under this pattern's suffix do not compile: {e}"),
+            Self::OneLabelNeedsLeftmostStar => f.write_str(
+                "only a leftmost label that is exactly `*` (and no leading dot) can stand for exactly one label",
+            ),
         }
     }
 }

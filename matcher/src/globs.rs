@@ -4,7 +4,9 @@
 //! Each such pattern is filed under its literal tail (the longest all-literal label suffix, e.g.
 //! `onenote.net`); the probe table finds the tails of a host in the same pass that finds exact and
 //! `*.suffix` rules, and only the patterns under a tail that is present are tried. The part before
-//! the tail (the head, e.g. `*cdn` or `api.*`) is matched label by label. A tail that carries many
+//! the tail (the head, e.g. `*cdn` or `api.*`) is matched label by label: a leftmost `*` label
+//! takes one or more host labels, or exactly one in a pattern made with
+//! [`Pattern::one_label`](crate::Pattern::one_label), every other label exactly one. A tail that carries many
 //! patterns (a "dense" bucket, [`DENSE`] or more) is compiled into one regex-automata multi-pattern
 //! regex instead, so the head is scanned once whatever the number of patterns.
 //!
@@ -27,6 +29,8 @@ struct Glob {
     /// Offset and length of the head in `Globs::heads`.
     head: u32,
     head_len: u8,
+    /// The head's leftmost `*` label is exactly one label.
+    one_label: bool,
     specificity: Specificity,
     id: u32,
 }
@@ -50,6 +54,8 @@ pub(crate) struct Globs {
 pub(crate) struct GlobEntry<'a> {
     pub(crate) bucket: u32,
     pub(crate) head: &'a str,
+    /// The head's leftmost label is `*` and stands for exactly one label.
+    pub(crate) one_label: bool,
     pub(crate) specificity: Specificity,
     pub(crate) id: u32,
 }
@@ -78,6 +84,7 @@ impl Globs {
                 g.globs.push(Glob {
                     head: g.heads.len() as u32,
                     head_len: e.head.len() as u8,
+                    one_label: e.one_label,
                     specificity: e.specificity,
                     id: e.id,
                 });
@@ -86,7 +93,7 @@ impl Globs {
             }
             let members = &entries[start..i];
             let dense = if members.len() >= dense {
-                let regexes: Vec<String> = members.iter().map(|e| head_regex(e.head)).collect();
+                let regexes: Vec<String> = members.iter().map(|e| head_regex(e.head, e.one_label)).collect();
                 let re = meta::Regex::builder()
                     .configure(meta::Config::new().match_kind(MatchKind::All))
                     .syntax(syntax::Config::new().unicode(false).utf8(false))
@@ -113,7 +120,7 @@ impl Globs {
             None => {
                 for g in globs {
                     let pat = &self.heads[g.head as usize..g.head as usize + usize::from(g.head_len)];
-                    if head_matches(pat, head) {
+                    if head_matches(pat, head, g.one_label) {
                         hit(g.specificity, g.id);
                     }
                 }
@@ -155,16 +162,17 @@ impl Globs {
 }
 
 /// Whether the host labels `host` match the pattern labels `pat` (both without a trailing dot).
-/// The leftmost pattern label `*` takes one or more labels; every other pattern label takes
-/// exactly one, with `*` inside a label matching any run of bytes within it.
-pub(crate) fn head_matches(pat: &[u8], host: &[u8]) -> bool {
+/// The leftmost pattern label `*` takes one or more labels, or exactly one with `one_label`;
+/// every other pattern label takes exactly one, with `*` inside a label matching any run of bytes
+/// within it.
+pub(crate) fn head_matches(pat: &[u8], host: &[u8], one_label: bool) -> bool {
     let mut p = pat.rsplit(|&b| b == b'.').peekable();
     let mut h = host.rsplit(|&b| b == b'.');
     loop {
         let Some(pl) = p.next() else {
             return h.next().is_none();
         };
-        if pl == b"*" && p.peek().is_none() {
+        if pl == b"*" && !one_label && p.peek().is_none() {
             return h.next().is_some();
         }
         match h.next() {
@@ -201,14 +209,15 @@ fn label_matches(pat: &[u8], label: &[u8]) -> bool {
     true
 }
 
-/// The regex for a head, anchored at both ends. Name bytes need no escaping.
-fn head_regex(head: &str) -> String {
+/// The regex for a head, anchored at both ends. Name bytes need no escaping. With `one_label`,
+/// a leftmost `*` label is one label like any other.
+fn head_regex(head: &str, one_label: bool) -> String {
     let mut re = String::from("^");
     for (i, label) in head.split('.').enumerate() {
         if i > 0 {
             re.push_str(r"\.");
         }
-        if i == 0 && label == "*" {
+        if i == 0 && label == "*" && !one_label {
             re.push_str(r"[^.]+(?:\.[^.]+)*");
         } else if label == "*" {
             re.push_str(r"[^.]+");
@@ -243,21 +252,32 @@ mod tests {
 
     #[test]
     fn heads() {
-        assert!(head_matches(b"*cdn", b"site-cdn"));
-        assert!(!head_matches(b"*cdn", b"a.cdn"));
-        assert!(head_matches(b"*.*", b"a.b"));
-        assert!(head_matches(b"*.*", b"x.a.b"));
-        assert!(!head_matches(b"*.*", b"a"));
-        assert!(head_matches(b"api.*", b"api.eu"));
-        assert!(!head_matches(b"api.*", b"api.eu.west"));
-        assert!(!head_matches(b"api.*", b"eu"));
-        assert!(head_matches(b"*.a.*", b"x.y.a.b"));
-        assert!(!head_matches(b"*.a.*", b"a.b"));
+        assert!(head_matches(b"*cdn", b"site-cdn", false));
+        assert!(!head_matches(b"*cdn", b"a.cdn", false));
+        assert!(head_matches(b"*.*", b"a.b", false));
+        assert!(head_matches(b"*.*", b"x.a.b", false));
+        assert!(!head_matches(b"*.*", b"a", false));
+        assert!(head_matches(b"api.*", b"api.eu", false));
+        assert!(!head_matches(b"api.*", b"api.eu.west", false));
+        assert!(!head_matches(b"api.*", b"eu", false));
+        assert!(head_matches(b"*.a.*", b"x.y.a.b", false));
+        assert!(!head_matches(b"*.a.*", b"a.b", false));
+        // A one-label leftmost `*` (other labels unchanged).
+        assert!(head_matches(b"*.*", b"a.b", true));
+        assert!(!head_matches(b"*.*", b"x.a.b", true));
+        assert!(!head_matches(b"*.*", b"a", true));
+        assert!(head_matches(b"*.a.*", b"x.a.b", true));
+        assert!(!head_matches(b"*.a.*", b"x.y.a.b", true));
+        assert!(head_matches(b"*.fe*", b"x.fe1", true));
+        assert!(!head_matches(b"*.fe*", b"y.x.fe1", true));
+        // Only a whole leftmost `*` label is concerned.
+        assert!(head_matches(b"*cdn", b"site-cdn", true));
+        assert!(!head_matches(b"*cdn", b"a.cdn", true));
     }
 
     #[test]
     fn regex_translation_agrees_with_head_matching() {
-        let pats = ["*cdn", "*.*", "api.*", "*.a.*", "a*b*", "fe*.x", "*-u"];
+        let pats = ["*cdn", "*.*", "api.*", "*.a.*", "a*b*", "fe*.x", "*-u", "*.fe*"];
         let hosts = [
             "cdn",
             "site-cdn",
@@ -272,14 +292,19 @@ mod tests {
             "fe1.x",
             "e-u",
             "-u",
+            "x.fe1",
+            "y.x.fe1",
         ];
         for p in pats {
-            let re = meta::Regex::builder()
-                .syntax(syntax::Config::new().unicode(false).utf8(false))
-                .build(&head_regex(p))
-                .unwrap();
-            for h in hosts {
-                assert_eq!(re.is_match(h.as_bytes()), head_matches(p.as_bytes(), h.as_bytes()), "{p} {h}");
+            for one_label in [false, true] {
+                let re = meta::Regex::builder()
+                    .syntax(syntax::Config::new().unicode(false).utf8(false))
+                    .build(&head_regex(p, one_label))
+                    .unwrap();
+                for h in hosts {
+                    let want = head_matches(p.as_bytes(), h.as_bytes(), one_label);
+                    assert_eq!(re.is_match(h.as_bytes()), want, "{p} {h} one_label={one_label}");
+                }
             }
         }
     }

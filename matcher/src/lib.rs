@@ -45,8 +45,17 @@
 //! | `*.*.onedrive.live.com` (a non-leftmost whole-label `*` is exactly one label) | `a.b.onedrive.live.com`, `x.a.b.onedrive.live.com` | `a.onedrive.live.com` |
 //! | `api.*.example.com` | `api.eu.example.com` | `api.example.com`, `api.eu.west.example.com` |
 //! | `fe*.example.com`, `a*b*.example.com` (several `*` in one label: glob within the label) | `fe1.example.com`, `axxbyy.example.com` | `fe1.x.example.com` |
+//! | `<*>.onmicrosoft.com` (`*.onmicrosoft.com` made [`one_label`](Pattern::one_label): the leftmost `*` is exactly one label) | `contoso.onmicrosoft.com` | `a.b.onmicrosoft.com`, `onmicrosoft.com` |
+//! | `<*>.*.onedrive.live.com` (one-label leftmost `*`, and an inner `*`) | `a.b.onedrive.live.com` | `x.a.b.onedrive.live.com`, `a.onedrive.live.com` |
+//! | `<*>.fe*.example.com` (one-label leftmost `*` over a glob label) | `a.fe1.example.com` | `b.a.fe1.example.com`, `fe1.example.com` |
 //!
 //! A `*` inside a label matches any run of bytes within that label, possibly empty, never a dot.
+//!
+//! `<*>` is how [`Pattern`]'s `Display` writes a one-label leftmost `*`; it is not pattern text.
+//! The text grammar has only the `*` of one or more labels at the left: a caller that knows the
+//! leftmost label is a single name (an unset `<tenant>` placeholder, say) asks for the
+//! one-label form with [`Pattern::one_label`], which takes a pattern whose leftmost label is
+//! exactly `*` and that has no leading dot, and rejects any other.
 //!
 //! Rejected by [`Pattern::new`] and [`MatcherBuilder::build`] with a [`BuildError`] that quotes the
 //! pattern: `*` alone, `**`, a wildcard in the rightmost (top-level) label (`mail.*`), empty labels
@@ -58,7 +67,10 @@
 //! (non-`*`) bytes, dots included, wins ([`Specificity`]). Equal specificity is a tie:
 //! [`Matcher::find`] returns the first added, [`Matches::best`] returns all of them. A `.d`
 //! pattern behaves as the two patterns `d` and `*.d`: it matches `d` with the specificity of an
-//! exact pattern and anything below `d` with that of `*.d`.
+//! exact pattern and anything below `d` with that of `*.d`. A one-label pattern counts the same
+//! literal bytes as the pattern without the flag: `<*>.d` and `*.d` tie where both match (on a
+//! name one label below `d`), and a caller that must pick one resolves the tie its own way (the
+//! proxy's policy takes the strictest action).
 //!
 //! # How it is built
 //! Patterns are compiled by shape. Exact names and `*.suffix` rules (the vast majority of real

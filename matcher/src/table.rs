@@ -1,5 +1,5 @@
-//! The flat probe table for the common shapes: exact names, `*.suffix` rules, and the literal
-//! tails under which glob rules are filed.
+//! The flat probe table for the common shapes: exact names, `*.suffix` rules (whose `*` is one
+//! or more labels, or exactly one), and the literal tails under which glob rules are filed.
 //!
 //! Layout: buckets of eight slots in one 64-byte cache line: eight 32-bit fingerprints of the keys'
 //! hashes, then the eight 32-bit offsets of their records in a byte arena, so that the eight
@@ -45,14 +45,19 @@ pub(crate) enum Kind {
     Suffix = 1,
     /// The literal tail of one or more glob rules; the id is a glob bucket index.
     Tail = 2,
+    /// The literal suffix of a `*.suffix` rule whose `*` is exactly one label
+    /// ([`Pattern::one_label`](crate::Pattern::one_label)); the id is a pattern id.
+    OneLabel = 3,
 }
 
 impl Kind {
+    /// The kind of a slot's two kind bits.
     fn from_u8(b: u8) -> Kind {
         match b {
             0 => Kind::Exact,
             1 => Kind::Suffix,
-            _ => Kind::Tail,
+            2 => Kind::Tail,
+            _ => Kind::OneLabel,
         }
     }
 }
@@ -275,13 +280,19 @@ mod tests {
             let entries = [
                 Entry { kind: Kind::Exact, key: "a.example", id: big },
                 Entry { kind: Kind::Tail, key: "b.example", id: 7 },
+                Entry { kind: Kind::OneLabel, key: "c.example", id: big - 1 },
+                Entry { kind: Kind::Suffix, key: "c.example", id: 9 },
             ];
             let t = Table::build(&entries);
             assert_eq!(t.id_width, if big < 1 << 24 { 3 } else { 4 });
             for e in &entries {
                 let mut got = Vec::new();
-                t.probe(hash::name(e.key.as_bytes()), e.key.as_bytes(), |k, id| got.push((k, id)));
-                assert_eq!(got, [(e.kind, e.id)]);
+                t.probe(hash::name(e.key.as_bytes()), e.key.as_bytes(), |k, id| got.push((k as u8, id)));
+                got.sort_unstable();
+                let mut want: Vec<(u8, u32)> =
+                    entries.iter().filter(|o| o.key == e.key).map(|o| (o.kind as u8, o.id)).collect();
+                want.sort_unstable();
+                assert_eq!(got, want, "{}", e.key);
             }
         }
     }

@@ -1,16 +1,21 @@
 //! Differential test: the compiled matcher against a naive reference matcher written straight
 //! from the matching contract (the semantics table in the crate docs, `src/lib.rs`).
 //!
-//! The reference uses the crate only to *normalise* (`Pattern::new(..).as_str()`,
+//! The reference uses the crate only to *normalise* (`Pattern::new(..).to_string()`,
 //! `Host::new(..).as_str()`); the matching itself is a label-by-label recursion:
 //!
 //! - leftmost whole `*`: one or more host labels;
+//! - leftmost `<*>` (a `*` made `Pattern::one_label`): exactly one host label;
 //! - any other whole `*`: exactly one host label;
 //! - glob label (`*` plus literal bytes): exactly one host label, each `*` = zero or more bytes;
 //! - `.P`: the better of `P` and `*.P`;
 //! - specificity: (no `*` at all, number of non-`*` bytes of the expansion that matched).
 //!
 //! Results are sorted by specificity descending, then by add order.
+//!
+//! Pattern strings in this file write a one-label leftmost `*` as `<*>`, as `Pattern`'s `Display`
+//! does: [`parse`] turns `<*>.rest` into `Pattern::new("*.rest")?.one_label()?`, and such a
+//! pattern always reaches the builder through `add_pattern` (there is no text for it).
 //!
 //! Each random pattern set is compiled with the default strategy choice and with the glob buckets
 //! forced one way or the other (`MatcherBuilder::dense_threshold`), and all of them must agree.
@@ -32,20 +37,30 @@ mod reference;
 
 use reference::Spec;
 
-/// Normalised pattern texts (panics with the pattern if one is rejected).
+/// Parses a pattern string of this file: `<*>.rest` is `*.rest` made one-label.
+fn parse(p: &str) -> Result<Pattern, BuildError> {
+    match p.strip_prefix("<*>") {
+        Some(rest) => Pattern::new(&format!("*{rest}"))?.one_label(),
+        None => Pattern::new(p),
+    }
+}
+
+/// Normalised pattern texts, in the reference's notation (`Display`: `<*>` for a one-label
+/// leftmost `*`). Panics with the pattern if one is rejected.
 fn normalise_patterns(patterns: &[String]) -> Vec<String> {
     patterns
         .iter()
-        .map(|p| match Pattern::new(p) {
-            Ok(parsed) => parsed.as_str().to_string(),
+        .map(|p| match parse(p) {
+            Ok(parsed) => parsed.to_string(),
             Err(e) => panic!("pattern {p:?} should be valid: {e}"),
         })
         .collect()
 }
 
 /// Builds a matcher whose value for each pattern is its add position. `via_pattern[i]` picks
-/// `add_pattern` instead of `add` for pattern `i` (cycled); `dense` overrides the number of glob
-/// patterns under one literal tail from which that tail is compiled into one regex.
+/// `add_pattern` instead of `add` for pattern `i` (cycled; a `<*>` pattern always goes through
+/// `add_pattern`); `dense` overrides the number of glob patterns under one literal tail from
+/// which that tail is compiled into one regex.
 fn build_with(patterns: &[String], via_pattern: &[bool], dense: Option<usize>) -> Result<Matcher<usize>, BuildError> {
     let mut builder = MatcherBuilder::new();
     if let Some(threshold) = dense {
@@ -53,9 +68,9 @@ fn build_with(patterns: &[String], via_pattern: &[bool], dense: Option<usize>) -
     }
     for (i, p) in patterns.iter().enumerate() {
         let parsed = via_pattern.get(i % via_pattern.len().max(1)).copied().unwrap_or(false);
-        if parsed {
+        if parsed || p.starts_with("<*>") {
             // Only valid patterns come through here: add_pattern takes a parsed pattern.
-            builder.add_pattern(Pattern::new(p)?, i);
+            builder.add_pattern(parse(p)?, i);
         } else {
             builder.add(p, i);
         }
@@ -194,7 +209,8 @@ fn label() -> impl Strategy<Value = String> {
 }
 
 /// A pattern: 0-4 labels above a literal top label (the given tails, or {com, net, a}), an
-/// optional leading dot, sometimes uppercase, sometimes with a trailing dot.
+/// optional leading dot, sometimes uppercase, sometimes with a trailing dot; without a leading
+/// dot, sometimes with a one-label leftmost `*` (`<*>`).
 fn pattern_with_tail(tails: &'static [&'static str]) -> impl Strategy<Value = String> {
     (
         prop::collection::vec(label(), 0..=4),
@@ -202,11 +218,14 @@ fn pattern_with_tail(tails: &'static [&'static str]) -> impl Strategy<Value = St
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(labels, top, dot, upper, trailing)| {
+        .prop_map(|(mut labels, top, dot, upper, trailing, one_label)| {
             let mut p = String::new();
             if dot {
                 p.push('.');
+            } else if one_label && !labels.is_empty() {
+                labels[0] = "<*>".to_string();
             }
             for l in labels {
                 p.push_str(&l);
@@ -259,7 +278,12 @@ fn derive_host(pattern: &str, seed: &[u8]) -> String {
         }
     }
     for (i, l) in body.split('.').enumerate() {
-        if l == "*" {
+        if l == "<*>" {
+            // One label, sometimes two (a near miss).
+            for _ in 0..(1 + u8::from(next() % 4 == 0)) {
+                labels.push(pick(HOST_LABELS, next()).to_string());
+            }
+        } else if l == "*" {
             let count = if i == 0 { 1 + next() % 3 } else { 1 };
             for _ in 0..count {
                 labels.push(pick(HOST_LABELS, next()).to_string());
@@ -345,7 +369,7 @@ proptest! {
             let at = at.index(all.len() + 1);
             all.insert(at, b.to_string());
         }
-        let first_bad = all.iter().position(|p| Pattern::new(p).is_err());
+        let first_bad = all.iter().position(|p| parse(p).is_err());
         prop_assert!(first_bad.is_some(), "no pattern of {:?} is rejected", all);
         let first_bad = first_bad.unwrap();
         // All through `add` so the raw text reaches `build`.
@@ -458,6 +482,9 @@ fn contract_table_rows() {
         ("api.*.example.com", &["api.eu.example.com"], &["api.example.com", "api.eu.west.example.com"]),
         ("fe*.example.com", &["fe1.example.com", "fe.example.com"], &["fe1.x.example.com"]),
         ("a*b*.example.com", &["axxbyy.example.com", "ab.example.com"], &["fe1.x.example.com"]),
+        ("<*>.onmicrosoft.com", &["contoso.onmicrosoft.com"], &["a.b.onmicrosoft.com", "onmicrosoft.com"]),
+        ("<*>.*.onedrive.live.com", &["a.b.onedrive.live.com"], &["x.a.b.onedrive.live.com", "a.onedrive.live.com"]),
+        ("<*>.fe*.example.com", &["a.fe1.example.com"], &["b.a.fe1.example.com", "fe1.example.com"]),
     ];
     for &(pattern, yes, no) in rows {
         let normalised = normalise_patterns(&strings(&[pattern]));
@@ -556,6 +583,20 @@ fn inner_star_with_leftmost_star() {
     expect(patterns, "a.a.b.x.com", &[(0, false, 9), (1, false, 6)]);
 }
 
+#[test]
+fn one_label_leftmost_star() {
+    let patterns = &["<*>.x.com", "*.x.com", "<*>.*.x.com", "*.*.x.com", "<*>.a*.x.com", "<*>.a.*.x.com"];
+    expect(patterns, "x.com", &[]);
+    expect(patterns, "b.x.com", &[(0, false, 6), (1, false, 6)]);
+    expect(patterns, "b.ab.x.com", &[(4, false, 8), (2, false, 7), (3, false, 7), (1, false, 6)]);
+    expect(patterns, "c.b.ab.x.com", &[(3, false, 7), (1, false, 6)]);
+    expect(patterns, "q.a.b.x.com", &[(5, false, 9), (3, false, 7), (1, false, 6)]);
+    expect(patterns, "p.q.a.b.x.com", &[(3, false, 7), (1, false, 6)]);
+    // Uppercase and a trailing dot normalise as usual; the flag survives.
+    expect(&["<*>.X.com."], "a.x.com", &[(0, false, 6)]);
+    expect(&["<*>.X.com."], "a.b.x.com", &[]);
+}
+
 /// More than 40 patterns under one `x.com` tail: the large-bucket strategy.
 #[test]
 fn large_glob_bucket() {
@@ -576,6 +617,10 @@ fn large_glob_bucket() {
         "*.p1.x.com",
         "p1.x.com",
         "x.com",
+        "<*>.x.com",
+        "<*>.*.x.com",
+        "<*>.p1*.x.com",
+        "<*>.q1.x.com",
     ]));
     let mut hosts: Vec<String> = Vec::new();
     for i in 0..22 {
@@ -601,6 +646,9 @@ fn large_glob_bucket() {
         "x.x.com",
         "a.b.c.x.com",
         "y.com",
+        "z.p1zz.x.com",
+        "y.z.p1zz.x.com",
+        "z.a.q1.x.com",
     ]));
     assert!(patterns.len() >= 80);
     // With the default threshold, the `x.com` tail is compiled into one regex.

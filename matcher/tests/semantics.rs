@@ -4,9 +4,25 @@
 
 use hostgate_matcher::{BuildErrorKind, InvalidHostKind, Matcher, MatcherBuilder, Matches, Pattern};
 
+/// Adds a pattern of the table: as text, or, for a leftmost `<*>` (the `Display` form of a
+/// one-label pattern, not pattern text), as `*` made [`Pattern::one_label`].
+fn add<V>(b: &mut MatcherBuilder<V>, pattern: &str, value: V) {
+    match pattern.strip_prefix("<*>") {
+        Some(rest) => {
+            let p = Pattern::new(&format!("*{rest}")).and_then(Pattern::one_label);
+            let p = p.unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            assert_eq!(p.to_string(), pattern, "the display form");
+            b.add_pattern(p, value);
+        }
+        None => {
+            b.add(pattern, value);
+        }
+    }
+}
+
 fn single(pattern: &str) -> Matcher<&'static str> {
     let mut b = MatcherBuilder::new();
-    b.add(pattern, "p");
+    add(&mut b, pattern, "p");
     b.build().unwrap_or_else(|e| panic!("{pattern}: {e}"))
 }
 
@@ -41,6 +57,21 @@ const TABLE: &[(&str, &[&str], &[&str])] = &[
     ),
     ("fe*.example.com", &["fe1.example.com", "fe.example.com"], &["fe1.x.example.com", "f.example.com"]),
     ("a*b*.example.com", &["axxbyy.example.com", "ab.example.com"], &["axx.example.com", "fe1.x.example.com"]),
+    (
+        "<*>.onmicrosoft.com",
+        &["contoso.onmicrosoft.com", "Contoso.OnMicrosoft.com."],
+        &["a.b.onmicrosoft.com", "onmicrosoft.com", "contoso.onmicrosoft.com.evil.io", "aonmicrosoft.com"],
+    ),
+    (
+        "<*>.*.onedrive.live.com",
+        &["a.b.onedrive.live.com"],
+        &["x.a.b.onedrive.live.com", "a.onedrive.live.com", "onedrive.live.com"],
+    ),
+    (
+        "<*>.fe*.example.com",
+        &["a.fe1.example.com", "a.fe.example.com"],
+        &["b.a.fe1.example.com", "fe1.example.com", "a.f.example.com"],
+    ),
 ];
 
 #[test]
@@ -62,7 +93,7 @@ fn the_table_in_one_matcher_with_dense_buckets() {
     let mut b = MatcherBuilder::new();
     b.dense_threshold(1);
     for (i, &(pattern, _, _)) in TABLE.iter().enumerate() {
-        b.add(pattern, i);
+        add(&mut b, pattern, i);
     }
     let m = b.build().unwrap();
     let mut all = Matches::new();
@@ -190,6 +221,43 @@ fn leading_dot_is_exact_at_the_apex_and_wildcard_below() {
     m.find_all("a.lync.com", &mut all).unwrap();
     assert_eq!(all.iter().map(|h| h.id().as_usize()).collect::<Vec<_>>(), [0, 1]);
     assert_eq!(all.best().len(), 2, "`.lync.com` and `*.lync.com` tie below it");
+}
+
+#[test]
+fn one_label_needs_a_leftmost_star_and_no_leading_dot() {
+    for ok in ["*.onmicrosoft.com", "*.*.x.com", "*.fe*.x.com", "*.a.*.x.com", "*.com"] {
+        let p = Pattern::new(ok).unwrap().one_label().unwrap();
+        assert!(p.is_leftmost_one_label() && p.as_str() == ok, "{ok}");
+    }
+    for bad in ["onmicrosoft.com", ".onmicrosoft.com", ".*.x.com", "a.*.x.com", "*a.x.com", "fe*.x.com"] {
+        let e = Pattern::new(bad).unwrap().one_label().unwrap_err();
+        assert_eq!(e.kind(), &BuildErrorKind::OneLabelNeedsLeftmostStar, "{bad}");
+        assert_eq!(e.pattern(), bad);
+    }
+}
+
+#[test]
+fn one_label_ties_with_the_same_pattern_without_the_flag() {
+    // The same literal bytes: a tie where both match, only the wider one below.
+    let mut b = MatcherBuilder::new();
+    b.add("*.x.com", "more");
+    add(&mut b, "<*>.x.com", "one");
+    b.add("a.x.com", "exact").add("*.a.x.com", "deeper");
+    let m = b.build().unwrap();
+    let mut all = Matches::new();
+    m.find_all("b.x.com", &mut all).unwrap();
+    assert_eq!(all.best().iter().map(|h| *m.value(h.id())).collect::<Vec<_>>(), ["more", "one"]);
+    assert_eq!(all.best()[0].specificity(), all.best()[1].specificity());
+    m.find_all("a.x.com", &mut all).unwrap();
+    assert_eq!(all.iter().map(|h| *m.value(h.id())).collect::<Vec<_>>(), ["exact", "more", "one"]);
+    m.find_all("c.a.x.com", &mut all).unwrap();
+    assert_eq!(all.iter().map(|h| *m.value(h.id())).collect::<Vec<_>>(), ["deeper", "more"]);
+    m.find_all("c.b.x.com", &mut all).unwrap();
+    assert_eq!(all.iter().map(|h| *m.value(h.id())).collect::<Vec<_>>(), ["more"]);
+    // Patterns with and without the flag are different patterns.
+    let one = Pattern::new("*.x.com").unwrap().one_label().unwrap();
+    assert_ne!(one, Pattern::new("*.x.com").unwrap());
+    assert_eq!(one.specificity(), Pattern::new("*.x.com").unwrap().specificity());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use hostgate_matcher::{Host, Matcher, Matches, NetTable};
+use hostgate_matcher::{Host, Matcher, Matches, NetTable, Pattern};
 
 use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
 use super::{GroupId, GroupInfo};
@@ -116,8 +116,9 @@ const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
     "com.sg", "com.tr", "com.tw", "gov.uk", "ne.jp", "net.au", "or.jp", "org.au", "org.uk",
 ];
 
-/// A rule's normalised target: pattern, scheme, port, path.
-type TargetKey<'a> = (&'a str, Option<Scheme>, Option<u16>, Option<&'a str>);
+/// A rule's normalised target: pattern (its text and whether its leftmost `*` is one label),
+/// scheme, port, path.
+type TargetKey<'a> = (&'a Pattern, Option<Scheme>, Option<u16>, Option<&'a str>);
 
 /// Every warning about `rules` (a policy's rule list, in file order) compiled into `matcher`
 /// (each pattern's value is its rule's index); `applies` gives each rule's client groups (rules
@@ -171,20 +172,20 @@ impl<'a> Linter<'a> {
         self.placeholders(r);
         self.path(r);
         let Some(pattern) = &r.pattern else { return };
-        let text = pattern.as_str();
-        self.wildcard(r, text);
-        self.repeated(me, r, text);
-        self.overlaps(me, r, text);
+        self.wildcard(r, pattern);
+        self.repeated(me, r, pattern);
+        self.overlaps(me, r, pattern);
     }
 
-    /// Placeholders without a value: widened to `*`, or the rule is inactive.
+    /// Placeholders without a value: widened to a `*` that stays within one label, or the rule
+    /// is inactive.
     fn placeholders(&mut self, r: &Rule) {
         if r.unresolved.is_empty() {
             return;
         }
         let names = r.unresolved.iter().map(|n| format!("<{n}>")).collect::<Vec<_>>().join(", ");
         let message = match &r.pattern {
-            Some(pat) => format!("{names} has no value in [vars]: widened to `*` (pattern `{pat}`)"),
+            Some(pat) => format!("{names} has no value in [vars]: widened to `*` within one label (pattern `{pat}`)"),
             None => {
                 format!("{names} has no value in [vars] and is the whole name: the rule is inactive until it is set")
             }
@@ -218,14 +219,14 @@ impl<'a> Linter<'a> {
 
     /// A wildcard over a shared hosting namespace (bypass only) or directly over a public suffix
     /// (not deny).
-    fn wildcard(&mut self, r: &Rule, text: &str) {
-        let Some(tail) = wildcard_tail(text) else { return };
+    fn wildcard(&mut self, r: &Rule, pattern: &Pattern) {
+        let Some(tail) = wildcard_tail(pattern.as_str()) else { return };
         if r.action == Action::Bypass {
             if let Some(ns) = SHARED_NAMESPACES.iter().find(|ns| covers_suffix(tail, ns)) {
                 self.out.push(lint(
                     r,
                     LintKind::SharedNamespace,
-                    format!("bypass `{text}` covers all of `{ns}`, where anyone can host content: consider `allow` (inspected) or narrower names"),
+                    format!("bypass `{pattern}` covers all of `{ns}`, where anyone can host content: consider `allow` (inspected) or narrower names"),
                 ));
             }
         }
@@ -233,15 +234,15 @@ impl<'a> Linter<'a> {
             self.out.push(lint(
                 r,
                 LintKind::PublicSuffix,
-                format!("`{text}` is a wildcard directly over the public suffix `{tail}`"),
+                format!("`{pattern}` is a wildcard directly over the public suffix `{tail}`"),
             ));
         }
     }
 
     /// The same target as an earlier rule: a conflict (another action) or a duplicate.
-    fn repeated(&mut self, me: RuleId, r: &'a Rule, text: &'a str) {
+    fn repeated(&mut self, me: RuleId, r: &'a Rule, pattern: &'a Pattern) {
         let rules = self.rules;
-        let key = (text, r.scheme, r.port, r.path.as_deref());
+        let key = (pattern, r.scheme, r.port, r.path.as_deref());
         match self.first_by_target.get(&key) {
             Some(&j) if self.applies[j] & self.applies[me.0 as usize] == 0 => {}
             Some(&j) if rules[j].action != r.action => self.out.push(lint(
@@ -267,24 +268,24 @@ impl<'a> Linter<'a> {
 
     /// What the matcher says about a representative host of the rule: the other rules as
     /// specific (ties) and the next less specific one (shadowing).
-    fn overlaps(&mut self, me: RuleId, r: &Rule, text: &str) {
-        let Some(host) = representative(text) else { return };
+    fn overlaps(&mut self, me: RuleId, r: &Rule, pattern: &Pattern) {
+        let Some(host) = representative(pattern.as_str()) else { return };
         let mut scratch = std::mem::take(&mut self.scratch);
         self.matcher.find_all_host(&host, &mut scratch);
         if let Some(pos) = scratch.iter().position(|h| *self.matcher.value(h.id()) == me) {
-            self.ties(me, r, text, &host, &scratch, pos);
-            self.shadowed(me, r, text, &scratch, pos);
+            self.ties(me, r, pattern, &host, &scratch, pos);
+            self.shadowed(me, r, pattern, &scratch, pos);
         }
         self.scratch = scratch;
     }
 
     /// Ties: equally specific, different pattern, overlapping constraints, different action.
-    fn ties(&mut self, me: RuleId, r: &Rule, text: &str, host: &Host, hits: &Matches, pos: usize) {
+    fn ties(&mut self, me: RuleId, r: &Rule, pattern: &Pattern, host: &Host, hits: &Matches, pos: usize) {
         let my_spec = hits.as_slice()[pos].specificity();
         for h in hits.iter().filter(|h| h.specificity() == my_spec) {
             let other = *self.matcher.value(h.id());
             let o = &self.rules[other.0 as usize];
-            let same_pattern = o.pattern.as_ref().is_some_and(|op| op.as_str() == text);
+            let same_pattern = o.pattern.as_ref() == Some(pattern);
             if other != me
                 && self.applies[other.0 as usize] & self.applies[me.0 as usize] != 0
                 && !same_pattern
@@ -312,7 +313,7 @@ impl<'a> Linter<'a> {
 
     /// Shadowed: the next less specific rule that applies wherever this one does covers it with
     /// the same action, and nothing in between disagrees.
-    fn shadowed(&mut self, me: RuleId, r: &Rule, text: &str, hits: &Matches, pos: usize) {
+    fn shadowed(&mut self, me: RuleId, r: &Rule, pattern: &Pattern, hits: &Matches, pos: usize) {
         let my_spec = hits.as_slice()[pos].specificity();
         let next = hits.as_slice()[pos + 1..]
             .iter()
@@ -323,7 +324,7 @@ impl<'a> Linter<'a> {
         let g = &self.rules[gid.0 as usize];
         // The general rule must apply to every client group this one applies to.
         let all_groups = self.applies[me.0 as usize] & !self.applies[gid.0 as usize] == 0;
-        let covered = all_groups && g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp.as_str(), text));
+        let covered = all_groups && g.pattern.as_ref().is_some_and(|gp| pattern_covers(gp, pattern));
         if covered && g.action == r.action {
             self.out.push(lint(
                 r,
@@ -401,10 +402,21 @@ fn representative(text: &str) -> Option<Host> {
 }
 
 /// Whether the general pattern `g` matches every name the pattern `r` matches (decided for the
-/// common shapes: `g` is `*.s` or `.s`, or the same pattern).
-fn pattern_covers(g: &str, r: &str) -> bool {
-    if g == r {
+/// common shapes: `g` is `*.s` (its `*` one or more labels, or exactly one) or `.s`, or the same
+/// pattern).
+fn pattern_covers(gp: &Pattern, rp: &Pattern) -> bool {
+    if gp == rp {
         return true;
+    }
+    let (g, r) = (gp.as_str(), rp.as_str());
+    if gp.is_leftmost_one_label() {
+        // Only names one label below `s`: `r` must be `L.s`, `L` one label (not a `*` of one or
+        // more labels).
+        let Some(s) = g.strip_prefix("*.") else { return false };
+        let head = r.strip_suffix(s).and_then(|h| h.strip_suffix('.'));
+        return !s.contains('*')
+            && !r.starts_with('.')
+            && head.is_some_and(|h| !h.is_empty() && !h.contains('.') && (h != "*" || rp.is_leftmost_one_label()));
     }
     let r_body = r.strip_prefix('.').unwrap_or(r);
     let (suffix, apex_too) = match (g.strip_prefix("*."), g.strip_prefix('.')) {
@@ -487,7 +499,7 @@ mod tests {
             "t.rules:4: warning[shared-namespace]: bypass `*.azureedge.net` covers all of `azureedge.net`, where anyone can host content: consider `allow` (inspected) or narrower names",
             "t.rules:5: warning[public-suffix]: `*.com` is a wildcard directly over the public suffix `com`",
             "t.rules:6: warning[path-unenforceable]: path `/ekcertservice` is not enforceable without TLS inspection: over TLS this rule decides by host alone",
-            "t.rules:7: warning[unresolved-placeholder]: <tenant> has no value in [vars]: widened to `*` (pattern `*.sharepoint.com`)",
+            "t.rules:7: warning[unresolved-placeholder]: <tenant> has no value in [vars]: widened to `*` within one label (pattern `<*>.sharepoint.com`)",
             "t.rules:8: warning[unresolved-placeholder]: <fqdn> has no value in [vars] and is the whole name: the rule is inactive until it is set",
             "t.rules:10: warning[duplicate]: `x.y.org` repeats t.rules:9",
         ];
@@ -528,6 +540,27 @@ mod tests {
     }
 
     #[test]
+    fn one_label_placeholders_are_their_own_target() {
+        // `<tenant>.x.com` (one label) is not `*.x.com` (one or more): not a duplicate, not a
+        // conflict; with another action they tie on one-label names.
+        let l = lints("bypass <tenant>.x.com\nbypass *.x.com\ndeny *.y.com\nallow <tenant>.y.com\n");
+        assert!(!l.iter().any(|x| x.contains("duplicate") || x.contains("conflict")), "{l:#?}");
+        assert!(
+            l.iter().any(|x| x.starts_with("t.rules:3: warning[tie]: `*.y.com` (deny) and `<tenant>.y.com` (allow")),
+            "{l:#?}"
+        );
+        // A name one label below is covered by the one-label rule; two labels below is not.
+        let l = lints("bypass <tenant>.x.com\nbypass a.x.com\nbypass a.b.x.com\n");
+        assert!(l.iter().any(|x| x.starts_with("t.rules:2: warning[shadowed]")), "{l:#?}");
+        assert!(!l.iter().any(|x| x.starts_with("t.rules:3: warning[shadowed]")), "{l:#?}");
+        let l = lints("bypass <tenant>.com\n");
+        assert!(
+            l.iter().any(|x| x.contains("`<*>.com` is a wildcard directly over the public suffix `com`")),
+            "{l:#?}"
+        );
+    }
+
+    #[test]
     fn helpers() {
         assert_eq!(wildcard_tail("*.a.b"), Some("a.b"));
         assert_eq!(wildcard_tail(".a.b"), Some("a.b"));
@@ -535,11 +568,26 @@ mod tests {
         assert_eq!(wildcard_tail("a.b"), None);
         assert!(covers_suffix("windows.net", "blob.core.windows.net"));
         assert!(!covers_suffix("ndows.net", "blob.core.windows.net"));
-        assert!(pattern_covers("*.a.com", "x.a.com"));
-        assert!(pattern_covers("*.a.com", "*.x.a.com"));
-        assert!(!pattern_covers("*.a.com", "a.com"));
-        assert!(pattern_covers(".a.com", "a.com"));
-        assert!(!pattern_covers("*.a.com", ".x.com"));
+        // `<*>`: a one-label leftmost `*`, as `Pattern` displays it.
+        let p = |t: &str| match t.strip_prefix("<*>") {
+            Some(rest) => Pattern::new(&format!("*{rest}")).and_then(Pattern::one_label).unwrap(),
+            None => Pattern::new(t).unwrap(),
+        };
+        let covers = |g: &str, r: &str| pattern_covers(&p(g), &p(r));
+        assert!(covers("*.a.com", "x.a.com"));
+        assert!(covers("*.a.com", "*.x.a.com"));
+        assert!(!covers("*.a.com", "a.com"));
+        assert!(covers(".a.com", "a.com"));
+        assert!(!covers("*.a.com", ".x.com"));
+        assert!(covers("*.a.com", "<*>.a.com"));
+        assert!(covers("<*>.a.com", "<*>.a.com"));
+        assert!(covers("<*>.a.com", "x.a.com"));
+        assert!(covers("<*>.a.com", "x*.a.com"));
+        assert!(!covers("<*>.a.com", "*.a.com"));
+        assert!(!covers("<*>.a.com", "y.x.a.com"));
+        assert!(!covers("<*>.a.com", ".x.a.com"));
+        assert!(!covers("<*>.a.com", "<*>.x.a.com"));
+        assert!(!covers("<*>.a.com", "a.com"));
         assert_eq!(representative("*.*.onedrive.live.com").unwrap().as_str(), "x.x.onedrive.live.com");
         assert_eq!(representative("*cdn.onenote.net").unwrap().as_str(), "cdn.onenote.net");
         assert_eq!(representative(".lync.com").unwrap().as_str(), "x.lync.com");

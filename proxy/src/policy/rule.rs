@@ -360,13 +360,21 @@ pub fn placeholder_key(name: &str) -> String {
 }
 
 /// Replaces each `<name>` by its value in `vars`, or by `*` when it has none (listed in the
-/// second result). Errors on an unclosed `<`.
-pub(crate) fn substitute(host: &str, vars: &BTreeMap<String, String>) -> Result<(String, Vec<String>), String> {
+/// second result). The third result says whether the leftmost label is that `*` alone: an
+/// unresolved placeholder and nothing else (no text, no value), so that it stands for exactly
+/// one label. Errors on an unclosed `<`.
+pub(crate) fn substitute(host: &str, vars: &BTreeMap<String, String>) -> Result<(String, Vec<String>, bool), String> {
     let mut out = String::with_capacity(host.len());
     let mut unresolved = Vec::new();
+    // Whether text or a value (anything but an unresolved placeholder) went into the first label.
+    let mut first_label_written = false;
+    let mut push = |out: &mut String, piece: &str| {
+        first_label_written |= !out.contains('.') && !piece.is_empty() && !piece.starts_with('.');
+        out.push_str(piece);
+    };
     let mut rest = host;
     while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
+        push(&mut out, &rest[..open]);
         let Some(close) = rest[open..].find('>') else {
             return Err(format!("unclosed placeholder in `{host}`"));
         };
@@ -375,7 +383,7 @@ pub(crate) fn substitute(host: &str, vars: &BTreeMap<String, String>) -> Result<
             return Err(format!("empty placeholder in `{host}`"));
         }
         match vars.get(&key) {
-            Some(v) => out.push_str(v),
+            Some(v) => push(&mut out, v),
             None => {
                 out.push('*');
                 if !unresolved.contains(&key) {
@@ -385,11 +393,12 @@ pub(crate) fn substitute(host: &str, vars: &BTreeMap<String, String>) -> Result<
         }
         rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
+    push(&mut out, rest);
     if out.contains('>') {
         return Err(format!("stray `>` in `{host}`"));
     }
-    Ok((out, unresolved))
+    let leftmost = !first_label_written && out.split('.').next() == Some("*");
+    Ok((out, unresolved, leftmost))
 }
 
 /// Builds a rule from a parsed line.
@@ -413,8 +422,15 @@ pub(crate) fn build_rule(
             origin,
         });
     }
-    let (host, unresolved) = substitute(t.host, vars)?;
-    let pattern = match Pattern::new(&host) {
+    let (host, unresolved, leftmost) = substitute(t.host, vars)?;
+    // An unresolved placeholder is one label (a tenant name is one label). Where it is the whole
+    // leftmost label, the pattern says so: a leftmost `*` alone would be one or more labels.
+    // Elsewhere its `*` is one label already (a whole inner label) or within one (`<t>-my`); and
+    // under a leading dot (`.<t>.x.com`: `<t>.x.com` and everything below it) one or more labels
+    // above `x.com` is what the rule means.
+    let parsed = Pattern::new(&host);
+    let parsed = if leftmost { parsed.and_then(Pattern::one_label) } else { parsed };
+    let pattern = match parsed {
         Ok(p) => Some(p),
         // A placeholder that was the whole name (or left only `*` labels): inactive, linted.
         Err(_) if !unresolved.is_empty() && host.split('.').all(|l| l == "*") => None,
@@ -611,16 +627,50 @@ mod tests {
         assert_eq!(placeholder_key("FQDN for software update point"), "fqdn-for-software-update-point");
         assert_eq!(placeholder_key("RegionName"), "regionname");
         let v = vars(&[("tenant", "contoso")]);
-        assert_eq!(substitute("<tenant>-my.sharepoint.com", &v).unwrap(), ("contoso-my.sharepoint.com".into(), vec![]));
+        assert_eq!(
+            substitute("<tenant>-my.sharepoint.com", &v).unwrap(),
+            ("contoso-my.sharepoint.com".into(), vec![], false)
+        );
         assert_eq!(
             substitute("*.<RegionName>.logic.azure.com", &v).unwrap(),
-            ("*.*.logic.azure.com".into(), vec!["regionname".into()])
+            ("*.*.logic.azure.com".into(), vec!["regionname".into()], false)
         );
         assert!(substitute("<tenant.x.com", &v).unwrap_err().contains("unclosed"));
+        // Is the leftmost label an unresolved placeholder alone?
+        let none = vars(&[]);
+        let leftmost = |host: &str, v: &BTreeMap<String, String>| substitute(host, v).unwrap().2;
+        assert!(leftmost("<tenant>.sharepoint.com", &none));
+        assert!(leftmost("<a>.<b>.x.com", &none));
+        assert!(leftmost("<a>.<tenant>.x.com", &v));
+        assert!(!leftmost("<tenant>.sharepoint.com", &v), "resolved");
+        assert!(!leftmost("<tenant>.sharepoint.com", &vars(&[("tenant", "*")])), "a value of `*` is the author's");
+        assert!(!leftmost("<tenant>-my.sharepoint.com", &none));
+        assert!(!leftmost("x<tenant>.sharepoint.com", &none));
+        assert!(!leftmost("*.<region>.x.com", &none));
+        assert!(!leftmost(".<tenant>.x.com", &none));
+        assert!(!leftmost("<tenant><a>.x.com", &v));
+        assert!(!leftmost("<a>.x.com", &vars(&[("a", ".y")])));
 
+        // An unset placeholder that is the whole leftmost label is exactly one label.
         let r = build_rule(Action::Bypass, "<tenant>.sharepoint.com", &vars(&[]), origin()).unwrap();
-        assert_eq!(r.pattern.unwrap().as_str(), "*.sharepoint.com");
+        let p = r.pattern.unwrap();
+        assert_eq!((p.as_str(), p.is_leftmost_one_label()), ("*.sharepoint.com", true));
         assert_eq!(r.unresolved, ["tenant"]);
+        let r = build_rule(Action::Bypass, "<a>.<b>.x.com", &vars(&[]), origin()).unwrap();
+        assert_eq!(r.pattern.unwrap().to_string(), "<*>.*.x.com");
+        let r = build_rule(Action::Bypass, "<a>.fe<b>.x.com", &vars(&[]), origin()).unwrap();
+        assert_eq!(r.pattern.unwrap().to_string(), "<*>.fe*.x.com");
+        // Elsewhere the `*` is one label (or within one) already; a `*` the author wrote keeps
+        // its meaning, and so does a leading dot (`<t>.x.com` and everything below it).
+        for (target, text) in [
+            ("*.<RegionName>.logic.azure.com", "*.*.logic.azure.com"),
+            ("<tenant>-my.sharepoint.com", "*-my.sharepoint.com"),
+            (".<tenant>.x.com", ".*.x.com"),
+            ("*.sharepoint.com", "*.sharepoint.com"),
+        ] {
+            let p = build_rule(Action::Allow, target, &vars(&[]), origin()).unwrap().pattern.unwrap();
+            assert_eq!((p.as_str(), p.is_leftmost_one_label()), (text, false), "{target}");
+        }
         let r = build_rule(Action::Allow, "http://<FQDN for SUP>", &vars(&[]), origin()).unwrap();
         assert!(!r.is_active());
         let r = build_rule(
