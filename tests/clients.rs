@@ -33,12 +33,13 @@ use hostgate_proxy::policy::Action;
 use serde_json::Value;
 use support::gateway::assert_rule_in;
 use support::http::{read_connect_answer, read_response, read_until_closed, tls_handshake};
+use support::process::Hostgate;
 use support::upstream::{Mode, RawUpstream};
 use support::{
     assert_logged_deny, pins, ClientHello, HttpConn, HttpUpstream, Netns, TestCa, TestGateway, TlsUpstream,
     ALERT_ACCESS_DENIED, LOCAL_UPSTREAM, STEP,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 // ---------------------------------------------------------------------------------------------
@@ -479,6 +480,61 @@ async fn a_name_is_decided_by_the_name_rules_whatever_its_destination() {
     assert_eq!(s.http.count(), 1);
 }
 
+/// A plain-HTTP request whose Host is an IP literal is decided by the address rules on that
+/// literal, not on the original destination: `Host: 10.240.K.1` sent to `198.51.100.K:80` (an
+/// allowed destination) is denied, `Host: 198.51.100.K` sent to `10.240.K.1:80` (a denied one)
+/// is allowed and forwarded to the literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_an_ip_literal_host_is_decided_by_the_address_rules() {
+    let Some(s) =
+        Transparent::start("plain_http_to_an_ip_literal_host_is_decided_by_the_address_rules", Redirect::Iptables)
+            .await
+    else {
+        return;
+    };
+    let mut http = HttpConn::from_stream(s.connect(s.kiosk, (s.public, 80).into()).await);
+    let r = http.request(&format!("GET /private HTTP/1.1\r\nHost: {}\r\n\r\n", s.private)).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/private")).await;
+    assert_group_decided(&ev, Some("kiosks"), Action::Deny, Some(("deny 10.240.0.0/16", "ms.rules", 3)));
+    assert_eq!((ev.protocol, ev.outcome), (Protocol::Http, Outcome::Denied), "{ev:#?}");
+    assert_eq!(ev.dst, original(s.public, 80), "{ev:#?}");
+
+    // The Host's port must be the original destination's (80), so the literal's server is on 80.
+    let web = RawUpstream::start_on((s.public, 80).into()).await;
+    let literal = s.public.to_string();
+    let mut http = HttpConn::from_stream(s.connect(s.kiosk, (s.private, 80).into()).await);
+    let request = format!("GET /public HTTP/1.1\r\nHost: {literal}\r\n\r\n");
+    http.send(request.as_bytes()).await;
+    // The upstream, a raw server on the literal: one request, answered by hand.
+    let mut upstream = BufReader::new(web.next().await);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let n = tokio::time::timeout(STEP, upstream.read_line(&mut head)).await.unwrap().unwrap();
+        assert_ne!(n, 0, "the gateway closed mid-request: {head:?}");
+    }
+    assert!(head.starts_with("GET /public HTTP/1.1\r\n"), "{head:?}");
+    assert!(head.to_ascii_lowercase().contains(&format!("host: {literal}\r\n")), "{head:?}");
+    upstream.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nliteral").await.unwrap();
+    let r = http.read_response().await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "literal"), "{r:?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/public")).await;
+    assert_group_decided(&ev, Some("kiosks"), Action::Allow, Some(("allow 198.51.100.0/24", "ms.rules", 2)));
+    assert_eq!(ev.dst, original(s.private, 80), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(web.addr()), "{ev:#?}");
+    assert_eq!((ev.status, ev.outcome), (Some(200), Outcome::Ok), "{ev:#?}");
+
+    // A client in no group: no address rules, the default.
+    let mut http = HttpConn::from_stream(s.connect(s.ungrouped, (s.private, 80).into()).await);
+    let r = http.request(&format!("GET /guest HTTP/1.1\r\nHost: {literal}\r\n\r\n")).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let ev = s.gw.wait_access(|e| e.path.as_deref() == Some("/guest")).await;
+    assert_group_decided(&ev, None, Action::Deny, None);
+
+    assert_eq!(web.accepted(), 1);
+    assert_eq!(s.private_tls.accepted() + s.private_raw.accepted(), 0, "a denied literal was reached");
+}
+
 /// A reload that moves the kiosks' network into `staff` changes the group of the next
 /// connection from it, and of the next plain-HTTP request on a connection accepted before; a
 /// connection accepted before the reload keeps the group (and generation) of its accept.
@@ -551,6 +607,80 @@ async fn a_reload_that_moves_a_network_changes_the_next_connections_group() {
     assert_eq!(s.http.count(), 1);
 }
 
+/// IPv6: a client (`fd42:K::2`) in a group by an IPv6 network; a ClientHello without SNI to an
+/// IPv6 original destination decided by bracketed IPv6 address rules (longest prefix: the /48
+/// allows what the /32 denies); a name decided by its name rule whatever the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_and_destinations_are_grouped_and_decided_by_address_rules() {
+    const HINT: &str = "ipv6_clients_and_destinations_are_grouped_and_decided_by_address_rules";
+    const V6_RULES: &str = "\
+allow [2001:db8:51::]/48
+deny [2001:db8::]/32
+deny teams.test
+";
+    const V6_POLICY: &str = r#"[policy]
+default = "deny"
+ungrouped_sources = []
+
+[[policy.source]]
+name = "v6"
+path = "v6.rules"
+
+[[client]]
+name = "v6lab"
+networks = ["10.0.0.0/8", "fd42::/16"]
+sources = ["v6"]
+"#;
+    let Some(ns) = Netns::create(HINT) else {
+        return;
+    };
+    if let Err(why) = ns.enable_ipv6() {
+        eprintln!("skipping {HINT}: {why}");
+        return;
+    }
+    let public6 = IpAddr::V6(ns.add_lo_address6());
+    let up = RawUpstream::start_on(SocketAddr::new(public6, 443)).await;
+    let gw = TestGateway::start_files(
+        &[("transparent", &ns.listener_address6())],
+        V6_POLICY,
+        &[("v6.rules", V6_RULES)],
+        LOCAL_UPSTREAM,
+    )
+    .await;
+    ns.redirect_ip6tables(443, gw.transparent_addr().port());
+
+    let hello = ClientHello::with_names(Vec::new()).to_bytes();
+    let mut tcp = ns.connect(SocketAddr::new(public6, 443)).await;
+    let client = tcp.local_addr().unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let mut server = up.next().await;
+    let mut got = vec![0u8; hello.len()];
+    tokio::time::timeout(STEP, server.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, hello);
+    drop((tcp, server));
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_group_decided(&ev, Some("v6lab"), Action::Allow, Some(("allow [2001:db8:51::]/48", "v6.rules", 1)));
+    assert_eq!(ev.client.ip(), IpAddr::V6(ns.ns_ip6()), "{ev:#?}");
+    assert_eq!(ev.dst, Some(Dst::Addr(SocketAddr::new(public6, 443))), "{ev:#?}");
+    assert_eq!(ev.upstream, Some(SocketAddr::new(public6, 443)), "{ev:#?}");
+
+    let elsewhere: SocketAddr = "[2001:db8:99::1]:443".parse().unwrap();
+    for (hello, rule, line) in [
+        (ClientHello::with_names(Vec::new()), "deny [2001:db8::]/32", 2),
+        (ClientHello::new("teams.test"), "deny teams.test", 3),
+    ] {
+        let dst = if line == 3 { SocketAddr::new(public6, 443) } else { elsewhere };
+        let mut tcp = ns.connect(dst).await;
+        let client = tcp.local_addr().unwrap();
+        tcp.write_all(&hello.to_bytes()).await.unwrap();
+        let closed = read_until_closed(&mut tcp, STEP).await;
+        assert_eq!(closed.bytes, ALERT_ACCESS_DENIED, "{hello:?} to {dst}: {closed:?}");
+        let ev = gw.wait_access(|e| e.client == client).await;
+        assert_group_decided(&ev, Some("v6lab"), Action::Deny, Some((rule, "v6.rules", line)));
+    }
+    assert_eq!(up.accepted(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The connect listener: clients on 127.0.0.1 (no group), 127.0.0.2 and ::1 (group `lab`).
 
@@ -585,10 +715,18 @@ name = "lab"
 networks = ["127.0.0.2/32", "::1/128"]
 sources = ["lab"]
 default = "allow"
+
+[[client]]
+name = "audit"
+networks = ["127.0.0.6/32"]
+sources = ["main"]
+mode = "report"
 "#;
 
 /// The lab's client address on the IPv4 listener.
 const LAB: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The audit group's client address (the top-level rules, in report mode).
+const AUDIT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 /// A gateway with a connect listener on `127.0.0.1:0` (and one on `[::1]:0` when `ipv6`), the
 /// policy above and `extra` after it.
@@ -800,6 +938,134 @@ async fn plain_http_to_an_ip_literal_is_decided_by_the_address_rules() {
     assert_eq!(three.accepted(), 0);
 }
 
+/// A group in report mode (`audit`: the top-level rules) is let through what the rules deny,
+/// logged as `would_deny` with the denying rule; the admin `/policy` lists every group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_in_report_mode_only_logs_its_denials_and_policy_lists_the_groups() {
+    let three = RawUpstream::start_on(([127, 0, 0, 3], 0).into()).await;
+    let gw = connect_gateway(false, &format!("{LOCAL_UPSTREAM}[admin]\naddress = \"127.0.0.1:0\"\n")).await;
+
+    let (status, mut tunnel, client) =
+        connect_as(IpAddr::V4(AUDIT), gw.connect_addr(), &three.addr().to_string()).await;
+    assert_eq!(status, 200, "report mode lets the denied literal through");
+    exchange(&mut tunnel, &three).await;
+    drop(tunnel);
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_group_decided(&ev, Some("audit"), Action::Allow, Some(("deny 127.0.0.0/8", "main.rules", 2)));
+    assert!(ev.would_deny, "{ev:#?}");
+    assert_eq!(ev.outcome, Outcome::Ok, "{ev:#?}");
+
+    // The same from a client in no group (enforce): refused.
+    let (status, _tcp, client) =
+        connect_as(IpAddr::from(Ipv4Addr::LOCALHOST), gw.connect_addr(), &three.addr().to_string()).await;
+    assert_eq!(status, 403);
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_group_decided(&ev, None, Action::Deny, Some(("deny 127.0.0.0/8", "main.rules", 2)));
+    assert!(!ev.would_deny, "{ev:#?}");
+    assert_eq!(three.accepted(), 1);
+
+    let admin = gw.gateway().admin_addr().expect("an admin listener");
+    let r = HttpConn::connect(admin)
+        .await
+        .request("GET /policy HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let p: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+    let groups = p["groups"].as_array().unwrap_or_else(|| panic!("no groups array: {p:#}"));
+    let summary: Vec<(Value, Value, Value, Value, Value)> = groups
+        .iter()
+        .map(|g| {
+            (g["name"].clone(), g["networks"].clone(), g["default"].clone(), g["mode"].clone(), g["rules"].clone())
+        })
+        .collect();
+    let rules = |b: u32, a: u32, d: u32| serde_json::json!({"bypass": b, "allow": a, "deny": d});
+    assert_eq!(
+        summary,
+        [
+            (Value::Null, serde_json::json!([]), "deny".into(), "enforce".into(), rules(0, 3, 2)),
+            (
+                "lab".into(),
+                serde_json::json!(["127.0.0.2/32", "::1/128"]),
+                "allow".into(),
+                "enforce".into(),
+                rules(0, 1, 1)
+            ),
+            ("audit".into(), serde_json::json!(["127.0.0.6/32"]), "deny".into(), "report".into(), rules(0, 3, 2)),
+        ],
+        "{p:#}"
+    );
+}
+
+/// A connection accepted while 127.0.0.2 is in `lab` whose CONNECT comes after a reload that
+/// takes the network away from `lab` is decided as a client in no group, by the new generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_request_after_a_reload_looks_the_group_up_again() {
+    let one = RawUpstream::start_on(([127, 0, 0, 1], 0).into()).await;
+    let gw = connect_gateway(false, LOCAL_UPSTREAM).await;
+    let authority = one.addr().to_string();
+    let (status, _tcp, client) = connect_as(IpAddr::V4(LAB), gw.connect_addr(), &authority).await;
+    assert_eq!(status, 403);
+    let ev = gw.wait_access(|e| e.client == client).await;
+    assert_group_decided(&ev, Some("lab"), Action::Deny, Some(("deny 127.0.0.1", "lab.rules", 1)));
+    assert_eq!(ev.generation, 1, "{ev:#?}");
+
+    let mut early = connect_from(IpAddr::V4(LAB), gw.connect_addr()).await;
+    let early_client = early.local_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let config = gw.config_dir().join("hostgate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let moved = text.replace("networks = [\"127.0.0.2/32\", \"::1/128\"]", "networks = [\"127.0.0.7/32\"]");
+    assert_ne!(moved, text);
+    write_atomic(&config, &moved);
+    let r = gw.gateway().reload().await.unwrap_or_else(|e| panic!("reload failed: {e}"));
+    assert_eq!(r.generation, 2, "{r:?}");
+
+    early.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes()).await.unwrap();
+    let response = read_connect_answer(&mut early, &authority).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    exchange(&mut early, &one).await;
+    drop(early);
+    let ev = gw.wait_access(|e| e.client == early_client).await;
+    assert_group_decided(&ev, None, Action::Allow, Some(("allow 127.0.0.1", "main.rules", 1)));
+    assert_eq!(ev.generation, 2, "{ev:#?}");
+    assert_eq!(one.accepted(), 1);
+}
+
+/// `hostgate run`'s JSON access log has `client_group` for a client in a group, and none for
+/// a client in no group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_client_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hostgate.toml");
+    let toml = format!(
+        "[[listener]]\nkind = \"connect\"\naddress = \"127.0.0.1:0\"\n\n{CONNECT_POLICY}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"
+    );
+    std::fs::write(&config, toml).unwrap();
+    std::fs::write(dir.path().join("main.rules"), MAIN_RULES).unwrap();
+    std::fs::write(dir.path().join("lab.rules"), LAB_RULES).unwrap();
+    let mut hg = Hostgate::spawn(&[], &config);
+    let proxy = hg.listening("connect").await;
+
+    // Each denied by an address rule: the lab's `deny 127.0.0.1`, the top level's
+    // `deny 127.0.0.0/8`.
+    let mut clients = Vec::new();
+    for (from, authority) in [(IpAddr::V4(LAB), "127.0.0.1:9"), (IpAddr::from(Ipv4Addr::LOCALHOST), "127.0.0.3:9")] {
+        let (status, _tcp, client) = connect_as(from, proxy, authority).await;
+        assert_eq!(status, 403, "CONNECT {authority} from {from}");
+        clients.push(client.to_string());
+    }
+    let lab = hg.wait_json(|v| v["target"] == "access" && v["client"] == clients[0].as_str(), STEP).await;
+    assert_eq!(lab["client_group"], "lab", "{lab:#}");
+    assert_eq!((&lab["action"], &lab["rule"]), (&"deny".into(), &"deny 127.0.0.1".into()), "{lab:#}");
+    assert!(lab["source"].as_str().is_some_and(|s| s.ends_with("/lab.rules:1")), "{lab:#}");
+    let top = hg.wait_json(|v| v["target"] == "access" && v["client"] == clients[1].as_str(), STEP).await;
+    assert_eq!(top.get("client_group"), None, "a client in no group: {top:#}");
+    assert_eq!((&top["action"], &top["rule"]), (&"deny".into(), &"deny 127.0.0.0/8".into()), "{top:#}");
+    hg.signal("TERM");
+    let (status, lines) = hg.wait().await;
+    assert!(status.success(), "{status}: {}", lines.join("\n"));
+}
+
 /// An address rule that allows a loopback literal does not exempt it from the SSRF guard:
 /// without `allow_private` the connection is refused and the upstream never reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -926,8 +1192,8 @@ fn explain_client_shows_the_group_and_the_rule_file_and_line() {
     assert!(out.contains(&format!("  group   kiosks (client 10.1.2.3, defined at {config}:{kiosks_line})\n")), "{out}");
     assert!(out.contains(&format!("  rule    deny teams.test  at {}\n", at("kiosk.rules", 1))), "{out}");
     assert!(out.contains("  why     the most specific matching pattern among the rules that fit\n"), "{out}");
-    // The staff's rule is listed as belonging to another group, not as a candidate that lost.
-    assert!(!out.contains("allow teams.test  at") || out.contains("other-group"), "{out}");
+    // The staff's rule is listed as another group's, not as a candidate that lost.
+    assert!(out.contains(&format!("  beat    allow teams.test  at {} (other-group)\n", at("staff.rules", 1))), "{out}");
 
     let o = hostgate(&["explain", "--config", &config, "--client", "10.2.0.9", "teams.test"]);
     let out = text(&o);
@@ -939,6 +1205,11 @@ fn explain_client_shows_the_group_and_the_rule_file_and_line() {
     let o = hostgate(&["explain", "--config", &config, "--client", "fd00:1::7", "teams.test"]);
     assert!(text(&o).starts_with("teams.test (https, port 443): deny\n"), "{}", describe(&o));
     assert!(text(&o).contains("  group   kiosks (client fd00:1::7, "), "{}", describe(&o));
+
+    // An IPv4-mapped IPv6 client counts as its IPv4 address.
+    let o = hostgate(&["explain", "--config", &config, "--client", "::ffff:10.2.0.9", "teams.test"]);
+    assert!(text(&o).starts_with("teams.test (https, port 443): allow\n"), "{}", describe(&o));
+    assert!(text(&o).contains("  group   staff (client ::ffff:10.2.0.9, "), "{}", describe(&o));
 
     // A client in no group: the top-level sources (microsoft only) and default.
     let o = hostgate(&["explain", "--config", &config, "--client", "192.0.2.1", "teams.test", "portal.test"]);

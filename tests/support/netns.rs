@@ -7,7 +7,8 @@
 //! transparent listener of these tests binds `10.231.K.1:0`. On request the pair also gets IPv6
 //! (`fd42:K::1/64` and `fd42:K::2/64`, a default IPv6 route, `ip6tables` REDIRECT rules), and the
 //! root namespace's `lo` gets `198.51.100.K/32`, a "public" address a test can put a server on
-//! that the namespace's clients choose as their destination (and `10.240.K.1/32`, a private one).
+//! that the namespace's clients choose as their destination (and `10.240.K.1/32`, a private one;
+//! `2001:db8:51::K/128` for IPv6).
 //! A test that needs clients on several source networks gives the namespace's veth end more
 //! addresses, `10.N.K.2/32` (N in 232..=239), each with a route back from the root namespace.
 //! Holding the namespace name means owning K, so all of this is the test's own. Everything is
@@ -41,7 +42,7 @@ pub struct Netns {
     iptables: Mutex<Vec<(&'static str, Vec<String>)>>,
     nft_table: Mutex<Option<String>>,
     /// Addresses added to the root namespace's `lo`, to delete on drop.
-    lo_addresses: Mutex<Vec<Ipv4Addr>>,
+    lo_addresses: Mutex<Vec<IpAddr>>,
 }
 
 /// The second octets N of the extra client networks `10.N.K.0/24` ([`Netns::add_client_address`]).
@@ -189,14 +190,27 @@ impl Netns {
         self.add_lo(Ipv4Addr::new(10, 240, self.k as u8, 1))
     }
 
+    /// Adds `2001:db8:51::K/128` to the root namespace's `lo` (removed on drop) and returns it:
+    /// the IPv6 counterpart of [`Netns::add_lo_address`], for clients with IPv6 (see
+    /// [`Netns::enable_ipv6`]).
+    pub fn add_lo_address6(&self) -> Ipv6Addr {
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, self.k as u16);
+        self.add_lo_ip(IpAddr::V6(ip));
+        ip
+    }
+
     fn add_lo(&self, ip: Ipv4Addr) -> Ipv4Addr {
+        self.add_lo_ip(IpAddr::V4(ip));
+        ip
+    }
+
+    fn add_lo_ip(&self, ip: IpAddr) {
         let mut added = self.lo_addresses.lock().unwrap();
         if !added.contains(&ip) {
-            run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]).unwrap();
+            run(&["ip", "addr", "add", &host_prefix(ip), "dev", "lo"]).unwrap();
             added.push(ip);
-            wait_for_address(IpAddr::V4(ip));
+            wait_for_address(ip);
         }
-        ip
     }
 
     /// Gives the namespace's veth end the extra address `10.N.K.2/32` (N in [`CLIENT_NETS`]) and
@@ -373,8 +387,12 @@ impl Netns {
     fn remove_stale(&self) {
         let _ = run(&["ip", "link", "del", &self.veth_root]);
         let _ = run(&["nft", "delete", "table", "inet", &format!("hostgate_test_{}", self.k)]);
-        for ip in [format!("198.51.100.{}", self.k), format!("10.240.{}.1", self.k)] {
-            let _ = run(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"]);
+        for ip in [
+            format!("198.51.100.{}/32", self.k),
+            format!("10.240.{}.1/32", self.k),
+            format!("2001:db8:51::{:x}/128", self.k),
+        ] {
+            let _ = run(&["ip", "addr", "del", &ip, "dev", "lo"]);
         }
         for n in CLIENT_NETS {
             let _ = run(&["ip", "route", "del", &format!("10.{n}.{}.0/24", self.k)]);
@@ -408,7 +426,7 @@ impl Drop for Netns {
             }
         }
         for ip in self.lo_addresses.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            if let Err(e) = run(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"]) {
+            if let Err(e) = run(&["ip", "addr", "del", &host_prefix(ip), "dev", "lo"]) {
                 eprintln!("cleanup: {e}");
             }
         }
@@ -418,6 +436,14 @@ impl Drop for Netns {
         // Deleting the namespace destroys its veth end and with it the pair; this catches a
         // setup that failed before the move.
         let _ = run(&["ip", "link", "del", &self.veth_root]);
+    }
+}
+
+/// `ip` as a host prefix: `/32` or `/128`.
+fn host_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => format!("{ip}/32"),
+        IpAddr::V6(ip) => format!("{ip}/128"),
     }
 }
 
