@@ -446,6 +446,48 @@ async fn connections_without_a_name_elsewhere_are_denied() {
     assert_eq!(s.public_tls.accepted() + s.public_raw.accepted(), 0, "a denied destination was reached");
 }
 
+/// An address rule that allows a private original destination does not exempt it from the SSRF
+/// guard: with `allow 10.240.0.0/16` (after a reload) and `allow_private` covering only
+/// loopback, a ClientHello without SNI and an unknown protocol to `10.240.K.1` are refused and
+/// the servers there never reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_private_original_destination_is_still_refused_by_the_ssrf_guard() {
+    let Some(s) = Transparent::start(
+        "an_allowed_private_original_destination_is_still_refused_by_the_ssrf_guard",
+        Redirect::Iptables,
+    )
+    .await
+    else {
+        return;
+    };
+    write_atomic(&s.gw.config_dir().join("ms.rules"), &MS_RULES.replace("deny 10.240.0.0/16", "allow 10.240.0.0/16"));
+    let r = s.gw.gateway().reload().await.unwrap_or_else(|e| panic!("reload failed: {e}"));
+    assert_eq!(r.generation, 2, "{r:?}");
+
+    let mut tcp = s.connect(s.kiosk, (s.private, 443).into()).await;
+    let client = tcp.local_addr().unwrap();
+    tcp.write_all(&ClientHello::with_names(Vec::new()).to_bytes()).await.unwrap();
+    let closed = read_until_closed(&mut tcp, STEP).await;
+    support::http::assert_alert_or_nothing(&closed);
+    let ev = s.event_of(client).await;
+    assert_eq!(ev.outcome, Outcome::Ssrf, "{ev:#?}");
+    assert_rule_in(&ev, "allow 10.240.0.0/16", "ms.rules", 3);
+    assert_eq!(ev.client_group.as_deref(), Some("kiosks"), "{ev:#?}");
+    assert_eq!(ev.upstream, None, "{ev:#?}");
+    assert_logged_deny(&ev);
+
+    let mut tcp = s.connect(s.staff, s.private_raw.addr()).await;
+    let client = tcp.local_addr().unwrap();
+    tcp.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+    assert!(read_until_closed(&mut tcp, STEP).await.bytes.is_empty());
+    let ev = s.event_of(client).await;
+    assert_eq!(ev.outcome, Outcome::Ssrf, "{ev:#?}");
+    assert_rule_in(&ev, "allow 10.240.0.0/16", "ms.rules", 3);
+    assert_logged_deny(&ev);
+
+    assert_eq!(s.private_tls.accepted() + s.private_raw.accepted(), 0, "the guard let a private destination through");
+}
+
 /// A name decides a connection that has one, never its original destination: `portal.test`
 /// (allowed) sent to an address inside `deny 10.240.0.0/16` is allowed and goes to the name;
 /// `teams.test` (denied to kiosks) sent to an address inside `allow 198.51.100.0/24` is denied.
@@ -1158,6 +1200,11 @@ default = "allow"
 name = "lobby"
 networks = ["10.3.0.0/16"]
 sources = []
+
+[[client]]
+name = "kiosk-admins"
+networks = ["10.1.9.0/24"]
+sources = ["staff.rules"]
 "#;
 
 /// A configuration directory with the CLI's groups and rule files; returns it and the
@@ -1205,6 +1252,11 @@ fn explain_client_shows_the_group_and_the_rule_file_and_line() {
     let o = hostgate(&["explain", "--config", &config, "--client", "fd00:1::7", "teams.test"]);
     assert!(text(&o).starts_with("teams.test (https, port 443): deny\n"), "{}", describe(&o));
     assert!(text(&o).contains("  group   kiosks (client fd00:1::7, "), "{}", describe(&o));
+
+    // The longest matching network picks the group: 10.1.9.0/24 inside the kiosks' 10.1.0.0/16.
+    let o = hostgate(&["explain", "--config", &config, "--client", "10.1.9.9", "teams.test"]);
+    assert!(text(&o).starts_with("teams.test (https, port 443): allow\n"), "{}", describe(&o));
+    assert!(text(&o).contains("  group   kiosk-admins (client 10.1.9.9, "), "{}", describe(&o));
 
     // An IPv4-mapped IPv6 client counts as its IPv4 address.
     let o = hostgate(&["explain", "--config", &config, "--client", "::ffff:10.2.0.9", "teams.test"]);
@@ -1321,6 +1373,10 @@ fn check_lists_the_groups_and_the_group_lints() {
     );
     assert!(
         out.contains("  client group lobby (10.3.0.0/16): 0 rules (bypass 0, allow 0, deny 0), default deny\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  client group kiosk-admins (10.1.9.0/24): 1 rules (bypass 0, allow 1, deny 0), default deny\n"),
         "{out}"
     );
     assert!(
