@@ -52,16 +52,40 @@ impl TestGateway {
 
     /// [`TestGateway::start_with`] that returns the configuration or start error as text.
     pub async fn try_start(listeners: &[(&str, &str)], rules: &str, extra_toml: &str) -> Result<TestGateway, String> {
+        let policy = "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n";
+        TestGateway::try_start_files(listeners, policy, &[("test.rules", rules)], extra_toml).await
+    }
+
+    /// A gateway with these listeners, `policy` (the whole `[policy]` section with its sources,
+    /// and any `[[client]]` groups), the rule `files` (name, text) next to the configuration,
+    /// and `extra_toml` appended.
+    pub async fn start_files(
+        listeners: &[(&str, &str)],
+        policy: &str,
+        files: &[(&str, &str)],
+        extra_toml: &str,
+    ) -> TestGateway {
+        TestGateway::try_start_files(listeners, policy, files, extra_toml).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestGateway::start_files`] that returns the configuration or start error as text.
+    pub async fn try_start_files(
+        listeners: &[(&str, &str)],
+        policy: &str,
+        files: &[(&str, &str)],
+        extra_toml: &str,
+    ) -> Result<TestGateway, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = String::new();
         for (kind, address) in listeners {
             writeln!(toml, "[[listener]]\nkind = \"{kind}\"\naddress = \"{address}\"\n").unwrap();
         }
-        writeln!(toml, "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n{extra_toml}")
-            .unwrap();
+        writeln!(toml, "{policy}\n{extra_toml}").unwrap();
         let config_path = dir.path().join("hostgate.toml");
         std::fs::write(&config_path, &toml).unwrap();
-        std::fs::write(dir.path().join("test.rules"), rules).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let config = Config::load(&config_path).map_err(|e| format!("{e}\n--- hostgate.toml:\n{toml}"))?;
         let (sink, events) = AccessEvents::new();
         let gateway = Gateway::start_with_sink(config, sink)
@@ -148,9 +172,14 @@ pub fn assert_decided(event: &AccessEvent, action: Action, rule: Option<(&str, u
 /// Asserts the deciding rule's text (`ACTION TARGET`) and line in `test.rules`, whatever
 /// became of the connection afterwards.
 pub fn assert_rule(event: &AccessEvent, text: &str, line: usize) {
+    assert_rule_in(event, text, "test.rules", line);
+}
+
+/// [`assert_rule`] for a rule in the rule file `file` (a name in the configuration's directory).
+pub fn assert_rule_in(event: &AccessEvent, text: &str, file: &str, line: usize) {
     assert_eq!(event.rule.as_deref(), Some(text), "rule: {event:#?}");
     let source = event.source.as_deref().unwrap_or_else(|| panic!("no source: {event:#?}"));
-    let want = format!("test.rules:{line}");
+    let want = format!("{file}:{line}");
     assert!(source == want || source.ends_with(&format!("/{want}")), "source {source:?}, want {want}: {event:#?}");
 }
 

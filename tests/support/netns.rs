@@ -7,8 +7,12 @@
 //! transparent listener of these tests binds `10.231.K.1:0`. On request the pair also gets IPv6
 //! (`fd42:K::1/64` and `fd42:K::2/64`, a default IPv6 route, `ip6tables` REDIRECT rules), and the
 //! root namespace's `lo` gets `198.51.100.K/32`, a "public" address a test can put a server on
-//! that the namespace's clients choose as their destination. Holding the namespace name means
-//! owning K, so all of this is the test's own. Everything is removed on drop.
+//! that the namespace's clients choose as their destination (and `10.240.K.1/32`, a private one;
+//! `2001:db8:51::K/128` for IPv6).
+//! A test that needs clients on several source networks gives the namespace's veth end more
+//! addresses, `10.N.K.2/32` (N in 232..=239), each with a route back from the root namespace.
+//! Holding the namespace name means owning K, so all of this is the test's own. Everything is
+//! removed on drop.
 //! Needs root and `ip`, `iptables`, `nft` (and `ip6tables` for IPv6); [`Netns::create`] returns
 //! `None` otherwise and the test skips.
 
@@ -37,8 +41,12 @@ pub struct Netns {
     /// Redirect rules to delete on drop: the program (`iptables` or `ip6tables`) and the rule.
     iptables: Mutex<Vec<(&'static str, Vec<String>)>>,
     nft_table: Mutex<Option<String>>,
-    lo_address: Mutex<Option<Ipv4Addr>>,
+    /// Addresses added to the root namespace's `lo`, to delete on drop.
+    lo_addresses: Mutex<Vec<IpAddr>>,
 }
+
+/// The second octets N of the extra client networks `10.N.K.0/24` ([`Netns::add_client_address`]).
+pub const CLIENT_NETS: std::ops::RangeInclusive<u8> = 232..=239;
 
 fn run(args: &[&str]) -> Result<Output, String> {
     let out = Command::new(args[0])
@@ -98,7 +106,7 @@ impl Netns {
             k,
             iptables: Mutex::new(Vec::new()),
             nft_table: Mutex::new(None),
-            lo_address: Mutex::new(None),
+            lo_addresses: Mutex::new(Vec::new()),
         };
         ns.remove_stale();
         let (root, inner, name) = (ns.veth_root.as_str(), ns.veth_ns.as_str(), ns.name.as_str());
@@ -172,12 +180,58 @@ impl Netns {
     /// Adds `198.51.100.K/32` to the root namespace's `lo` (removed on drop) and returns it: an
     /// address the namespace's clients can choose as a destination and a test can listen on.
     pub fn add_lo_address(&self) -> Ipv4Addr {
-        let ip = Ipv4Addr::new(198, 51, 100, self.k as u8);
-        let mut slot = self.lo_address.lock().unwrap();
-        if slot.is_none() {
-            run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]).unwrap();
-            *slot = Some(ip);
-            wait_for_address(IpAddr::V4(ip));
+        self.add_lo(Ipv4Addr::new(198, 51, 100, self.k as u8))
+    }
+
+    /// Adds `10.240.K.1/32` to the root namespace's `lo` (removed on drop) and returns it: a
+    /// private destination (the SSRF guard blocks it unless `allow_private` covers it) that a
+    /// test can listen on.
+    pub fn add_private_lo_address(&self) -> Ipv4Addr {
+        self.add_lo(Ipv4Addr::new(10, 240, self.k as u8, 1))
+    }
+
+    /// Adds `2001:db8:51::K/128` to the root namespace's `lo` (removed on drop) and returns it:
+    /// the IPv6 counterpart of [`Netns::add_lo_address`], for clients with IPv6 (see
+    /// [`Netns::enable_ipv6`]).
+    pub fn add_lo_address6(&self) -> Ipv6Addr {
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, self.k as u16);
+        self.add_lo_ip(IpAddr::V6(ip));
+        ip
+    }
+
+    fn add_lo(&self, ip: Ipv4Addr) -> Ipv4Addr {
+        self.add_lo_ip(IpAddr::V4(ip));
+        ip
+    }
+
+    fn add_lo_ip(&self, ip: IpAddr) {
+        let mut added = self.lo_addresses.lock().unwrap();
+        if !added.contains(&ip) {
+            run(&["ip", "addr", "add", &host_prefix(ip), "dev", "lo"]).unwrap();
+            added.push(ip);
+            wait_for_address(ip);
+        }
+    }
+
+    /// Gives the namespace's veth end the extra address `10.N.K.2/32` (N in [`CLIENT_NETS`]) and
+    /// the root namespace a route to `10.N.K.0/24` through it (gone with the veth), and returns
+    /// the address: a second (third…) source network for the namespace's clients, chosen with
+    /// [`Netns::connect_from`].
+    pub fn add_client_address(&self, n: u8) -> Ipv4Addr {
+        assert!(CLIENT_NETS.contains(&n), "10.{n}.K.0/24 is not among the client networks {CLIENT_NETS:?}");
+        let ip = Ipv4Addr::new(10, n, self.k as u8, 2);
+        let net = format!("10.{n}.{}.0/24", self.k);
+        let ns_ip = self.ns_ip.to_string();
+        let (root, inner, name) = (self.veth_root.as_str(), self.veth_ns.as_str(), self.name.as_str());
+        let addr = format!("{ip}/32");
+        let steps: [&[&str]; 2] = [
+            &["ip", "netns", "exec", name, "ip", "addr", "add", &addr, "dev", inner],
+            &["ip", "route", "replace", &net, "via", &ns_ip, "dev", root],
+        ];
+        for step in steps {
+            if let Err(e) = run(step) {
+                panic!("adding the client address {ip} to namespace {name}: {e}");
+            }
         }
         ip
     }
@@ -238,6 +292,37 @@ impl Netns {
         });
         let tcp = rx.await.expect("the namespace thread panicked").unwrap_or_else(|e| panic!("{}: {e}", self.name));
         tokio::net::TcpStream::from_std(tcp).unwrap()
+    }
+
+    /// [`Netns::connect`] from the source address `from` (one of the namespace's own, e.g.
+    /// [`Netns::add_client_address`]): the socket is created and bound by a thread that entered
+    /// the namespace, then connected from the runtime (a socket keeps the namespace it was made
+    /// in).
+    pub async fn connect_from(&self, from: IpAddr, addr: SocketAddr) -> tokio::net::TcpStream {
+        let path = Path::new("/run/netns").join(&self.name);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let bound = (|| {
+                let ns = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns {}: {e}", path.display()))?;
+                let socket = match from {
+                    IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                    IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+                }
+                .map_err(|e| format!("socket: {e}"))?;
+                socket.bind(SocketAddr::new(from, 0)).map_err(|e| format!("bind {from} in the namespace: {e}"))?;
+                Ok::<_, String>(socket)
+            })();
+            let _ = tx.send(bound);
+        });
+        let socket = rx.await.expect("the namespace thread panicked").unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let tcp = tokio::time::timeout(super::STEP, socket.connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connect {addr} from {from} in {}: timed out", self.name))
+            .unwrap_or_else(|e| panic!("connect {addr} from {from} in {}: {e}", self.name));
+        tcp.set_nodelay(true).unwrap();
+        tcp
     }
 
     /// `iptables -t nat -A PREROUTING -i VETH -p tcp --dport D -j REDIRECT --to-ports P`.
@@ -302,7 +387,16 @@ impl Netns {
     fn remove_stale(&self) {
         let _ = run(&["ip", "link", "del", &self.veth_root]);
         let _ = run(&["nft", "delete", "table", "inet", &format!("hostgate_test_{}", self.k)]);
-        let _ = run(&["ip", "addr", "del", &format!("198.51.100.{}/32", self.k), "dev", "lo"]);
+        for ip in [
+            format!("198.51.100.{}/32", self.k),
+            format!("10.240.{}.1/32", self.k),
+            format!("2001:db8:51::{:x}/128", self.k),
+        ] {
+            let _ = run(&["ip", "addr", "del", &ip, "dev", "lo"]);
+        }
+        for n in CLIENT_NETS {
+            let _ = run(&["ip", "route", "del", &format!("10.{n}.{}.0/24", self.k)]);
+        }
         for program in ["iptables", "ip6tables"] {
             let Ok(out) = run(&[program, "-w", "-t", "nat", "-S", "PREROUTING"]) else { continue };
             let marker = format!("-i {} ", self.veth_root);
@@ -331,8 +425,8 @@ impl Drop for Netns {
                 eprintln!("cleanup: {e}");
             }
         }
-        if let Some(ip) = self.lo_address.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(e) = run(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"]) {
+        for ip in self.lo_addresses.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            if let Err(e) = run(&["ip", "addr", "del", &host_prefix(ip), "dev", "lo"]) {
                 eprintln!("cleanup: {e}");
             }
         }
@@ -342,6 +436,14 @@ impl Drop for Netns {
         // Deleting the namespace destroys its veth end and with it the pair; this catches a
         // setup that failed before the move.
         let _ = run(&["ip", "link", "del", &self.veth_root]);
+    }
+}
+
+/// `ip` as a host prefix: `/32` or `/128`.
+fn host_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => format!("{ip}/32"),
+        IpAddr::V6(ip) => format!("{ip}/128"),
     }
 }
 

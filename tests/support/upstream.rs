@@ -544,7 +544,12 @@ pub struct RawUpstream {
 impl RawUpstream {
     /// Listens on `127.0.0.1:0`.
     pub async fn start() -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        RawUpstream::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Listens on `bind` (an address the test made local, or another loopback address).
+    pub async fn start_on(bind: SocketAddr) -> RawUpstream {
+        let listener = TcpListener::bind(bind).await.unwrap_or_else(|e| panic!("raw upstream on {bind}: {e}"));
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
