@@ -527,7 +527,7 @@ fn explain_host(p: &Policy, ask: &Ask<'_>, name: &str, out: &mut impl Write) -> 
             "path": path,
             "action": d.action,
             "rule": winner.map(|r| r.target.as_str()),
-            "pattern": winner.and_then(|r| r.pattern.as_ref()).map(|p| p.as_str()),
+            "pattern": winner.and_then(|r| r.pattern.as_ref()).map(ToString::to_string),
             "network": winner.and_then(|r| r.net).map(|n| n.to_string()),
             "source": winner.map(|r| r.origin.to_string()),
             "default": d.rule.is_none(),

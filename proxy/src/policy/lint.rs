@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use hostgate_matcher::{Host, Matcher, Matches, NetTable, Pattern};
 
+use super::group::{GroupId, GroupInfo};
 use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
-use super::{GroupId, GroupInfo};
 
 /// A warning about one rule.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 //! (TLS without inspection) the rule decides at host level and the decision says so. Nothing
 //! matches: the configured default.
 
+mod group;
 mod lint;
 mod rule;
 
@@ -25,9 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, NetTable, NetTableBuilder, Specificity};
-use ipnet::IpNet;
-use serde::Deserialize;
 
+pub use group::{Group, GroupId, GroupInfo, Mode, MAX_GROUPS};
 pub use lint::{Lint, LintKind};
 pub use rule::{parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme};
 
@@ -44,51 +44,6 @@ pub struct Source {
     pub mode: Mode,
     /// The name client groups refer to it by (`name = "..."`), when it has one.
     pub name: Option<String>,
-}
-
-/// A client group (`[[client]]`): the clients whose address falls in its networks (the longest
-/// matching prefix of every group's networks picks the group), and what applies to them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Group {
-    /// Its name, as logged (`client_group`) and listed.
-    pub name: Arc<str>,
-    /// The client networks, host bits cleared.
-    pub networks: Vec<IpNet>,
-    /// The sources whose rules apply to it: indices into [`Inputs::sources`].
-    pub sources: Vec<usize>,
-    /// The action when none of its rules matches.
-    pub default: Action,
-    /// Enforce or only report its denials.
-    pub mode: Mode,
-    /// The line of the configuration file where it is defined.
-    pub line: usize,
-}
-
-/// The most client groups a configuration may define (a rule's groups are a 64-bit set; bit 0 is
-/// the clients in no group).
-pub const MAX_GROUPS: usize = 63;
-
-/// Which client group a connection's client is in: 0 for none (the top-level policy), otherwise
-/// the position of its `[[client]]` entry, from 1. Only meaningful with the policy that gave it
-/// ([`Policy::group_of`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId(pub u8);
-
-impl GroupId {
-    /// The clients in no group: the top-level policy.
-    pub const NONE: GroupId = GroupId(0);
-}
-
-/// Whether deny decisions are enforced or only reported.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Deny means deny.
-    #[default]
-    Enforce,
-    /// A would-be deny is allowed and logged with `would_deny = true`, so that a new rule list can
-    /// be rolled out and watched before it bites.
-    Report,
 }
 
 /// Everything [`Policy::load`] reads: the rule files and the settings that apply to all of them.
@@ -217,35 +172,6 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
-
-/// A client group as compiled: index 0 of [`Policy::groups`] is the clients in no group (the
-/// top-level `[policy]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// The group's name; `None` for the clients in no group.
-    pub name: Option<Arc<str>>,
-    /// Its client networks (empty for the clients in no group).
-    pub networks: Vec<IpNet>,
-    /// The action when none of its rules fits.
-    pub default: Action,
-    /// Every deny of its clients is only reported.
-    pub report: bool,
-    /// Active rules that apply to it, by action: bypass, allow, deny.
-    pub rules: [usize; 3],
-    /// Where it is defined (`None` for the clients in no group).
-    pub origin: Option<Origin>,
-}
-
-impl GroupInfo {
-    fn top(default: Action, report: bool) -> GroupInfo {
-        GroupInfo { name: None, networks: Vec::new(), default, report, rules: [0; 3], origin: None }
-    }
-
-    /// The name as logged and listed: the group's, or `-` for the clients in no group.
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or("-")
-    }
-}
 
 /// A compiled policy. Immutable; the data path shares it behind an `Arc` and a reload replaces it
 /// whole.

@@ -132,7 +132,7 @@ pub struct Rule {
     pub net: Option<IpNet>,
     /// The target as written in the file (scheme, pattern with placeholders, port, path).
     pub target: String,
-    /// Placeholders that had no value in `[vars]` and were widened to `*`.
+    /// Placeholders that had no value in `[vars]` and were widened to a one-label `*`.
     pub unresolved: Vec<String>,
     /// Where it was written.
     pub origin: Origin,
