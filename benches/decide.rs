@@ -209,9 +209,14 @@ fn build(size: Size, scale: Scale) -> Fixture {
     });
 
     let rules = rules.unwrap_or_else(|| {
-        RuleSet::from_patterns(
-            policy.rules().iter().filter_map(|r| r.pattern.as_ref()).map(|p| p.as_str().to_string()).collect(),
-        )
+        // The query generator knows the pattern grammar, not the one-label flag of an unset
+        // placeholder (`<tenant>.onmicrosoft.com`): such a pattern stands in as the one-label
+        // name it matches (`tenant.onmicrosoft.com`), so that its generated hits are hits.
+        let text = |p: &hostgate_matcher::Pattern| match p.as_str().strip_prefix("*.") {
+            Some(rest) if p.is_leftmost_one_label() => format!("tenant.{rest}"),
+            _ => p.as_str().to_string(),
+        };
+        RuleSet::from_patterns(policy.rules().iter().filter_map(|r| r.pattern.as_ref()).map(text).collect())
     });
     let t = Instant::now();
     let is_hit = |q: &str| policy.matcher().find(q).ok().flatten().is_some();
