@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{placeholder_key, Action, Group, Inputs, Source, MAX_GROUPS};
+use crate::policy::{canonical_net, placeholder_key, Action, Group, Inputs, Source, MAX_GROUPS};
 // `[policy] mode` and `[[policy.source]] mode` spell the policy's own type; re-exported for the
 // configuration's users (config depends on policy, never the reverse).
 pub use crate::policy::Mode;
@@ -784,7 +784,8 @@ impl Validator<'_> {
         Ok(groups)
     }
 
-    /// A network (`10.0.0.0/8`, `fd00::/8`) or an address (a /32 or /128); host bits dropped.
+    /// A network (`10.0.0.0/8`, `fd00::/8`) or an address (a /32 or /128); host bits dropped; an
+    /// IPv4-mapped IPv6 network is the IPv4 network ([`canonical_net`]).
     fn network(&self, field: &str, net: &Spanned<String>) -> Result<ipnet::IpNet, ConfigError> {
         let text = net.get_ref().trim();
         let parsed = text
@@ -796,7 +797,7 @@ impl Validator<'_> {
                     format!("{field}: `{}` is not a network (e.g. 10.0.0.0/8 or fd00::/8)", net.get_ref()),
                 )
             })?;
-        Ok(parsed.trunc())
+        Ok(canonical_net(parsed.trunc()))
     }
 
     /// `[vars]`: placeholder values, lowercased host names or labels, keyed by
@@ -1147,7 +1148,7 @@ sources = ["microsoft"]
 
 [[client]]
 name = "staff"
-networks = ["10.2.3.4/16"]
+networks = ["10.2.3.4/16", "::ffff:10.3.0.0/112"]
 sources = ["microsoft", "rules/staff.rules"]
 default = "allow"
 mode = "report"
@@ -1186,7 +1187,14 @@ sources = []
                     Mode::Enforce,
                     15
                 ),
-                ("staff", vec!["10.2.0.0/16".into()], &[0, 1][..], Action::Allow, Mode::Report, 20),
+                (
+                    "staff",
+                    vec!["10.2.0.0/16".into(), "10.3.0.0/16".into()],
+                    &[0, 1][..],
+                    Action::Allow,
+                    Mode::Report,
+                    20
+                ),
                 ("guests", vec!["10.9.0.0/16".into()], &[][..], Action::Deny, Mode::Enforce, 27),
             ]
         );

@@ -29,7 +29,9 @@ use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, NetTable, NetTabl
 
 pub use group::{Group, GroupId, GroupInfo, Mode, MAX_GROUPS};
 pub use lint::{Lint, LintKind};
-pub use rule::{parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme};
+pub use rule::{
+    canonical_net, parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme,
+};
 
 /// One rule file, as the configuration names it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -331,7 +331,20 @@ fn network(addr: IpAddr, prefix: Option<&str>) -> Result<IpNet, String> {
             _ => return Err(format!("bad prefix length `/{p}` for {addr} (0-{max})")),
         },
     };
-    IpNet::new(addr, len).map(|n| n.trunc()).map_err(|e| format!("{addr}/{len}: {e}"))
+    IpNet::new(addr, len).map(|n| canonical_net(n.trunc())).map_err(|e| format!("{addr}/{len}: {e}"))
+}
+
+/// A network as addresses are looked up: an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`)
+/// is the IPv4 network it maps (`10.0.0.0/8`), since a mapped address is looked up as IPv4.
+/// (A network wider than `/96` that contains the mapped range stays IPv6.)
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_or(net, |n| n.trunc()),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 /// A rule's path, normalised like every request target ([`crate::normalize`]) so that the two
@@ -586,6 +599,9 @@ mod tests {
         assert_eq!(net("[2603:1063::]/38").unwrap(), (None, Some("2603:1063::/38".into()), None));
         assert_eq!(net("[2603:1063::1]:443").unwrap(), (None, Some("2603:1063::1/128".into()), Some(443)));
         assert_eq!(net("2603:1063::/38").unwrap().1.as_deref(), Some("2603:1063::/38"));
+        // A mapped IPv4 network is the IPv4 network (mapped addresses are looked up as IPv4).
+        assert_eq!(net("[::ffff:10.1.0.0]/112").unwrap().1.as_deref(), Some("10.1.0.0/16"));
+        assert_eq!(net("::/0").unwrap().1.as_deref(), Some("::/0"));
         assert_eq!(net("https://0.0.0.0/0").unwrap(), (Some(Scheme::Https), Some("0.0.0.0/0".into()), None));
         // Names stay names, even with digits.
         assert_eq!(net("1.example.com").unwrap().1, None);
