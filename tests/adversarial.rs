@@ -1205,13 +1205,20 @@ async fn requests_the_http_parser_refuses_are_logged() {
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: site").await.unwrap();
         clients.push(("an unfinished head (Tunnel)".into(), tcp.local_addr().unwrap(), Outcome::Timeout));
         read_until_closed(&mut tcp, STEP).await;
-        let mut missing = Vec::new();
-        for (what, client, outcome) in &clients {
-            let found = gw.access_events(|e| e.client == *client);
-            if !found.iter().any(|e| e.outcome == *outcome) {
-                missing.push(format!("{what}: want outcome {outcome:?}, logged {found:?}"));
+        // A record is written when its connection's task ends, on the worker that served it:
+        // shortly after the client sees the close, not necessarily before.
+        let missing = || {
+            let mut missing = Vec::new();
+            for (what, client, outcome) in &clients {
+                let found = gw.access_events(|e| e.client == *client);
+                if !found.iter().any(|e| e.outcome == *outcome) {
+                    missing.push(format!("{what}: want outcome {outcome:?}, logged {found:?}"));
+                }
             }
-        }
+            missing
+        };
+        eventually(STEP, || missing().is_empty()).await;
+        let missing = missing();
         assert!(missing.is_empty(), "not logged:\n{}", missing.join("\n"));
         gw.shutdown().await;
     }
@@ -1395,11 +1402,14 @@ async fn descriptor_exhaustion_of_the_binary() {
                 "[[listener]]\nkind = \"connect\"\naddress = \"127.0.0.1:0\"\n\n\
                  [policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n\
                  [log]\nformat = \"json\"\nlevel = \"info\"\n\n[sniff]\ntimeout = \"60s\"\n\
-                 [runtime]\nshutdown_grace = \"2s\"\n{LOCAL_UPSTREAM}{}",
+                 [runtime]\nshutdown_grace = \"2s\"\nworkers = 1\n{LOCAL_UPSTREAM}{}",
                 pins(&[("allowed.test", up.addr())])
             ),
         )
         .unwrap();
+        // One worker: one accept queue, so the clients waiting in it are taken in order as
+        // descriptors come free (with several workers each has its own queue, and which waiting
+        // client a freed descriptor goes to depends on which worker retries first).
         let mut hg = Hostgate::spawn(&["prlimit", "--nofile=64:64"], &config);
         let addr = hg.listening("connect").await;
 

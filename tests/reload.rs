@@ -230,6 +230,11 @@ async fn fetch_on(mut tcp: TcpStream, ca: &ClientConfig, name: &str, path: &str)
             if response.status != 200 {
                 return Err(format!("GET through the tunnel: {response:?}"));
             }
+            // Read on to the upstream's close (its close_notify and FIN): a client that closed
+            // with those unread would reset the tunnel, which the gateway rightly logs as a
+            // client error, not `ok`.
+            let mut rest = Vec::new();
+            let _ = within("the upstream's close", io.read_to_end(&mut rest)).await;
             Ok(Fetched { client, status, body: response.text() })
         }
         other => Err(format!("CONNECT answered {other}: {headers:?}")),

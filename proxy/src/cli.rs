@@ -165,7 +165,9 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         }
     };
     crate::access::init_tracing(&c.log)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control plane (start-up, reloads, signals, the admin listener) runs on this thread;
+    // connections run on `[runtime] workers` threads of their own (`crate::listen::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("hostgate")
         .build()

@@ -132,11 +132,27 @@ pub struct AdminConfig {
 pub struct RuntimeConfig {
     /// On SIGTERM/SIGINT, how long established connections may run before they are closed.
     pub shutdown_grace: Duration,
+    /// `workers`: how many data-path threads (each a single-threaded runtime with its own
+    /// `SO_REUSEPORT` socket per listener); `None`: one per CPU the process may run on.
+    pub workers: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// The most `workers` may be.
+    pub const MAX_WORKERS: usize = 256;
+
+    /// The number of data-path threads: `workers`, or one per CPU this process may run on (its
+    /// affinity mask and cgroup quota count, as `taskset` and containers set them).
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(Self::MAX_WORKERS)
+        })
+    }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { shutdown_grace: Duration::from_secs(30) }
+        RuntimeConfig { shutdown_grace: Duration::from_secs(30), workers: None }
     }
 }
 
@@ -428,6 +444,8 @@ struct RawAdmin {
 struct RawRuntime {
     #[serde(default)]
     shutdown_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -935,7 +953,14 @@ impl Validator<'_> {
     /// `[runtime]`.
     fn runtime(&self, raw: &RawRuntime) -> Result<RuntimeConfig, ConfigError> {
         let default = RuntimeConfig::default().shutdown_grace;
-        Ok(RuntimeConfig { shutdown_grace: self.duration("runtime.shutdown_grace", &raw.shutdown_grace, default)? })
+        let workers = match &raw.workers {
+            None => None,
+            Some(_) => Some(self.int("runtime.workers", &raw.workers, 1, 1..=RuntimeConfig::MAX_WORKERS)?),
+        };
+        Ok(RuntimeConfig {
+            shutdown_grace: self.duration("runtime.shutdown_grace", &raw.shutdown_grace, default)?,
+            workers,
+        })
     }
 
     /// `[inspect]`: `None` when absent or `enabled = false`; otherwise the CA files (required),
@@ -1258,6 +1283,13 @@ sources = []
         assert!(e.starts_with("conf/hostgate.toml:2:"), "{e}");
         let e = parse(&format!("{GOOD}\n[sniff]\ntimeout = \"5 sec\"\n")).unwrap_err();
         assert!(e.starts_with("conf/hostgate.toml:17:11: sniff.timeout: `5 sec` is not a duration"), "{e}");
+        let e = parse(&format!("{GOOD}\n[runtime]\nworkers = 0\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:11: runtime.workers: 0 is not between 1 and 256");
+        let c = parse(&format!("{GOOD}\n[runtime]\nworkers = 3\n")).unwrap();
+        assert_eq!((c.runtime.workers, c.runtime.worker_count()), (Some(3), 3));
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.runtime.workers, None);
+        assert!(c.runtime.worker_count() >= 1);
         let e = parse(&format!("{GOOD}\n[sniff]\nmax_bytes = 10\n")).unwrap_err();
         assert_eq!(e, "conf/hostgate.toml:17:13: sniff.max_bytes: 10 is not between 512 and 1048576");
         let e = parse(&format!("{GOOD}\n[upstream]\nallow_private = [\"10.0.0.0/33\"]\n")).unwrap_err();

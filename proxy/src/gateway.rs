@@ -19,12 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::access::{AccessSink, Listener, TracingSink};
+use crate::access::{AccessSink, TracingSink};
 use crate::admin::AdminState;
 use crate::config::{Config, ListenerKind};
 use crate::generation::{count_rules, load_inspector, log_inspection, warn_insecure, Current, Generation};
 use crate::inspect::{CaError, Inspector};
-use crate::listen::Intake;
+use crate::listen::workers::Workers;
+use crate::listen::{Bound, Intake};
 use crate::metrics::Metrics;
 use crate::policy::{LoadError, Policy};
 use crate::reload::restart_needed;
@@ -97,7 +98,8 @@ struct Core {
 #[derive(Debug)]
 pub struct Gateway {
     core: Arc<Core>,
-    accept_tasks: Vec<JoinHandle<()>>,
+    /// The data path's threads (dropping the gateway ends them).
+    workers: Workers,
     reload_task: JoinHandle<()>,
     /// Serves until the end of shutdown, so that `/readyz` says "shutting down" during the grace
     /// period and `/metrics` can still be scraped.
@@ -127,7 +129,8 @@ impl Gateway {
         let (policy, inspect) = load_first(&config, &metrics).await?;
         warn_insecure(&config);
         log_inspection(inspect.as_deref());
-        let bound = bind_listeners(&config)?;
+        let workers = config.runtime.worker_count();
+        let bound = bind_listeners(&config, workers)?;
         let admin = match config.admin.address {
             None => None,
             Some(address) => Some(bind_one(address)?),
@@ -148,20 +151,20 @@ impl Gateway {
             sink,
             admin_addr: admin.as_ref().map(|(_, local)| *local),
             max_connections,
-            listeners: bound.iter().map(|(info, _)| BoundListener { kind: info.kind, local: info.local }).collect(),
+            listeners: bound.iter().map(|b| BoundListener { kind: b.info.kind, local: b.info.local }).collect(),
             reload_lock: tokio::sync::Mutex::new(()),
             reload_wanted: Notify::new(),
             draining: AtomicBool::new(false),
         });
-        let accept_tasks =
-            bound.into_iter().map(|(info, listener)| crate::listen::spawn(intake.clone(), info, listener)).collect();
+        let workers = Workers::start(&intake, bound, workers)
+            .map_err(|e| StartError::Internal(format!("cannot start the workers: {e}")))?;
         let admin_task = admin.map(|(listener, local)| {
             tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy");
             let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
             tokio::spawn(crate::admin::serve(listener, state))
         });
         let reload_task = tokio::spawn(reload_loop(core.clone()));
-        Ok(Gateway { core, accept_tasks, reload_task, admin_task })
+        Ok(Gateway { core, workers, reload_task, admin_task })
     }
 
     /// The listeners, in configuration order.
@@ -225,15 +228,10 @@ impl Gateway {
     /// Stops accepting (listeners close, so new connections are refused), lets established
     /// connections finish for up to `grace`, then closes the rest. Returns how many were closed
     /// at the end of the grace period.
-    pub async fn shutdown(self, grace: Duration) -> usize {
+    pub async fn shutdown(mut self, grace: Duration) -> usize {
         self.core.draining.store(true, Ordering::SeqCst);
         self.reload_task.abort();
-        for t in &self.accept_tasks {
-            t.abort();
-        }
-        for t in self.accept_tasks {
-            let _ = t.await;
-        }
+        self.workers.stop_accepting().await;
         let max = u32::try_from(self.core.max_connections).unwrap_or(u32::MAX);
         let active = self.core.max_connections - self.core.intake.limit.available_permits();
         if active > 0 {
@@ -249,6 +247,7 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.core.intake.limit.acquire_many(max)).await;
             closed = left;
         }
+        self.workers.end().await;
         if let Some(admin) = self.admin_task {
             admin.abort();
             let _ = admin.await;
@@ -336,19 +335,23 @@ async fn load_first(config: &Config, metrics: &Arc<Metrics>) -> Result<(Policy, 
     .map_err(|e| StartError::Internal(format!("policy compile task: {e}")))?
 }
 
-/// Binds every `[[listener]]`, in order.
-fn bind_listeners(config: &Config) -> Result<Vec<(Arc<Listener>, tokio::net::TcpListener)>, StartError> {
+/// Binds every `[[listener]]`, in order, once per worker.
+fn bind_listeners(config: &Config, workers: usize) -> Result<Vec<Bound>, StartError> {
     config
         .listeners
         .iter()
-        .map(|l| bind_one(l.address).map(|(listener, local)| (Arc::new(Listener::new(l.kind, local)), listener)))
+        .map(|l| {
+            crate::listen::bind_all(l.kind, l.address, workers)
+                .map_err(|error| StartError::Bind { address: l.address, error })
+        })
         .collect()
 }
 
-/// Binds one address, and reads back the address bound (the real port when it said 0).
+/// Binds the admin address (on the control plane's runtime), and reads back the address bound
+/// (the real port when it said 0).
 fn bind_one(address: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |error: io::Error| StartError::Bind { address, error };
-    let listener = crate::listen::bind(address).map_err(err)?;
+    let listener = crate::listen::bind(address, false).and_then(tokio::net::TcpListener::from_std).map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
 }

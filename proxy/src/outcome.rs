@@ -278,11 +278,13 @@ pub async fn close<C: AsyncRead + AsyncWrite + Unpin>(mut client: C) {
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     let drain = async {
-        // On the heap: a buffer in the future would make every connection's task larger.
-        let mut sink = vec![0u8; 4096];
+        // From the thread's pool, not in the future: a buffer there would make every
+        // connection's task larger.
+        let mut sink = crate::stream::Pooled::take();
         let mut total = 0usize;
         while total < LINGER_BYTES {
-            match client.read(&mut sink).await {
+            sink.0.clear();
+            match client.read_buf(&mut sink.0).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }

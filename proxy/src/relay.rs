@@ -10,7 +10,7 @@
 //! Two copy loops. [`relay`] is generic (TLS sessions of an inspected connection): one
 //! [`BUF_SIZE`] buffer per direction for the life of the tunnel. [`relay_tcp`], for the common
 //! case of a TCP client spliced to a TCP upstream, holds no buffer while a direction is idle: it
-//! waits for the socket to be readable, takes a [`POOL_BUF`] buffer from a small shared pool,
+//! waits for the socket to be readable, takes a 64 KiB buffer from a small per-thread pool ([`Pooled`]),
 //! moves everything the socket has, and gives the buffer back before it waits again. An idle
 //! tunnel then costs its task and its two sockets, and a busy one moves 64 KiB per system call
 //! instead of 8. The figures are in BENCHMARKS.md.
@@ -19,39 +19,16 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use std::sync::Mutex;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::conn::Conn;
 use crate::outcome::{refuse_stream, Failure, Outcome};
-use crate::stream::Meter;
+use crate::stream::{Meter, Pooled};
 
 /// The copy buffer per direction of [`relay`] (the same as `tokio::io::copy`'s).
 pub(crate) const BUF_SIZE: usize = 8 * 1024;
-
-/// The size of [`relay_tcp`]'s pooled buffers: what one read may move.
-pub(crate) const POOL_BUF: usize = 64 * 1024;
-
-/// Free buffers kept for reuse; more are freed (4 MiB at most stays allocated).
-const POOL_KEEP: usize = 64;
-
-static POOL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
-
-fn take_buffer() -> Box<[u8]> {
-    let pooled = POOL.lock().map(|mut p| p.pop()).unwrap_or(None);
-    pooled.unwrap_or_else(|| vec![0u8; POOL_BUF].into_boxed_slice())
-}
-
-fn give_buffer(buf: Box<[u8]>) {
-    if let Ok(mut p) = POOL.lock() {
-        if p.len() < POOL_KEEP {
-            p.push(buf);
-        }
-    }
-}
 
 /// How a relay ended and what it carried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +52,10 @@ pub(crate) enum End {
     ClientError(String),
     /// The upstream side failed.
     UpstreamError(String),
+    /// The client reset the connection (`ECONNRESET`): the upstream is reset too.
+    ClientReset(String),
+    /// The upstream reset the connection: the client is reset too.
+    UpstreamReset(String),
 }
 
 /// Writes `prefix` upstream, then copies both ways until both directions end, one side
@@ -115,6 +96,8 @@ async fn drive(
     let end = tokio::select! {
         r = both => match r {
             Ok(_) => End::Done,
+            Err(Side::Client(e)) if e.kind() == io::ErrorKind::ConnectionReset => End::ClientReset(e.to_string()),
+            Err(Side::Upstream(e)) if e.kind() == io::ErrorKind::ConnectionReset => End::UpstreamReset(e.to_string()),
             Err(Side::Client(e)) => End::ClientError(e.to_string()),
             Err(Side::Upstream(e)) => End::UpstreamError(e.to_string()),
         },
@@ -146,12 +129,30 @@ impl<S> IntoTcp for hyper_util::rt::TokioIo<S> {}
 /// [`relay`] for a TCP client and a TCP upstream, without a buffer per idle direction (see the
 /// module documentation). Same contract: `prefix` goes upstream first; half-closes are passed
 /// on; the relay ends when both directions have, one side fails, or nothing moves for `idle`.
+/// A reset from one side is passed on as a reset of the other (`SO_LINGER` 0 before the close),
+/// as a router would: the other end learns at once that the connection is gone, and neither
+/// the gateway nor it goes through a FIN exchange and `TIME_WAIT` for a connection whose peer
+/// has already aborted.
 pub(crate) async fn relay_tcp(
     mut client: TcpStream,
     mut upstream: TcpStream,
     prefix: bytes::Bytes,
     idle: Duration,
 ) -> Relayed {
+    let r = copy_tcp(&mut client, &mut upstream, prefix, idle).await;
+    match r.end {
+        End::ClientReset(_) => {
+            let _ = upstream.set_zero_linger();
+        }
+        End::UpstreamReset(_) => {
+            let _ = client.set_zero_linger();
+        }
+        _ => {}
+    }
+    r
+}
+
+async fn copy_tcp(client: &mut TcpStream, upstream: &mut TcpStream, prefix: bytes::Bytes, idle: Duration) -> Relayed {
     let meter = Meter::default();
     let touch = || meter.touch();
     // Borrowed halves: no lock between the two directions.
@@ -179,16 +180,16 @@ async fn pump(
 ) -> Result<(), Side> {
     loop {
         r.readable().await.map_err(from)?;
-        let mut buf = take_buffer();
-        let n = r.read(&mut buf).await.map_err(from)?;
+        let mut buf = Pooled::take();
+        let n = r.read_buf(&mut buf.0).await.map_err(from)?;
         if n == 0 {
-            give_buffer(buf);
+            drop(buf);
             // Half-close: pass the FIN on and let the other direction finish.
             return w.shutdown().await.or_else(ignore_not_connected).map_err(to);
         }
         touch();
-        w.write_all(&buf[..n]).await.map_err(to)?;
-        give_buffer(buf);
+        w.write_all(&buf.0[..n]).await.map_err(to)?;
+        drop(buf);
         count.fetch_add(n as u64, Ordering::Relaxed);
         touch();
     }
@@ -274,8 +275,8 @@ where
         match r.end {
             End::Done => conn.finish(),
             End::Idle => conn.failed(Outcome::IdleTimeout, format!("no bytes for {} ms", idle.as_millis())),
-            End::ClientError(e) => conn.failed(Outcome::ClientError, e),
-            End::UpstreamError(e) => conn.failed(Outcome::UpstreamError, e),
+            End::ClientError(e) | End::ClientReset(e) => conn.failed(Outcome::ClientError, e),
+            End::UpstreamError(e) | End::UpstreamReset(e) => conn.failed(Outcome::UpstreamError, e),
         }
     }
 }
@@ -356,8 +357,9 @@ mod tests {
         assert_eq!(back, b"reply");
         let r = task.await.unwrap();
         assert_eq!(r, Relayed { up: 6 + big.len() as u64, down: 5, end: End::Done });
-        // Buffers went back to the pool (other tests may hold some at the same time).
-        assert!(POOL.lock().unwrap().len() <= POOL_KEEP);
+        // Buffers went back to a pool (the relay's task may have run on another thread of the
+        // test's runtime), and no pool grows past its bound.
+        assert!(crate::stream::pooled_here() <= crate::stream::POOL_KEEP);
     }
 
     #[tokio::test]
@@ -372,7 +374,32 @@ mod tests {
         client.set_zero_linger().unwrap();
         drop(client);
         let r = relay_tcp(client_side, upstream_side, bytes::Bytes::new(), Duration::from_secs(5)).await;
-        assert!(matches!(r.end, End::ClientError(_) | End::Done), "{r:?}");
+        assert!(matches!(r.end, End::ClientReset(_) | End::ClientError(_) | End::Done), "{r:?}");
+    }
+
+    /// A reset from either side reaches the other as a reset, not as a clean end of stream.
+    #[tokio::test]
+    async fn a_reset_is_passed_on() {
+        for client_resets in [true, false] {
+            let (mut client, client_side) = pair().await;
+            let (upstream_side, mut server) = pair().await;
+            let task = tokio::spawn(relay_tcp(client_side, upstream_side, bytes::Bytes::new(), Duration::from_secs(5)));
+            let (resetter, survivor) =
+                if client_resets { (&mut client, &mut server) } else { (&mut server, &mut client) };
+            resetter.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            survivor.read_exact(&mut one).await.unwrap();
+            resetter.set_zero_linger().unwrap();
+            let (resetter, survivor) = if client_resets { (client, server) } else { (server, client) };
+            drop(resetter);
+            let r = task.await.unwrap();
+            let expected = if client_resets { "ClientReset" } else { "UpstreamReset" };
+            assert!(format!("{:?}", r.end).starts_with(expected), "{r:?}");
+            let mut survivor = survivor;
+            let mut rest = Vec::new();
+            let e = survivor.read_to_end(&mut rest).await.expect_err("the other side must see a reset");
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Byte streams around a client or upstream socket: the wait for a new connection's first byte
-//! ([`first_byte`]), a stream that first replays the bytes the sniffer read ([`Prefixed`]), and
-//! one that counts its bytes ([`Counting`]) into a [`Meter`], the byte counts and last-byte clock
-//! that the relays and inspected sessions watch for idleness.
+//! ([`first_byte`]), the per-thread pool of copy buffers ([`Pooled`]), a stream that first
+//! replays the bytes the sniffer read ([`Prefixed`]), and one that counts its bytes
+//! ([`Counting`]) into a [`Meter`], the byte counts and last-byte clock that the relays and
+//! inspected sessions watch for idleness.
 //!
 //! Sniffing reads the client's first bytes into a buffer instead of peeking, so nothing is
 //! lost: [`Prefixed`] hands those bytes to whoever reads next (hyper, the relay) before reading
@@ -14,16 +15,83 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Waits until the client has sent something (or closed, or reset: those are for the reader to
 /// find and log like any other ending), at most until `deadline`; false when it sent nothing
 /// in time. A peek, not `readable()`: a new socket starts out "ready" in tokio, so only a read
-/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection.
+/// attempt that would block makes the wait real. One `recvfrom(MSG_PEEK)` per connection; a
+/// caller that has tried [`early_bytes`] first, and found none, has made the wait real already.
 pub(crate) async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
     let mut one = [0u8; 1];
     tokio::time::timeout_at(deadline, stream.peek(&mut one)).await.is_ok()
+}
+
+/// What the client has sent already, read without waiting: most clients send their first bytes
+/// (a ClientHello) right after the handshake, so they are usually there when the connection is
+/// accepted, and one read takes them. `None` when nothing is there yet (the read would block:
+/// tokio then knows the socket is not readable, and [`first_byte`] waits for real), and
+/// `Some` of an empty buffer when the client has closed or reset already (the sniff's own
+/// read reports that). The read goes to the stack, so a connection that waits holds no buffer.
+pub(crate) fn early_bytes(stream: &tokio::net::TcpStream) -> Option<BytesMut> {
+    let mut first = [0u8; EARLY];
+    match stream.try_read(&mut first) {
+        Ok(n) => Some(BytesMut::from(&first[..n])),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(_) => Some(BytesMut::new()),
+    }
+}
+
+/// How much [`early_bytes`] reads at once: more than most ClientHellos (a hybrid post-quantum key
+/// share makes Chrome's about 1.8 KB); a longer one is read on by the sniffer.
+const EARLY: usize = 4096;
+
+/// The capacity of a [`Pooled`] buffer: what one read may move.
+pub(crate) const POOL_BUF: usize = 64 * 1024;
+
+/// Free buffers kept for reuse per thread; more are freed (4 MiB at most stays allocated on
+/// each worker).
+pub(crate) const POOL_KEEP: usize = 64;
+
+thread_local! {
+    /// This thread's free [`POOL_BUF`] buffers. Per thread, so taking one is a plain `Vec::pop`
+    /// (a connection stays on the worker that accepted it).
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A [`POOL_BUF`]-capacity buffer from this thread's pool (the relay's copies, the drain of a
+/// refused client), empty; it goes back to the pool of the
+/// thread that drops it, however the copy ends (an error included). It is read into without
+/// being zeroed first (`read_buf`).
+pub(crate) struct Pooled(pub(crate) Vec<u8>);
+
+impl Pooled {
+    /// An empty buffer of [`POOL_BUF`] capacity.
+    pub(crate) fn take() -> Pooled {
+        let pooled = POOL.with(|p| p.borrow_mut().pop());
+        Pooled(pooled.unwrap_or_else(|| Vec::with_capacity(POOL_BUF)))
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        // `try_with`: a buffer dropped while the thread's locals are being destroyed is freed.
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_KEEP {
+                p.push(buf);
+            }
+        });
+    }
+}
+
+/// How many free buffers this thread's pool holds.
+#[cfg(test)]
+pub(crate) fn pooled_here() -> usize {
+    POOL.with(|p| p.borrow().len())
 }
 
 /// A stream whose reads return `prefix` first, then the inner stream's bytes. Writes go
@@ -216,6 +284,45 @@ mod tests {
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    /// A client's first bytes are taken at once when they are there; otherwise the first-byte
+    /// wait is a real wait: a silent client keeps it waiting until the deadline, and one that
+    /// sends later is seen then, its bytes unread.
+    #[tokio::test]
+    async fn early_bytes_then_a_real_wait() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        let mut early = tokio::net::TcpStream::connect(addr).await.unwrap();
+        early.write_all(b"\x16\x03\x01").await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(early_bytes(&accepted).as_deref(), Some(&b"\x16\x03\x01"[..]));
+
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert_eq!(early_bytes(&accepted), None);
+        let soon = tokio::time::Instant::now() + Duration::from_millis(200);
+        assert!(!first_byte(&accepted, soon).await, "a silent client must not look readable");
+
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert_eq!(early_bytes(&accepted), None);
+        let send = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.write_all(b"x").await.unwrap();
+            late
+        });
+        assert!(first_byte(&accepted, tokio::time::Instant::now() + Duration::from_secs(5)).await);
+        let _late = send.await.unwrap();
+        assert_eq!(early_bytes(&accepted).as_deref(), Some(&b"x"[..]));
+
+        let closed = tokio::net::TcpStream::connect(addr).await.unwrap();
+        drop(closed);
+        let (accepted, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(early_bytes(&accepted).as_deref(), Some(&b""[..]));
     }
 
     #[tokio::test]

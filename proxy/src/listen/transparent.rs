@@ -25,11 +25,13 @@ use crate::sniff::sniff_until;
 /// `sniff.timeout` deadline runs from the accept, the wait for the first byte included.
 pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
     let original = original_destination(&stream, conn.listener().local);
-    // A connection that was not redirected is refused at once.
-    let readable = original.is_err() || crate::stream::first_byte(&stream, conn.deadline).await;
+    // A connection that was not redirected is refused at once. The client's first bytes are
+    // usually there already; otherwise wait for them.
+    let early = if original.is_ok() { crate::stream::early_bytes(&stream) } else { None };
+    let readable = original.is_err() || early.is_some() || crate::stream::first_byte(&stream, conn.deadline).await;
     // The phases before the relay run boxed and hand back what is to be relayed: an open tunnel
     // keeps only the relay's state.
-    if let Some(relay) = Box::pin(serve_readable(conn, stream, original, readable)).await {
+    if let Some(relay) = Box::pin(serve_readable(conn, stream, original, readable, early)).await {
         relay.run().await;
     }
 }
@@ -39,6 +41,7 @@ async fn serve_readable(
     mut stream: TcpStream,
     original: Result<SocketAddr, String>,
     readable: bool,
+    early: Option<BytesMut>,
 ) -> Option<Relay<TcpStream>> {
     let original = match original {
         Ok(original) => original,
@@ -57,7 +60,7 @@ async fn serve_readable(
         refuse(conn, stream, f, false).await;
         return None;
     }
-    let mut buf = BytesMut::new();
+    let mut buf = early.unwrap_or_default();
     let sniffed = sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
     conn.gen.metrics.sniff_latency(accepted.elapsed());
     dispatch(conn, stream, buf, sniffed, Dest::Transparent { original }).await

@@ -1,0 +1,101 @@
+//! The data path's threads: `[runtime] workers` threads, each running a single-threaded tokio
+//! runtime with its own socket per listener (`SO_REUSEPORT`: the kernel spreads new connections
+//! over the workers' sockets).
+//!
+//! A connection lives its whole life on the worker that accepted it: no task moves between
+//! threads and no thread wakes another, which is what a work-stealing runtime spends system
+//! calls on per connection (an `eventfd` write to wake an idle worker, `futex` to park it).
+//! This is the shape of nginx's and HAProxy's workers; the figures are in BENCHMARKS.md. The
+//! control plane (reloads, the admin listener, signals) stays on the runtime that started the
+//! gateway; the generation, the connection limit and the metrics are shared through atomics.
+//!
+//! This module owns the worker threads and their runtimes: starting them with their accept
+//! loops, and ending them (dropping [`Workers`] ends every worker, and with it whatever still
+//! runs on it). What a connection does is [`crate::listen`]'s.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::accept::{Bound, Intake};
+use crate::access::kind_str;
+
+/// The running workers. Dropping it stops them.
+#[derive(Debug)]
+pub(crate) struct Workers {
+    /// Every worker's accept loops (aborted to stop accepting).
+    accept: Vec<JoinHandle<()>>,
+    /// Per worker: the signal that ends it (sent, or dropped), and its thread.
+    threads: Vec<(oneshot::Sender<()>, thread::JoinHandle<()>)>,
+}
+
+impl Workers {
+    /// Starts `n` workers (`n` ≥ 1), worker `i` accepting on socket `i` of every listener in
+    /// `bound`.
+    ///
+    /// # Errors
+    /// A runtime or a thread could not be made, or a socket could not be registered; the
+    /// workers already started are stopped.
+    pub(crate) fn start(intake: &Arc<Intake>, bound: Vec<Bound>, n: usize) -> io::Result<Workers> {
+        for b in &bound {
+            tracing::info!(kind = kind_str(b.info.kind), address = %b.info.local, workers = n, "listening");
+        }
+        // Socket i of every listener goes to worker i.
+        let mut per_worker: Vec<Vec<_>> = (0..n).map(|_| Vec::with_capacity(bound.len())).collect();
+        for b in bound {
+            for (i, socket) in b.sockets.into_iter().enumerate() {
+                per_worker[i % n].push((b.info.clone(), socket));
+            }
+        }
+        let mut workers = Workers { accept: Vec::new(), threads: Vec::with_capacity(n) };
+        for (i, sockets) in per_worker.into_iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            {
+                // Registered with this worker's reactor, and its accept loops spawned on it.
+                let _entered = runtime.enter();
+                for (info, socket) in sockets {
+                    let listener = TcpListener::from_std(socket)?;
+                    workers.accept.push(super::accept::spawn(intake.clone(), info, listener, i));
+                }
+            }
+            let (exit, ended) = oneshot::channel::<()>();
+            let thread = thread::Builder::new().name(format!("hostgate-w{i}")).spawn(move || {
+                // Until the gateway ends this worker; then the runtime, and every task left on it
+                // (connections the shutdown already told to close), is dropped here.
+                let _ = runtime.block_on(ended);
+            })?;
+            workers.threads.push((exit, thread));
+        }
+        Ok(workers)
+    }
+
+    /// Stops accepting: every listening socket is closed when this returns (new connections
+    /// are refused); established connections go on.
+    pub(crate) async fn stop_accepting(&mut self) {
+        for t in &self.accept {
+            t.abort();
+        }
+        for t in self.accept.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// Ends every worker and waits for its thread: whatever still runs on them is dropped.
+    pub(crate) async fn end(mut self) {
+        let mut threads = Vec::with_capacity(self.threads.len());
+        for (exit, thread) in self.threads.drain(..) {
+            let _ = exit.send(());
+            threads.push(thread);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
