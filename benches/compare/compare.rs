@@ -11,8 +11,9 @@
 //!   and refused three to one; connections per second, and per second of the proxy's own CPU
 //!   time;
 //! - **latency**: connections started at a steady rate (half of hostgate's rate on that set)
-//!   for `--duration` seconds; p50 and p99 of a forwarded connection (connect to last byte),
-//!   minus the same for a direct connection to the upstream at that rate;
+//!   for `--duration` seconds, paced by a thread of their own; p50, p99 and p99.9 of a forwarded
+//!   connection (from its scheduled start to its last byte), minus the same for a direct
+//!   connection to the upstream at that rate;
 //! - **throughput** (first set only): one `--bulk-mib` transfer from the upstream;
 //! - **memory**: peak RSS of the proxy's processes, and (first set only) RSS per idle tunnel with
 //!   `--idle` tunnels open.
@@ -122,6 +123,7 @@ struct Row {
     errors: String,
     p50_us: Option<u32>,
     p99_us: Option<u32>,
+    p999_us: Option<u32>,
     fixed_errors: String,
     peak_rss_kib: u64,
     throughput: Option<f64>,
@@ -163,7 +165,8 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let _ = writeln!(
         report,
-        "- rate: {} clients, {:?} after {:?} warm-up; latency at half of hostgate's rate, {:?}",
+        "- rate: {} clients, {:?} after {:?} warm-up; latency at half of hostgate's rate, {:?}, arrivals \
+         paced by a thread of their own, each timed from its scheduled start",
         args.concurrency, args.duration, args.warmup, args.duration
     );
 
@@ -301,9 +304,12 @@ async fn one_set(
             direct.rate = d.rate();
             direct.errors = d.errors_text();
             let _ = d.quantile_us(0.5);
-            let mut f = load::open_loop(upstream, direct_probes.clone(), fixed_rate, args.warmup, args.duration).await;
+            let (mut f, mut pacing) =
+                load::open_loop(upstream, direct_probes.clone(), fixed_rate, args.warmup, args.duration).await;
             direct.p50_us = f.quantile_us(0.5);
             direct.p99_us = f.quantile_us(0.99);
+            direct.p999_us = f.quantile_us(0.999);
+            log_latency("direct", fixed_rate, &direct, &mut pacing);
             direct.fixed_errors = f.errors_text();
             direct_fixed = Some(f);
             if first {
@@ -312,9 +318,12 @@ async fn one_set(
                 direct.throughput = direct_bulk;
             }
         }
-        let mut f = load::open_loop(peer.addr, probes.clone(), fixed_rate, args.warmup, args.duration).await;
+        let (mut f, mut pacing) =
+            load::open_loop(peer.addr, probes.clone(), fixed_rate, args.warmup, args.duration).await;
         row.p50_us = f.quantile_us(0.5);
         row.p99_us = f.quantile_us(0.99);
+        row.p999_us = f.quantile_us(0.999);
+        log_latency(kind.label(), fixed_rate, &row, &mut pacing);
         row.fixed_errors = f.errors_text();
         if first {
             let hello = load::client_hello(load::BULK);
@@ -350,6 +359,19 @@ async fn one_set(
     let _ = direct_fixed;
     let _ = direct_bulk;
     Ok(table(args, set, forwarded, mix.len(), fixed_rate, &direct, &rows, first))
+}
+
+/// The latency run's absolute figures and how well the pacer kept its schedule, for the log: a
+/// start lag near the durations themselves means the figures are the harness's, not the proxy's.
+fn log_latency(label: &str, rate: f64, row: &Row, pacing: &mut load::Pacing) {
+    let us = |v: Option<u32>| v.map_or("-".into(), |v| v.to_string());
+    eprintln!(
+        "compare: {label}: at {rate:.0} conn/s p50 / p99 / p99.9 {} / {} / {} µs from the scheduled start; {}",
+        us(row.p50_us),
+        us(row.p99_us),
+        us(row.p999_us),
+        pacing.summary()
+    );
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -391,7 +413,7 @@ fn table(
     let hg = rows.iter().find(|r| r.label == "hostgate" && r.timed);
     let _ = writeln!(
         t,
-        "| proxy | check | conn/s | hostgate ÷ it | proxy CPU | conn per CPU-s | hostgate ÷ it | p50 / p99 added (µs) | errors | peak RSS (MiB) |{}",
+        "| proxy | check | conn/s | hostgate ÷ it | proxy CPU | conn per CPU-s | hostgate ÷ it | p50 / p99 / p99.9 added (µs) | errors | peak RSS (MiB) |{}",
         if first { " throughput (MB/s) | ÷ direct | idle tunnel (KiB) |" } else { "" }
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|{}", if first { "---|---|---|" } else { "" });
@@ -409,12 +431,18 @@ fn table(
         };
         let latency = if is_direct {
             format!(
-                "{} / {} (absolute)",
+                "{} / {} / {} (absolute)",
                 r.p50_us.map_or("-".into(), |v| v.to_string()),
-                r.p99_us.map_or("-".into(), |v| v.to_string())
+                r.p99_us.map_or("-".into(), |v| v.to_string()),
+                r.p999_us.map_or("-".into(), |v| v.to_string())
             )
         } else {
-            format!("{} / {}", added(r.p50_us, direct.p50_us), added(r.p99_us, direct.p99_us))
+            format!(
+                "{} / {} / {}",
+                added(r.p50_us, direct.p50_us),
+                added(r.p99_us, direct.p99_us),
+                added(r.p999_us, direct.p999_us)
+            )
         };
         let errors = if r.fixed_errors.is_empty() || r.fixed_errors == "0" {
             format!(

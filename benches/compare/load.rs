@@ -307,48 +307,144 @@ pub(crate) async fn closed_loop(
     total
 }
 
-/// Connections started at a steady `rate` per second (open loop: a slow answer does not slow
-/// the arrivals), cycling through `probes`, for `duration` after `warmup`.
+/// How long before an arrival the pacer stops sleeping and spins. A `std::thread::sleep` ends
+/// late by the kernel's timer slack (50 µs for an ordinary thread) plus the wake-up, by a varying
+/// amount; sleeping to this much before the instant and spinning the rest puts the arrival on its
+/// instant to within a few microseconds, as long as the pacer has a CPU when it wants one.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// One arrival handed from the pacer thread to the runtime: its index and its scheduled instant.
+type Arrival = (usize, Instant);
+
+/// What one open-loop connection saw: arrival index, outcome, duration from the scheduled
+/// arrival, how late its task started the connect after that instant, and whether it is counted.
+type Outcome = (usize, Seen, Duration, Duration, bool);
+
+/// How well an open-loop run kept its schedule: for the log, to tell the harness's own lateness
+/// from the proxy's.
+#[derive(Debug, Default)]
+pub(crate) struct Pacing {
+    /// For each counted arrival, from its scheduled instant to its task starting the connect
+    /// (the pacer's lateness, the hand-off and the runtime's queueing), in microseconds.
+    pub(crate) start_lag_us: Vec<u32>,
+    /// The pacer thread's CPU time (from `/proc/thread-self/schedstat`; `None` where the kernel
+    /// does not keep it), warm-up included.
+    pub(crate) pacer_cpu: Option<Duration>,
+    /// How long the pacer ran, warm-up included (to turn `pacer_cpu` into a share of a CPU).
+    pub(crate) pacer_span: Duration,
+}
+
+impl Pacing {
+    /// One line for the log: the start lag's p50, p99 and maximum, and the pacer's CPU share.
+    pub(crate) fn summary(&mut self) -> String {
+        let mut line = if self.start_lag_us.is_empty() {
+            "no arrivals counted".to_string()
+        } else {
+            self.start_lag_us.sort_unstable();
+            let at = |q: f64| self.start_lag_us[((self.start_lag_us.len() - 1) as f64 * q).round() as usize];
+            format!("start lag p50 {} / p99 {} / max {} µs", at(0.5), at(0.99), at(1.0))
+        };
+        if let Some(cpu) = self.pacer_cpu.filter(|_| !self.pacer_span.is_zero()) {
+            line.push_str(&format!(
+                ", pacer thread {:.0}% of a CPU",
+                cpu.as_secs_f64() * 100.0 / self.pacer_span.as_secs_f64()
+            ));
+        }
+        line
+    }
+}
+
+/// Connections started at a steady `rate` per second, cycling through `probes`, for `duration`
+/// after `warmup` (open loop: a slow answer does not slow the arrivals).
+///
+/// The arrivals are scheduled at `begin + i / rate` by [`pace`] on a thread of its own, not by a
+/// tokio timer: the timer has a resolution of a millisecond, so at thousands of connections per
+/// second a "steady" rate came as a burst every millisecond, and it ran on the same runtime as the
+/// connections it paced. Each arrival is handed to this runtime through a channel and a task
+/// makes the connection with [`once`]. A connection's duration is counted from its **scheduled**
+/// instant, not from the connect: whatever makes the harness late (the pacer not getting a CPU,
+/// the hand-off, the runtime busy with other connections) counts against every proxy and the
+/// direct baseline the same way, and an arrival the harness started late is not measured as if
+/// it had been on time (coordinated omission). How late the connects started is in [`Pacing`].
 pub(crate) async fn open_loop(
     addr: SocketAddr,
     probes: Arc<Vec<Probe>>,
     rate: f64,
     warmup: Duration,
     duration: Duration,
-) -> Stats {
+) -> (Stats, Pacing) {
     let timeout = Duration::from_secs(10);
-    let period = Duration::from_secs_f64(1.0 / rate);
     let begin = Instant::now();
     let measure_from = begin + warmup;
     let end = measure_from + duration;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Seen, Duration, bool)>();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut i = 0usize;
-    loop {
-        let at = ticker.tick().await.into_std();
-        if at >= end {
-            break;
-        }
+    let (arrival_tx, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Arrival>();
+    let pacer = std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || pace(begin, rate, end, &arrival_tx))
+        .expect("pacer thread");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    // Ends when the pacer is past `end` and drops its sender.
+    while let Some((n, at)) = arrivals.recv().await {
         let tx = tx.clone();
         let probes2 = probes.clone();
-        let n = i;
-        i += 1;
         tokio::spawn(async move {
             let probe = &probes2[n % probes2.len()];
+            let lag = Instant::now().saturating_duration_since(at);
             let (seen, took) = once(addr, &probe.hello, timeout).await;
-            let _ = tx.send((n, seen, took, at >= measure_from));
+            let _ = tx.send((n, seen, lag + took, lag, at >= measure_from));
         });
     }
     drop(tx);
     let mut stats = Stats::default();
-    while let Some((n, seen, took, counted)) = rx.recv().await {
+    let mut pacing = Pacing::default();
+    while let Some((n, seen, took, lag, counted)) = rx.recv().await {
         if counted {
             stats.record(&probes[n % probes.len()], seen, took);
+            pacing.start_lag_us.push(u32::try_from(lag.as_micros()).unwrap_or(u32::MAX));
         }
     }
+    // The pacer has returned (its sender is gone): the join does not wait.
+    pacing.pacer_cpu = pacer.join().ok().flatten();
+    pacing.pacer_span = warmup + duration;
     stats.elapsed = duration;
-    stats
+    (stats, pacing)
+}
+
+/// The pacer: hands arrival `i` to `tx` at `begin + i / rate` (computed from `begin` each time, so
+/// no rounding of the period adds up) until `end`. It sleeps until [`SPIN`] before each instant and
+/// spins the rest, checking the clock. An arrival it is late for (it did not get the CPU in time)
+/// goes at once, with its scheduled instant, and the ones after keep their own instants: late
+/// arrivals come in a burst rather than moving the schedule. Returns its own CPU time.
+fn pace(begin: Instant, rate: f64, end: Instant, tx: &tokio::sync::mpsc::UnboundedSender<Arrival>) -> Option<Duration> {
+    let cpu0 = thread_cpu();
+    for i in 0usize.. {
+        let at = begin + Duration::from_secs_f64(i as f64 / rate);
+        if at >= end {
+            break;
+        }
+        loop {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if left > SPIN {
+                std::thread::sleep(left - SPIN);
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        if tx.send((i, at)).is_err() {
+            break;
+        }
+    }
+    Some(thread_cpu()?.saturating_sub(cpu0?))
+}
+
+/// The calling thread's CPU time so far: the first field of `/proc/thread-self/schedstat`, in
+/// nanoseconds.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
 }
 
 /// One long transfer of the [`BULK`] name: bytes per second from the first byte to the end.
