@@ -283,8 +283,7 @@ pub async fn close<C: AsyncRead + AsyncWrite + Unpin>(mut client: C) {
         let mut sink = crate::stream::Pooled::take();
         let mut total = 0usize;
         while total < LINGER_BYTES {
-            sink.0.clear();
-            match client.read_buf(&mut sink.0).await {
+            match client.read(&mut sink.0).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }

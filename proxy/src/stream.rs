@@ -57,27 +57,25 @@ pub(crate) const POOL_KEEP: usize = 64;
 thread_local! {
     /// This thread's free [`POOL_BUF`] buffers. Per thread, so taking one is a plain `Vec::pop`
     /// (a connection stays on the worker that accepted it).
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A [`POOL_BUF`]-capacity buffer from this thread's pool (the relay's copies, the drain of a
-/// refused client), empty; it goes back to the pool of the
-/// thread that drops it, however the copy ends (an error included). It is read into without
-/// being zeroed first (`read_buf`).
-pub(crate) struct Pooled(pub(crate) Vec<u8>);
+/// A [`POOL_BUF`]-byte buffer from this thread's pool (the relay's copies, the drain of a refused
+/// client); it goes back to the pool of the thread that drops it, however the copy ends (an
+/// error included). Zeroed once, when the pool makes it, not at every use.
+pub(crate) struct Pooled(pub(crate) Box<[u8]>);
 
 impl Pooled {
-    /// An empty buffer of [`POOL_BUF`] capacity.
+    /// A buffer of [`POOL_BUF`] bytes (their contents are whatever its last user left).
     pub(crate) fn take() -> Pooled {
         let pooled = POOL.with(|p| p.borrow_mut().pop());
-        Pooled(pooled.unwrap_or_else(|| Vec::with_capacity(POOL_BUF)))
+        Pooled(pooled.unwrap_or_else(|| vec![0u8; POOL_BUF].into_boxed_slice()))
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
-        buf.clear();
+        let buf = std::mem::take(&mut self.0);
         // `try_with`: a buffer dropped while the thread's locals are being destroyed is freed.
         let _ = POOL.try_with(|p| {
             let mut p = p.borrow_mut();

@@ -124,7 +124,7 @@ async fn accept_loop(intake: Arc<Intake>, info: Arc<Listener>, listener: TcpList
 
 /// One connection's task: served by its listener kind until it ends or the shutdown grace
 /// period runs out.
-async fn serve(conn: Conn, stream: TcpStream) {
+pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
     let stop = conn.slot.clone();
     // Both futures are small until the client sends something: what a connection needs beyond
     // its socket is allocated then, in a box.

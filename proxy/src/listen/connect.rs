@@ -127,11 +127,12 @@ struct Opened {
 }
 
 /// A CONNECT tunnel's task: the upgrade, the sniff and the dispatch run boxed and are freed
-/// when the relay starts; the relay runs here, so an open tunnel keeps only the relay's state.
+/// when the relay starts on a task of its own ([`Relay::spawn`]), so an open tunnel keeps only
+/// the relay's state.
 async fn tunnel_task(opened: Box<Opened>) {
     let Opened { conn, req, dest } = *opened;
     if let Some(relay) = Box::pin(upgraded(conn, req, dest)).await {
-        relay.run().await;
+        relay.spawn();
     }
 }
 
@@ -145,13 +146,13 @@ async fn upgraded(mut conn: Conn, req: Request<Incoming>, dest: Dest) -> Option<
             Ok(parts) => {
                 let client = Prefixed::new(parts.read_buf, parts.io.into_inner());
                 if let Some(relay) = tunnel(conn, client, dest).await {
-                    relay.run().await;
+                    relay.spawn();
                 }
                 None
             }
             Err(upgraded) => {
                 if let Some(relay) = tunnel(conn, TokioIo::new(upgraded), dest).await {
-                    relay.run().await;
+                    relay.spawn();
                 }
                 None
             }

@@ -29,10 +29,10 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
     // usually there already; otherwise wait for them.
     let early = if original.is_ok() { crate::stream::early_bytes(&stream) } else { None };
     let readable = original.is_err() || early.is_some() || crate::stream::first_byte(&stream, conn.deadline).await;
-    // The phases before the relay run boxed and hand back what is to be relayed: an open tunnel
-    // keeps only the relay's state.
+    // The phases before the relay run boxed and hand back what is to be relayed, which runs on a
+    // task of its own: an open tunnel keeps only the relay's state.
     if let Some(relay) = Box::pin(serve_readable(conn, stream, original, readable, early)).await {
-        relay.run().await;
+        relay.spawn();
     }
 }
 
