@@ -282,7 +282,7 @@ where
 }
 
 /// [`refuse`], for a phase that hands back a connection to relay: nothing to relay.
-async fn refused<C: AsyncRead + AsyncWrite + Unpin>(
+async fn refused<C: AsyncRead + AsyncWrite + Unpin + IntoTcp>(
     conn: Conn,
     client: C,
     f: Failure,

@@ -23,7 +23,7 @@ use crate::conn::Conn;
 use crate::forward::{handshake, Pipeline, Scope, TlsUpstream, MAX_HEAD};
 use crate::inspect::{client_handshake_failure, H2, HTTP11};
 use crate::outcome::{close, Failure, Outcome};
-use crate::relay::{refuse, Relay};
+use crate::relay::{refuse, IntoTcp, Relay};
 use crate::sniff::{sniff, Sniffed};
 use crate::stream::{Counting, Meter, Prefixed};
 
@@ -40,7 +40,7 @@ pub(crate) async fn intercept<C>(
     scope: Scope,
     tcp: TcpStream,
 ) where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: AsyncRead + AsyncWrite + Unpin + Send + IntoTcp + 'static,
 {
     conn.access.inspection = Some(Inspection::Inspected);
     let Scope::Inspected { name, .. } = &scope else {

@@ -262,10 +262,16 @@ fn status_response(status: StatusCode, reason: &'static str, body: Bytes) -> Res
 /// Refuses a client on a byte stream (a TLS ClientHello or unknown bytes): an `access_denied`
 /// alert first when `alert` (see [`Outcome::tls_alert`]; never to a client that did not speak
 /// TLS), then [`close`]. Returns the bytes written to the client.
-pub async fn refuse_stream<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, alert: bool) -> u64 {
+pub async fn refuse_stream<C: AsyncRead + AsyncWrite + Unpin>(client: C, alert: bool) -> u64 {
+    refuse_stream_with(client, if alert { &TLS_ACCESS_DENIED } else { &[] }).await
+}
+
+/// [`refuse_stream`] with what is left to write of the alert (all of it, the part a first send
+/// did not take, or nothing).
+pub(crate) async fn refuse_stream_with<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, alert: &[u8]) -> u64 {
     let mut written = 0;
-    if alert && client.write_all(&TLS_ACCESS_DENIED).await.is_ok() {
-        written = TLS_ACCESS_DENIED.len() as u64;
+    if !alert.is_empty() && client.write_all(alert).await.is_ok() {
+        written = alert.len() as u64;
     }
     close(client).await;
     written

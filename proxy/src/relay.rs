@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::conn::Conn;
-use crate::outcome::{refuse_stream, Failure, Outcome};
+use crate::outcome::{refuse_stream_with, Failure, Outcome, TLS_ACCESS_DENIED};
 use crate::stream::{Meter, Pooled};
 
 /// The copy buffer per direction of [`relay`] (the same as `tokio::io::copy`'s).
@@ -112,11 +112,20 @@ pub(crate) trait IntoTcp: Sized {
     fn into_tcp(self) -> Result<TcpStream, Self> {
         Err(self)
     }
+
+    /// The socket itself, when it is one.
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl IntoTcp for TcpStream {
     fn into_tcp(self) -> Result<TcpStream, Self> {
         Ok(self)
+    }
+
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
@@ -438,8 +447,26 @@ where
 
 /// Refuses a client on its byte stream (an `access_denied` alert first when `alert`, then a
 /// lingering close) and emits the record.
-pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin>(mut conn: Conn, client: C, f: Failure, alert: bool) {
-    conn.access.bytes_down += refuse_stream(client, alert).await;
+///
+/// On a TCP socket the alert is sent with `MSG_MORE`, so that the FIN of the close that follows
+/// goes out in the same segment: one packet for the client to take in, not two.
+pub(crate) async fn refuse<C: AsyncRead + AsyncWrite + Unpin + IntoTcp>(
+    mut conn: Conn,
+    client: C,
+    f: Failure,
+    alert: bool,
+) {
+    let mut rest: &[u8] = if alert { &TLS_ACCESS_DENIED } else { &[] };
+    if let (false, Some(tcp)) = (rest.is_empty(), client.as_tcp()) {
+        let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(tcp).send_with_flags(rest, nix::libc::MSG_MORE)
+        });
+        if let Ok(n) = sent {
+            conn.access.bytes_down += n as u64;
+            rest = &rest[n.min(rest.len())..];
+        }
+    }
+    conn.access.bytes_down += refuse_stream_with(client, rest).await;
     conn.refused(f);
 }
 
