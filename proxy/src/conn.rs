@@ -3,13 +3,17 @@
 //!
 //! This module owns [`Conn`] (the generation it was accepted under, its slot under
 //! `limits.max_connections`, its listener, client, client group and original destination, the sniff deadline
-//! and its access record) and [`Slot`]. Every phase takes the context instead of a list of
+//! and its access record), [`Slot`], and [`UntilStopped`] (a connection's or a tunnel's task: its
+//! future, until it ends or the shutdown grace period does). Every phase takes the context instead of a list of
 //! arguments; a phase that learns something writes it into `conn.access`, and the phase that
 //! ends the connection emits it ([`Conn::finish`]). It does no I/O.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
@@ -42,6 +46,35 @@ impl Slot {
     pub(crate) async fn stopped(&self) {
         let mut stop = self.stop.clone();
         let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// `serve` until it ends or the shutdown grace period does.
+pub(crate) fn until_stopped<F: Future<Output = ()>>(serve: F, stop: Slot) -> UntilStopped<F, impl Future<Output = ()>> {
+    UntilStopped { serve, stop: async move { stop.stopped().await } }
+}
+
+pin_project_lite::pin_project! {
+    /// A future that ends when `serve` does or when `stop` fires. Written out rather than as an
+    /// `async fn` with a `select!`: a task is as large as its future, and an `async fn` keeps
+    /// its argument beside the copy the `select!` polls, which doubled every connection's task.
+    pub(crate) struct UntilStopped<F, S> {
+        #[pin]
+        serve: F,
+        #[pin]
+        stop: S,
+    }
+}
+
+impl<F: Future<Output = ()>, S: Future<Output = ()>> Future for UntilStopped<F, S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.serve.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

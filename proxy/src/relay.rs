@@ -412,7 +412,7 @@ where
         U: Send + 'static,
     {
         let stop = self.conn.slot.clone();
-        tokio::spawn(crate::listen::accept::until_stopped(self.run(), stop));
+        tokio::spawn(crate::conn::until_stopped(self.run(), stop));
     }
 
     /// Relays to the end, then emits the record with how it ended and the bytes relayed.
@@ -590,7 +590,7 @@ mod tests {
         fn future_of1<A, Fut, F: FnOnce(A) -> Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
-        use crate::listen::accept::until_stopped;
+        use crate::conn::until_stopped;
         let relay = future_of(|a: TcpStream, b: TcpStream| relay_tcp(a, b, bytes::Bytes::new(), Duration::ZERO));
         let tunnel = future_of1(|r: Relay<TcpStream>| {
             let stop = r.conn.slot.clone();

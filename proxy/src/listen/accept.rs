@@ -5,12 +5,9 @@
 //! It owns the back-off when the process runs out of descriptors. It does not read a byte a
 //! client sends.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -131,36 +128,9 @@ async fn accept_loop(intake: Arc<Intake>, info: Arc<Listener>, listener: TcpList
 fn spawn_connection(conn: Conn, stream: TcpStream) {
     let stop = conn.slot.clone();
     match conn.listener().kind {
-        ListenerKind::Connect => tokio::spawn(until_stopped(super::connect::serve(conn, stream), stop)),
-        ListenerKind::Transparent => tokio::spawn(until_stopped(super::transparent::serve(conn, stream), stop)),
-    };
-}
-
-/// `serve` until it ends or the shutdown grace period does.
-pub(crate) fn until_stopped<F: Future<Output = ()>>(serve: F, stop: Slot) -> UntilStopped<F, impl Future<Output = ()>> {
-    UntilStopped { serve, stop: async move { stop.stopped().await } }
-}
-
-pin_project_lite::pin_project! {
-    /// A future that ends when `serve` does or when `stop` fires. Written out rather than as an
-    /// `async fn` with a `select!`: a task is as large as its future, and an `async fn` keeps
-    /// its argument beside the copy the `select!` polls, which doubled every connection's task.
-    pub(crate) struct UntilStopped<F, S> {
-        #[pin]
-        serve: F,
-        #[pin]
-        stop: S,
-    }
-}
-
-impl<F: Future<Output = ()>, S: Future<Output = ()>> Future for UntilStopped<F, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.serve.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
-            return Poll::Ready(());
+        ListenerKind::Connect => tokio::spawn(crate::conn::until_stopped(super::connect::serve(conn, stream), stop)),
+        ListenerKind::Transparent => {
+            tokio::spawn(crate::conn::until_stopped(super::transparent::serve(conn, stream), stop))
         }
-        Poll::Pending
-    }
+    };
 }
