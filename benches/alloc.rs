@@ -2,7 +2,7 @@
 //! own threads make for one connection, by kind of connection. Not timed: a count, the same on
 //! every run up to a few allocations of tokio's own bookkeeping.
 //!
-//! The gateway runs on a runtime of its own (one worker) whose threads are marked at start; a
+//! The gateway's one data-path worker thread is marked at start (`gateway::on_worker_start`); a
 //! counting global allocator counts only on marked threads. The clients and the upstream run on
 //! the main thread's runtime and are not counted. Each kind is warmed up first (thread-local
 //! scratch buffers, pooled relay buffers, metric label sets are made once), then `N` connections
@@ -239,12 +239,10 @@ fn main() {
     };
     access_record();
     let clients = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
-    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| COUNTED.set(true))
-        .enable_all()
-        .build()
-        .expect("gateway runtime");
+    // The gateway's connections run on its worker threads (one, see the configuration below);
+    // its control plane runs on this runtime and is not counted.
+    let gateway_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("gateway runtime");
+    assert!(hostgate_proxy::gateway::on_worker_start(|| COUNTED.set(true)), "a worker hook was set already");
     let upstream = clients.block_on(short_upstream(RESPONSE_LEN));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("bench.rules"), format!("bypass {ALLOWED}\ndeny {DENIED}\n")).expect("rules");
@@ -252,7 +250,8 @@ fn main() {
     let toml = format!(
         "[[listener]]\nkind = \"connect\"\naddress = \"127.0.0.1:0\"\n{transparent}\
          [policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"bench.rules\"\n\
-         [upstream]\nallow_private = [\"127.0.0.0/8\"]\n[resolve]\n\"{ALLOWED}\" = [\"{upstream}\"]\n"
+         [upstream]\nallow_private = [\"127.0.0.0/8\"]\n[runtime]\nworkers = 1\n\
+         [resolve]\n\"{ALLOWED}\" = [\"{upstream}\"]\n"
     );
     let path = dir.path().join("hostgate.toml");
     std::fs::write(&path, toml).expect("config");

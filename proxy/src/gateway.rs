@@ -31,6 +31,14 @@ use crate::policy::{LoadError, Policy};
 use crate::reload::restart_needed;
 pub use crate::reload::{ReloadError, Reloaded, SourceChange};
 
+/// Has `hook` called first on every data-path worker thread the process starts from now on
+/// (`[runtime] workers`): instrumentation, such as the allocation bench marking the threads whose
+/// allocations it counts. Only the first hook set is kept; returns false when one was set
+/// already.
+pub fn on_worker_start(hook: fn()) -> bool {
+    crate::listen::workers::WORKER_START.set(hook).is_ok()
+}
+
 /// A listener as bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundListener {

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 use super::accept::{Bound, Intake};
 use crate::access::kind_str;
 
+/// Called first on every worker thread, when set (see [`crate::gateway::on_worker_start`]).
+pub(crate) static WORKER_START: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// The running workers. Dropping it stops them.
 #[derive(Debug)]
 pub(crate) struct Workers {
@@ -64,6 +67,9 @@ impl Workers {
             }
             let (exit, ended) = oneshot::channel::<()>();
             let thread = thread::Builder::new().name(format!("hostgate-w{i}")).spawn(move || {
+                if let Some(hook) = WORKER_START.get() {
+                    hook();
+                }
                 // Until the gateway ends this worker; then the runtime, and every task left on it
                 // (connections the shutdown already told to close), is dropped here.
                 let _ = runtime.block_on(ended);
