@@ -57,14 +57,19 @@ impl Workers {
         let mut workers = Workers { accept: Vec::new(), threads: Vec::with_capacity(n) };
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            {
+            let registered = {
                 // Registered with this worker's reactor, and its accept loops spawned on it.
                 let _entered = runtime.enter();
-                for (info, socket) in sockets {
+                sockets.into_iter().try_for_each(|(info, socket)| {
                     let listener = TcpListener::from_std(socket)?;
                     workers.accept.push(super::accept::spawn(intake.clone(), info, listener, i));
-                }
-            }
+                    Ok::<_, io::Error>(())
+                })
+            };
+            // Dropping a runtime may block, which the caller's async context does not allow: on
+            // every path (an error here, a thread that cannot be made) it ends in the background.
+            let runtime = Background(Some(runtime));
+            registered?;
             let (exit, ended) = oneshot::channel::<()>();
             let thread = thread::Builder::new().name(format!("hostgate-w{i}")).spawn(move || {
                 if let Some(hook) = WORKER_START.get() {
@@ -72,7 +77,9 @@ impl Workers {
                 }
                 // Until the gateway ends this worker; then the runtime, and every task left on it
                 // (connections the shutdown already told to close), is dropped here.
-                let _ = runtime.block_on(ended);
+                if let Some(runtime) = &runtime.0 {
+                    let _ = runtime.block_on(ended);
+                }
             })?;
             workers.threads.push((exit, thread));
         }
@@ -103,5 +110,16 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// A worker's runtime, shut down without waiting when dropped (see [`Workers::start`]).
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
