@@ -65,16 +65,30 @@ enum Command {
         #[arg(required = true)]
         hosts: Vec<String>,
     },
-    /// Turn vendor documentation pages into rule files, with a report of every repair and
-    /// judgement.
+    /// Turn vendor documentation pages, or the Microsoft 365 endpoints web service's JSON, into
+    /// rule files, with a report of every repair and judgement.
     Import {
-        /// The page format.
+        /// The input format.
         #[arg(long, value_enum)]
         from: ImportFormat,
         /// The directory to write the rule files to (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// The pages.
+        /// m365-endpoints: the web service's `/version/<instance>` document, whose instance and
+        /// version go into the file's header.
+        #[arg(long, value_name = "FILE")]
+        version: Option<PathBuf>,
+        /// m365-endpoints: the action of a category's rules (Optimize, Allow, Default; default
+        /// Optimize=bypass, Allow=bypass, Default=allow); may be repeated.
+        #[arg(long = "category", value_name = "CAT=ACTION")]
+        category: Vec<String>,
+        /// m365-endpoints: leave out the endpoint sets marked `required: false`.
+        #[arg(long)]
+        required_only: bool,
+        /// m365-endpoints: leave out IPv6 ranges.
+        #[arg(long)]
+        no_ipv6: bool,
+        /// The pages (ms-learn), or the one `/endpoints/<instance>` document (m365-endpoints).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -113,6 +127,8 @@ enum CaCommand {
 enum ImportFormat {
     /// Microsoft Learn Markdown source (network requirement pages).
     MsLearn,
+    /// The Microsoft 365 IP Address and URL web service's `/endpoints/<instance>` JSON.
+    M365Endpoints,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -138,7 +154,13 @@ pub fn main() -> ExitCode {
             let ask = ExplainArgs { scheme, port, path: path.as_deref(), client, as_json: json };
             explain(&config, &ask, &hosts, &mut out)
         }
-        Command::Import { from: ImportFormat::MsLearn, out: dir, files } => import(&files, &dir, &mut out),
+        Command::Import { from, out: dir, version, category, required_only, no_ipv6, files } => {
+            let m365 = M365Args { version, category, required_only, no_ipv6 };
+            match from {
+                ImportFormat::MsLearn => m365.refuse().and_then(|()| import(&files, &dir, &mut out)),
+                ImportFormat::M365Endpoints => import_m365(&files, &dir, &m365, &mut out),
+            }
+        }
         Command::Ca { command: CaCommand::Init { out: dir, common_name, days, permit_dns, force } } => {
             let opts = InitOptions { common_name, validity_days: days, permitted_dns: permit_dns, force };
             ca_init(&dir, &opts, &mut out)
@@ -271,6 +293,7 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     check_groups(&p, out)?;
     check_inspection(c.inspect.as_ref(), out)?;
     check_lint(&p, out)?;
+    writeln!(out, "{}", crate::import::m365::check_note(&c)).map_err(w)?;
     writeln!(out, "ok: the configuration is usable").map_err(w)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -609,6 +632,118 @@ fn import(files: &[PathBuf], dir: &std::path::Path, out: &mut impl Write) -> Res
         )
         .map_err(w)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flags of `import --from m365-endpoints`.
+#[derive(Debug)]
+struct M365Args {
+    version: Option<PathBuf>,
+    category: Vec<String>,
+    required_only: bool,
+    no_ipv6: bool,
+}
+
+impl M365Args {
+    /// An error when a flag of m365-endpoints is given to another format.
+    fn refuse(&self) -> Result<(), String> {
+        let given = [
+            (self.version.is_some(), "--version"),
+            (!self.category.is_empty(), "--category"),
+            (self.required_only, "--required-only"),
+            (self.no_ipv6, "--no-ipv6"),
+        ];
+        match given.iter().find(|(on, _)| *on) {
+            Some((_, flag)) => Err(format!("{flag} applies to --from m365-endpoints only")),
+            None => Ok(()),
+        }
+    }
+
+    fn options(&self) -> Result<crate::import::m365::Options, String> {
+        use crate::import::m365;
+        let mut options = m365::Options::default();
+        options.required_only = self.required_only;
+        options.no_ipv6 = self.no_ipv6;
+        let mut seen = Vec::new();
+        for spec in &self.category {
+            let (category, action) = m365::Options::parse_category_flag(spec)?;
+            if seen.contains(&category) {
+                return Err(format!("--category {category} is given twice"));
+            }
+            seen.push(category);
+            options.set_action(category, action);
+        }
+        Ok(options)
+    }
+}
+
+/// `hostgate import --from m365-endpoints`: the report, the change summary against the file
+/// already in `dir`, then the file, written only when everything was read.
+fn import_m365(
+    files: &[PathBuf],
+    dir: &std::path::Path,
+    args: &M365Args,
+    out: &mut impl Write,
+) -> Result<ExitCode, String> {
+    use crate::import::m365;
+    let w = |e: std::io::Error| e.to_string();
+    let [file] = files else {
+        return Err(format!("--from m365-endpoints reads one /endpoints document, not {}", files.len()));
+    };
+    let options = args.options()?;
+    let name = |f: &std::path::Path| {
+        f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    let version = match &args.version {
+        Some(v) => {
+            let text = std::fs::read_to_string(v).map_err(|e| format!("{}: cannot read ({e})", v.display()))?;
+            Some(m365::read_version(&v.display().to_string(), &text).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: cannot read ({e})", file.display()))?;
+    let imported = m365::import(&name(file), &text, version.as_ref(), &options).map_err(|e| {
+        // The error names the file as given on the command line.
+        let e = e.to_string();
+        let shown = file.display().to_string();
+        match e.strip_prefix(&name(file)) {
+            Some(rest) => format!("{shown}{rest}"),
+            None => e,
+        }
+    })?;
+    for finding in &imported.report {
+        writeln!(out, "{finding}").map_err(w)?;
+    }
+    let path = dir.join(&imported.file_name);
+    match std::fs::read_to_string(&path) {
+        Ok(previous) => match m365::changes(&previous, &imported.contents) {
+            Ok(changes) => writeln!(out, "{changes}").map_err(w)?,
+            Err(why) => writeln!(out, "changes: not compared with {}: {why}", path.display()).map_err(w)?,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            writeln!(out, "changes: no previous {}: every set is new", path.display()).map_err(w)?;
+        }
+        Err(e) => return Err(format!("{}: cannot read the previous file ({e})", path.display())),
+    }
+    let written = m365::write(&imported, dir).map_err(|e| format!("{}: {e}", path.display()))?;
+    let t = &imported.totals;
+    writeln!(
+        out,
+        "wrote {}: {} sets ({} optional, {} left out), {} rules (bypass {}, allow {}, deny {}), {} udp:// rules, {} not rules, {} duplicates dropped, {} findings",
+        written.display(),
+        t.sets,
+        t.optional,
+        t.left_out,
+        t.tcp(),
+        t.bypass,
+        t.allow,
+        t.deny,
+        t.udp,
+        t.not_rules,
+        t.duplicates,
+        imported.report.len()
+    )
+    .map_err(w)?;
     Ok(ExitCode::SUCCESS)
 }
 

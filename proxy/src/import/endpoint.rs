@@ -4,11 +4,13 @@
 //! pattern (lowercased, placeholders normalised to `<name>`, checked against the pattern grammar
 //! of the matcher's semantics), the port and the path with its query. It says what it changed
 //! (lowercasing, a dropped bare `/`) and what a reader should know (placeholders, partial-label
-//! wildcards), and why a token is not a target (prose, an IP address, a bad port). It also holds
-//! the repair of a name a page broke across a line break. It does not decide actions and knows
-//! nothing of Markdown.
+//! wildcards), the report's finding for each such note, and why a token is not a target (prose,
+//! an IP address, a bad port). It also holds the repair of a name a page broke across a line
+//! break. It does not decide actions and knows nothing of Markdown or JSON.
 
 use std::fmt;
+
+use super::report::FindingKind;
 
 /// The scheme of a target: plain HTTP or TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,6 +86,48 @@ pub(crate) enum Note {
     PartialWildcard(String),
     /// A `#fragment` was dropped (never sent to a server).
     FragmentDropped(String),
+}
+
+impl Note {
+    /// The report's finding for this note about `target`, parsed from `written`: its kind and
+    /// message (`None` for a placeholder of a whole-host placeholder, which
+    /// [`Note::WholeHostPlaceholder`] reports). Every importer reports notes through this.
+    pub(crate) fn finding(&self, written: &str, target: &Target) -> Option<(FindingKind, String)> {
+        Some(match self {
+            Self::Lowercased(host) => (
+                FindingKind::MixedCase,
+                format!("`{host}` has upper-case letters: lowercased to `{}`", target.host),
+            ),
+            Self::TrailingSlash => (
+                FindingKind::TrailingSlash,
+                format!("`{written}` ends in a bare `/`, which means no path constraint: dropped (`{target}`)"),
+            ),
+            Self::Placeholder { .. } if target.is_whole_placeholder() => return None,
+            Self::Placeholder { written: w, name } => (
+                FindingKind::Placeholder,
+                format!(
+                    "`{w}` in `{target}` is a placeholder, written `<{name}>`: define `{name}` in [vars] (left unresolved it becomes `*`, one label)"
+                ),
+            ),
+            Self::WholeHostPlaceholder => (
+                FindingKind::PlaceholderHost,
+                format!(
+                    "`{target}`: the whole host is a placeholder (your own server): the rule is inactive until [vars] defines `{}`",
+                    target.host.trim_matches(['<', '>'])
+                ),
+            ),
+            Self::PartialWildcard(label) => (
+                FindingKind::PartialWildcard,
+                format!(
+                    "`{target}` has the partial-label wildcard `{label}`: kept as written; it matches within that one label only"
+                ),
+            ),
+            Self::FragmentDropped(fragment) => (
+                FindingKind::Invalid,
+                format!("`{written}`: the fragment `{fragment}` is never sent to a server: dropped"),
+            ),
+        })
+    }
 }
 
 /// Why a token is not a rule target.

@@ -1,4 +1,6 @@
-//! The importer behind `hostgate import --from ms-learn`: it reads Microsoft Learn pages that
+//! The importers behind `hostgate import`. `--from m365-endpoints` is [`m365`]: the JSON of the
+//! Microsoft 365 IP Address and URL web service, one rule file. `--from ms-learn`, the rest of
+//! this module: it reads Microsoft Learn pages that
 //! list network endpoints (Markdown source with its front matter) and writes one hostgate rule
 //! file per page, with a report of every anomaly it repaired and every judgement it made. It
 //! owns reading pages and writing rule files; it does not parse rule files or compile them
@@ -29,7 +31,8 @@
 //! - `ms_learn`: which parts of a page list endpoints, duplicates, the walk;
 //! - `policy`: the action each target gets, and why;
 //! - `render`: the rule file's text;
-//! - `report`: the report's vocabulary (findings and counts), which every step writes to.
+//! - `report`: the report's vocabulary (findings and counts), which every step writes to;
+//! - [`m365`]: the web service's endpoint sets (it shares `endpoint` and `report`).
 //!
 //! # Example
 //!
@@ -54,6 +57,7 @@ use std::path::{Path, PathBuf};
 
 mod endpoint;
 mod front_matter;
+pub mod m365;
 mod markdown;
 mod ms_learn;
 mod policy;

@@ -959,41 +959,9 @@ impl Walker<'_> {
     }
 
     fn note(&mut self, line: usize, written: &str, target: &Target, note: &Note) {
-        let (kind, message) = match note {
-            Note::Lowercased(host) => (
-                FindingKind::MixedCase,
-                format!("`{host}` has upper-case letters: lowercased to `{}`", target.host),
-            ),
-            Note::TrailingSlash => (
-                FindingKind::TrailingSlash,
-                format!("`{written}` ends in a bare `/`, which means no path constraint: dropped (`{target}`)"),
-            ),
-            Note::Placeholder { .. } if target.is_whole_placeholder() => return,
-            Note::Placeholder { written: w, name } => (
-                FindingKind::Placeholder,
-                format!(
-                    "`{w}` in `{target}` is a placeholder, written `<{name}>`: define `{name}` in [vars] (left unresolved it becomes `*`, one label)"
-                ),
-            ),
-            Note::WholeHostPlaceholder => (
-                FindingKind::PlaceholderHost,
-                format!(
-                    "`{target}`: the whole host is a placeholder (your own server): the rule is inactive until [vars] defines `{}`",
-                    target.host.trim_matches(['<', '>'])
-                ),
-            ),
-            Note::PartialWildcard(label) => (
-                FindingKind::PartialWildcard,
-                format!(
-                    "`{target}` has the partial-label wildcard `{label}`: kept as written; it matches within that one label only"
-                ),
-            ),
-            Note::FragmentDropped(fragment) => (
-                FindingKind::Invalid,
-                format!("`{written}`: the fragment `{fragment}` is never sent to a server: dropped"),
-            ),
-        };
-        self.find(line, kind, message);
+        if let Some((kind, message)) = note.finding(written, target) {
+            self.find(line, kind, message);
+        }
     }
 
     fn push(&mut self, group: usize, entry: Entry) {

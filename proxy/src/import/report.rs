@@ -50,6 +50,15 @@ pub enum FindingKind {
     Judgement,
     /// A domain whose owner the importer does not know: kept inspected.
     UnknownOwner,
+    /// A port list written in its canonical form (sorted, runs merged into ranges).
+    PortList,
+    /// An address range with host bits set: written as its network.
+    HostBits,
+    /// Left out by a flag (an optional endpoint set with `--required-only`, IPv6 ranges with
+    /// `--no-ipv6`).
+    LeftOut,
+    /// A field the importer does not know: ignored.
+    IgnoredField,
 }
 
 impl FindingKind {
@@ -77,6 +86,10 @@ impl FindingKind {
             Self::Invalid => "invalid",
             Self::Judgement => "judgement",
             Self::UnknownOwner => "unknown-owner",
+            Self::PortList => "port-list",
+            Self::HostBits => "host-bits",
+            Self::LeftOut => "left-out",
+            Self::IgnoredField => "ignored-field",
         }
     }
 }
@@ -90,9 +103,10 @@ impl fmt::Display for FindingKind {
 /// One entry of the import report: `source:line: kind: message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// The source name given to [`import_ms_learn`](super::import_ms_learn).
+    /// The source name given to [`import_ms_learn`](super::import_ms_learn) or
+    /// [`m365::import`](super::m365::import).
     pub source: String,
-    /// 1-based line of the page.
+    /// 1-based line of the page (of the JSON document: where the endpoint set begins).
     pub line: usize,
     /// What it is about.
     pub kind: FindingKind,
