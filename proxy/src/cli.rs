@@ -279,34 +279,37 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
 fn check_rules(p: &Policy, out: &mut impl Write) -> Result<(), String> {
     let w = |e: std::io::Error| e.to_string();
     let mut totals = [0usize; 3];
-    let mut inactive = 0;
+    let (mut inactive, mut udp) = (0, 0);
     for s in p.sources() {
         writeln!(
             out,
-            "  {}: {} rules (bypass {}, allow {}, deny {}){}",
+            "  {}: {} rules (bypass {}, allow {}, deny {}){}{}",
             s.file,
             s.active(),
             s.by_action[Action::Bypass as usize],
             s.by_action[Action::Allow as usize],
             s.by_action[Action::Deny as usize],
-            if s.inactive > 0 { format!(", {} inactive", s.inactive) } else { String::new() }
+            if s.inactive > 0 { format!(", {} inactive", s.inactive) } else { String::new() },
+            if s.udp > 0 { format!(", {} UDP rules (for `hostgate firewall`)", s.udp) } else { String::new() }
         )
         .map_err(w)?;
         for (t, n) in totals.iter_mut().zip(s.by_action) {
             *t += n;
         }
         inactive += s.inactive;
+        udp += s.udp;
     }
     let m = p.matcher();
     let counts = m.counts();
     writeln!(
         out,
-        "total: {} rules (bypass {}, allow {}, deny {}), {} inactive",
+        "total: {} rules (bypass {}, allow {}, deny {}), {} inactive, {} UDP",
         totals.iter().sum::<usize>(),
         totals[Action::Bypass as usize],
         totals[Action::Allow as usize],
         totals[Action::Deny as usize],
-        inactive
+        inactive,
+        udp
     )
     .map_err(w)?;
     writeln!(
