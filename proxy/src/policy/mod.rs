@@ -594,6 +594,12 @@ impl Policy {
         self.applies[rule.0 as usize] & (1u64 << group.0) != 0
     }
 
+    /// Whether a deny of `rule` is only reported for the clients of `group` (the group's mode, or
+    /// the rule's source's).
+    pub fn reported(&self, rule: RuleId, group: GroupId) -> bool {
+        self.group(group).report || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file)
+    }
+
     /// A rule by id.
     ///
     /// # Panics

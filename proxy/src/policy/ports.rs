@@ -109,6 +109,12 @@ impl Ports {
         out
     }
 
+    /// Every port of both, merged (`443` and `3478-3481,444` is `443-444,3478-3481`).
+    pub fn union(&self, other: &Ports) -> Ports {
+        let both = Ports(self.0.iter().chain(other.0.iter()).copied().collect());
+        Ports(both.merged().into_boxed_slice())
+    }
+
     /// The single port, when this is exactly one.
     pub fn single(&self) -> Option<u16> {
         match *self.0 {
@@ -167,6 +173,7 @@ mod tests {
         assert!(!p("80-100,102-200").covers(&p("90-150")));
         assert!(teams.overlaps(&p("3481-4000")));
         assert!(!teams.overlaps(&p("80,3482-4000")));
+        assert_eq!(p("3478-3481,444").union(&p("443,80")).to_string(), "80,443-444,3478-3481");
         assert_eq!(p("443").single(), Some(443));
         assert_eq!(p("443,80").single(), None);
         assert_eq!(p("1-2").single(), None);
