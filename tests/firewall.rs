@@ -424,3 +424,60 @@ fn the_command_says_what_is_missing() {
 fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// Every shape the generator writes, checked by nftables itself: client groups (nested
+/// networks, IPv6), IPv4 and IPv6 destination sets, port lists, a deny, a deny in report mode,
+/// `udp_default = "reject"`, a dual-stack listener.
+#[test]
+fn nft_accepts_groups_ipv6_report_mode_and_every_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.rules",
+        "allow *.example.com\nbypass udp://52.112.0.0/14:3478-3481,443\nbypass udp://[2603:1063::]/38:3478-3481\n\
+         allow udp://192.0.2.10:123\ndeny udp://52.113.0.0/16\nallow udp://52.113.5.0/24:5000\n",
+    );
+    write(dir.path(), "trial.rules", "deny udp://198.51.100.0/24\n");
+    write(dir.path(), "kiosk.rules", "allow udp://192.0.2.53:53\n");
+    let config = write(
+        dir.path(),
+        "hostgate.toml",
+        "[[listener]]\nkind = \"transparent\"\naddress = \"[::]:15001\"\n\n\
+         [policy]\ndefault = \"deny\"\n\n\
+         [[policy.source]]\npath = \"a.rules\"\n\n\
+         [[policy.source]]\npath = \"trial.rules\"\nmode = \"report\"\n\n\
+         [[policy.source]]\npath = \"kiosk.rules\"\nname = \"kiosk\"\n\n\
+         [[client]]\nname = \"kiosks\"\nnetworks = [\"10.1.0.0/16\", \"fd00:1::/64\"]\nsources = [\"kiosk\"]\n\n\
+         [[client]]\nname = \"staff\"\nnetworks = [\"10.0.0.0/8\"]\nsources = [\"a.rules\", \"trial.rules\", \"kiosk\"]\n\n\
+         [firewall]\nlan = [\"lan0\", \"wlan*\"]\nudp_default = \"reject\"\ntable = \"site_gw\"\n",
+    );
+    let o = hostgate(&["firewall", "--config", &config]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    for want in [
+        "table inet site_gw {",
+        // Dual-stack listener: both families redirected, nothing rejected for lack of one.
+        "iifname { \"lan0\", \"wlan*\" } tcp dport { 80, 443 } redirect to :15001",
+        // Nested client networks: the staff set has a hole where the kiosks are.
+        "elements = { 10.0.0.0/16, 10.2.0.0/15,",
+        "ip saddr @clients_g1_v4 jump udp_g1",
+        "ip6 saddr @clients_g1_v6 jump udp_g1",
+        "ip saddr @clients_g2_v4 jump udp_g2",
+        "ip daddr @g0_p1_v4 udp dport { 443, 3478-3481 } accept",
+        "ip6 daddr @g0_p",
+        "log prefix \"hostgate would_deny: \" accept",
+        "\t\treject  # [firewall] udp_default = \"reject\"",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("reject with tcp reset"), "{text}");
+    // The kiosks see only their own source's UDP rule.
+    let kiosks = text.split("chain udp_g1 {").nth(1).unwrap().split('}').next().unwrap();
+    assert_eq!(kiosks.matches(" accept").count(), 1, "{kiosks}");
+    if !can_run("nft -c on the generated ruleset", &["nft"]) {
+        return;
+    }
+    let file = write(dir.path(), "out.nft", &text);
+    let checked = Command::new("nft").args(["-c", "-f", &file]).output().unwrap();
+    assert!(checked.status.success(), "nft -c: {}\n{text}", stderr_of(&checked));
+}
