@@ -70,7 +70,10 @@ fn check_reports_bad_rules_with_file_and_line() {
         err.contains(&format!("{file}:3: bad pattern `mail.*`: the top-level (rightmost) label cannot contain `*`")),
         "{err}"
     );
-    assert!(err.contains(&format!("{file}:4: unsupported scheme `ftp://` (http or https)")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:4: unsupported scheme `ftp://` (http, https, or udp with an address)")),
+        "{err}"
+    );
     assert!(err.contains(&format!("{file}:5: unknown action `permit` (allow, bypass or deny)")), "{err}");
     assert!(stdout(&o).is_empty(), "nothing printed as if usable");
 }

@@ -196,7 +196,7 @@ fn build(
             http_only += 1;
             continue;
         }
-        if rule.port.is_some_and(|p| p != 443) {
+        if !rule.fits_port(443) {
             other_port += 1;
             continue;
         }

@@ -294,7 +294,7 @@ fn is_no_action(message: &str) -> bool {
 /// text of its own (only an unset placeholder makes one): unset when the canonical text is parsed.
 const ONE_LABEL: &str = "<label>";
 
-/// A rule written canonically from its parsed fields: `ACTION [scheme://]pattern[:port][path]`,
+/// A rule written canonically from its parsed fields: `ACTION [scheme://]pattern[:ports][path]`,
 /// a one-label leftmost `*` written [`ONE_LABEL`]; `None` for an inactive rule (no pattern).
 pub fn canonical(rule: &Rule) -> Option<String> {
     let pattern = rule.pattern.as_ref()?;
@@ -309,8 +309,8 @@ pub fn canonical(rule: &Rule) -> Option<String> {
         }
         None => out.push_str(pattern.as_str()),
     }
-    if let Some(port) = rule.port {
-        out.push_str(&format!(":{port}"));
+    if let Some(ports) = &rule.ports {
+        out.push_str(&format!(":{ports}"));
     }
     if let Some(path) = &rule.path {
         out.push_str(path);
@@ -335,7 +335,7 @@ pub fn check_rule_round_trip(rule: &Rule, vars: &BTreeMap<String, String>) {
 
     let Some(text) = canonical(rule) else { return };
     let again = one_rule(&text, &BTreeMap::new(), "a canonical rule");
-    let fields = |r: &Rule| (r.action, r.scheme, r.port, r.path.clone(), r.pattern.clone());
+    let fields = |r: &Rule| (r.action, r.scheme, r.ports.clone(), r.path.clone(), r.pattern.clone());
     assert_eq!(fields(&again), fields(rule), "canonical {text:?} of {rule:?}");
     let one_label = rule.pattern.as_ref().is_some_and(|p| p.is_leftmost_one_label());
     assert!(again.unresolved.iter().all(|n| one_label && n == "label"), "{text:?}");

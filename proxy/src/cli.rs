@@ -13,6 +13,7 @@ use hostgate_matcher::Host;
 use serde_json::json;
 
 use crate::config::{Config, InspectConfig, NonHttp};
+use crate::firewall::Options as FirewallOptions;
 use crate::inspect::ca::{self, Authority, InitOptions};
 use crate::normalize::{normalize, Slashes};
 use crate::policy::{Action, AddrQuery, Candidate, GroupId, LintKind, Policy, Query, Rank, Scheme, Verdict};
@@ -97,6 +98,20 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Print the nftables ruleset that completes the policy (load it with `nft -f`): the LAN's
+    /// TCP redirected to the transparent listener, the LAN's UDP through the `udp://` rules of
+    /// the client's group, QUIC rejected.
+    Firewall {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/hostgate.toml")]
+        config: PathBuf,
+        /// The interface the clients' traffic arrives on (may be repeated; replaces `[firewall] lan`).
+        #[arg(long, value_name = "IFACE")]
+        lan: Vec<String>,
+        /// The nftables table to write (family inet; replaces `[firewall] table`).
+        #[arg(long, value_name = "NAME")]
+        table: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +180,7 @@ pub fn main() -> ExitCode {
             let opts = InitOptions { common_name, validity_days: days, permitted_dns: permit_dns, force };
             ca_init(&dir, &opts, &mut out)
         }
+        Command::Firewall { config, lan, table } => firewall(&config, &FirewallOptions { lan, table }, &mut out),
     };
     match result {
         Ok(code) => code,
@@ -292,6 +308,7 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     check_rules(&p, out)?;
     check_groups(&p, out)?;
     check_inspection(c.inspect.as_ref(), out)?;
+    check_firewall(&c, &p, out)?;
     check_lint(&p, out)?;
     writeln!(out, "{}", crate::import::m365::check_note(&c)).map_err(w)?;
     writeln!(out, "ok: the configuration is usable").map_err(w)?;
@@ -302,34 +319,37 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
 fn check_rules(p: &Policy, out: &mut impl Write) -> Result<(), String> {
     let w = |e: std::io::Error| e.to_string();
     let mut totals = [0usize; 3];
-    let mut inactive = 0;
+    let (mut inactive, mut udp) = (0, 0);
     for s in p.sources() {
         writeln!(
             out,
-            "  {}: {} rules (bypass {}, allow {}, deny {}){}",
+            "  {}: {} rules (bypass {}, allow {}, deny {}){}{}",
             s.file,
             s.active(),
             s.by_action[Action::Bypass as usize],
             s.by_action[Action::Allow as usize],
             s.by_action[Action::Deny as usize],
-            if s.inactive > 0 { format!(", {} inactive", s.inactive) } else { String::new() }
+            if s.inactive > 0 { format!(", {} inactive", s.inactive) } else { String::new() },
+            if s.udp > 0 { format!(", {} UDP rules (for `hostgate firewall`)", s.udp) } else { String::new() }
         )
         .map_err(w)?;
         for (t, n) in totals.iter_mut().zip(s.by_action) {
             *t += n;
         }
         inactive += s.inactive;
+        udp += s.udp;
     }
     let m = p.matcher();
     let counts = m.counts();
     writeln!(
         out,
-        "total: {} rules (bypass {}, allow {}, deny {}), {} inactive",
+        "total: {} rules (bypass {}, allow {}, deny {}), {} inactive, {} UDP",
         totals.iter().sum::<usize>(),
         totals[Action::Bypass as usize],
         totals[Action::Allow as usize],
         totals[Action::Deny as usize],
-        inactive
+        inactive,
+        udp
     )
     .map_err(w)?;
     writeln!(
@@ -344,6 +364,52 @@ fn check_rules(p: &Policy, out: &mut impl Write) -> Result<(), String> {
         p.nets().heap_bytes()
     )
     .map_err(w)
+}
+
+/// `hostgate firewall`: the ruleset on standard output, warnings on standard error.
+fn firewall(config: &std::path::Path, opts: &FirewallOptions, out: &mut impl Write) -> Result<ExitCode, String> {
+    let (c, p) = load(config)?;
+    let rules = crate::firewall::ruleset(&c, &p, opts).map_err(|e| e.to_string())?;
+    for warning in &rules.warnings {
+        eprintln!("hostgate: warning: {warning}");
+    }
+    out.write_all(rules.text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hostgate check`: what `hostgate firewall` would emit (with `[firewall] lan` set), or how to
+/// get it.
+fn check_firewall(c: &Config, p: &Policy, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
+    if c.firewall.lan.is_empty() {
+        let udp = p.sources().iter().map(|s| s.udp).sum::<usize>();
+        return writeln!(
+            out,
+            "firewall: no [firewall] lan: `hostgate firewall --lan IFACE` prints the nftables ruleset{}",
+            if udp > 0 { format!(" ({udp} UDP rules are only enforced there)") } else { String::new() }
+        )
+        .map_err(w);
+    }
+    let rules = crate::firewall::ruleset(c, p, &FirewallOptions::default()).map_err(|e| format!("firewall: {e}"))?;
+    let s = &rules.summary;
+    writeln!(
+        out,
+        "firewall: table inet {}; TCP {} from {} {}; {} UDP rules in {} sets; {} client groups; other UDP: {}",
+        c.firewall.table,
+        c.firewall.redirect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+        c.firewall.lan.join(","),
+        s.redirect_to
+            .map_or_else(|| "not redirected (no transparent listener)".to_string(), |p| format!("redirected to :{p}")),
+        s.udp_rules,
+        s.sets,
+        s.groups,
+        c.firewall.udp_default.as_str()
+    )
+    .map_err(w)?;
+    for warning in &rules.warnings {
+        writeln!(out, "  warning: {warning}").map_err(w)?;
+    }
+    Ok(())
 }
 
 /// `hostgate check`: the client groups, each with its networks, default, mode and the rules

@@ -55,6 +55,67 @@ pub struct Config {
     pub inspect: Option<InspectConfig>,
     /// The request pipeline (`[http]`).
     pub http: HttpConfig,
+    /// `[firewall]`: what `hostgate firewall` emits (the gateway itself never reads it).
+    pub firewall: FirewallConfig,
+}
+
+/// `[firewall]`: the nftables ruleset `hostgate firewall` generates from the configuration and
+/// the policy (README: The firewall). The running gateway does not use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirewallConfig {
+    /// The interfaces the clients' traffic arrives on (`--lan` replaces them).
+    pub lan: Vec<String>,
+    /// The TCP ports redirected to the transparent listener.
+    pub redirect_ports: Vec<u16>,
+    /// What happens to UDP from the LAN that no `udp://` rule decides.
+    pub udp_default: UdpDefault,
+    /// The nftables table (family `inet`) the ruleset replaces as a whole.
+    pub table: String,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            lan: Vec::new(),
+            redirect_ports: vec![80, 443],
+            udp_default: UdpDefault::RejectQuic,
+            table: "hostgate".to_string(),
+        }
+    }
+}
+
+/// `[firewall] udp_default`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UdpDefault {
+    /// Reject UDP 443 (QUIC: browsers fall back to TCP, where the name is decided); let other
+    /// UDP through.
+    #[default]
+    RejectQuic,
+    /// Reject every UDP flow no rule lets out (DNS and NTP need their own `udp://` rules).
+    Reject,
+    /// Let it through (only the `udp://` deny rules reject anything).
+    Accept,
+}
+
+impl UdpDefault {
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UdpDefault::RejectQuic => "reject-quic",
+            UdpDefault::Reject => "reject",
+            UdpDefault::Accept => "accept",
+        }
+    }
+}
+
+/// Whether `name` can be a Linux interface name in an nftables `iifname` match: 1 to 15 bytes of
+/// letters, digits, `_`, `.`, `-`, `+`, `@`, optionally ending in `*` (nftables' wildcard, `lan*`).
+pub fn valid_interface(name: &str) -> bool {
+    let body = name.strip_suffix('*').unwrap_or(name);
+    (1..=15).contains(&name.len())
+        && !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'+' | b'@'))
 }
 
 /// `[http]`: how HTTP request targets are normalised before they are decided and forwarded
@@ -400,6 +461,21 @@ struct RawConfig {
     inspect: Option<Spanned<RawInspect>>,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    firewall: RawFirewall,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFirewall {
+    #[serde(default)]
+    lan: Vec<Spanned<String>>,
+    #[serde(default)]
+    redirect_ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    udp_default: UdpDefault,
+    #[serde(default)]
+    table: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -592,6 +668,7 @@ impl Config {
         let runtime = v.runtime(&raw.runtime)?;
         let inspect = v.inspect(raw.inspect)?;
         let http = HttpConfig { insecure_keep_escaped_slashes: raw.http.insecure_keep_escaped_slashes };
+        let firewall = v.firewall(raw.firewall)?;
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
@@ -606,6 +683,7 @@ impl Config {
             runtime,
             inspect,
             http,
+            firewall,
         })
     }
 }
@@ -931,6 +1009,63 @@ impl Validator<'_> {
             }
         }
         Ok(resolve)
+    }
+
+    /// `[firewall]`: interface names nftables takes, ports, a table name nftables takes.
+    fn firewall(&self, raw: RawFirewall) -> Result<FirewallConfig, ConfigError> {
+        let mut fw = FirewallConfig { udp_default: raw.udp_default, ..FirewallConfig::default() };
+        for l in raw.lan {
+            if !valid_interface(l.get_ref()) {
+                return Err(self.err(
+                    Some(l.span()),
+                    format!(
+                        "firewall.lan: `{}` is not an interface name (1-15 letters, digits, `_.-+@`; `lan*` for a prefix)",
+                        l.get_ref()
+                    ),
+                ));
+            }
+            fw.lan.push(l.into_inner());
+        }
+        if let Some(ports) = raw.redirect_ports {
+            let span = ports.span();
+            let mut out = Vec::new();
+            for p in ports.into_inner() {
+                match u16::try_from(*p.get_ref()).ok().filter(|n| *n > 0) {
+                    Some(n) if !out.contains(&n) => out.push(n),
+                    Some(n) => {
+                        return Err(self.err(Some(p.span()), format!("firewall.redirect_ports: {n} is listed twice")))
+                    }
+                    None => {
+                        return Err(self.err(
+                            Some(p.span()),
+                            format!("firewall.redirect_ports: {} is not a port (1-65535)", p.get_ref()),
+                        ))
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Err(
+                    self.err(Some(span), "firewall.redirect_ports: empty (the default is [80, 443])".to_string())
+                );
+            }
+            fw.redirect_ports = out;
+        }
+        if let Some(t) = raw.table {
+            let ok = t.get_ref().len() <= 32
+                && t.get_ref().bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && t.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(self.err(
+                    Some(t.span()),
+                    format!(
+                        "firewall.table: `{}` is not a table name (a letter, then letters, digits, `_`; at most 32)",
+                        t.get_ref()
+                    ),
+                ));
+            }
+            fw.table = t.into_inner();
+        }
+        Ok(fw)
     }
 
     /// `[admin]`: an address no listener uses (port 0 aside).

@@ -41,6 +41,7 @@ pub mod cli;
 pub mod config;
 mod conn;
 mod dispatch;
+pub mod firewall;
 mod forward;
 pub mod gateway;
 mod generation;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use hostgate_matcher::{Host, Matcher, Matches, NetTable, Pattern};
 
 use super::group::{GroupId, GroupInfo};
+use super::ports::Ports;
 use super::rule::{path_matches, Action, Origin, Rule, RuleId, Scheme};
 
 /// A warning about one rule.
@@ -118,7 +119,7 @@ const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[
 
 /// A rule's normalised target: pattern (its text and whether its leftmost `*` is one label),
 /// scheme, port, path.
-type TargetKey<'a> = (&'a Pattern, Option<Scheme>, Option<u16>, Option<&'a str>);
+type TargetKey<'a> = (&'a Pattern, Option<Scheme>, Option<&'a Ports>, Option<&'a str>);
 
 /// Every warning about `rules` (a policy's rule list, in file order) compiled into `matcher`
 /// (each pattern's value is its rule's index); `applies` gives each rule's client groups (rules
@@ -242,7 +243,7 @@ impl<'a> Linter<'a> {
     /// The same target as an earlier rule: a conflict (another action) or a duplicate.
     fn repeated(&mut self, me: RuleId, r: &'a Rule, pattern: &'a Pattern) {
         let rules = self.rules;
-        let key = (pattern, r.scheme, r.port, r.path.as_deref());
+        let key = (pattern, r.scheme, r.ports.as_ref(), r.path.as_deref());
         match self.first_by_target.get(&key) {
             Some(&j) if self.applies[j] & self.applies[me.0 as usize] == 0 => {}
             Some(&j) if rules[j].action != r.action => self.out.push(lint(
@@ -435,7 +436,11 @@ fn pattern_covers(gp: &Pattern, rp: &Pattern) -> bool {
 /// Whether `g`'s constraints let it apply wherever `r` applies.
 fn constraints_cover(g: &Rule, r: &Rule) -> bool {
     let scheme = g.scheme.is_none() || g.scheme == r.scheme;
-    let port = g.port.is_none() || g.port == r.port;
+    let port = match (&g.ports, &r.ports) {
+        (None, _) => true,
+        (Some(gp), Some(rp)) => gp.covers(rp),
+        (Some(_), None) => false,
+    };
     let path = match (&g.path, &r.path) {
         (None, _) => true,
         (Some(gp), Some(rp)) => path_matches(gp, rp),
@@ -447,7 +452,10 @@ fn constraints_cover(g: &Rule, r: &Rule) -> bool {
 /// Whether two rules' constraints can both fit one request.
 fn overlaps(a: &Rule, b: &Rule) -> bool {
     let scheme = a.scheme.is_none() || b.scheme.is_none() || a.scheme == b.scheme;
-    let port = a.port.is_none() || b.port.is_none() || a.port == b.port;
+    let port = match (&a.ports, &b.ports) {
+        (Some(x), Some(y)) => x.overlaps(y),
+        _ => true,
+    };
     let path = match (&a.path, &b.path) {
         (Some(x), Some(y)) => path_matches(x, y) || path_matches(y, x),
         _ => true,

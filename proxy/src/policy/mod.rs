@@ -16,6 +16,7 @@
 
 mod group;
 mod lint;
+mod ports;
 mod rule;
 
 use std::collections::BTreeMap;
@@ -29,8 +30,10 @@ use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, NetTable, NetTabl
 
 pub use group::{Group, GroupId, GroupInfo, Mode, MAX_GROUPS};
 pub use lint::{Lint, LintKind};
+pub use ports::{PortRange, Ports};
 pub use rule::{
     canonical_net, parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme,
+    Transport,
 };
 
 /// One rule file, as the configuration names it.
@@ -129,10 +132,12 @@ pub struct SourceStats {
     pub by_action: [usize; 3],
     /// Rules that cannot be compiled until a placeholder gets a value.
     pub inactive: usize,
+    /// `udp://` rules: not part of the proxy's decisions, for `hostgate firewall`.
+    pub udp: usize,
 }
 
 impl SourceStats {
-    /// All active rules of this source.
+    /// All active rules of this source that the proxy decides with (`udp://` ones are not).
     pub fn active(&self) -> usize {
         self.by_action.iter().sum()
     }
@@ -306,15 +311,20 @@ impl Policy {
         let mut b = MatcherBuilder::new();
         let mut nets = NetTableBuilder::new();
         let mut sources: Vec<SourceStats> =
-            files.iter().map(|f| SourceStats { file: f.clone(), by_action: [0; 3], inactive: 0 }).collect();
+            files.iter().map(|f| SourceStats { file: f.clone(), by_action: [0; 3], inactive: 0, udp: 0 }).collect();
         for (i, r) in rules.iter().enumerate() {
             let stats = match sources.iter_mut().find(|s| s.file == r.origin.file) {
                 Some(s) => s,
                 None => {
-                    sources.push(SourceStats { file: r.origin.file.clone(), by_action: [0; 3], inactive: 0 });
+                    sources.push(SourceStats { file: r.origin.file.clone(), by_action: [0; 3], inactive: 0, udp: 0 });
                     sources.last_mut().expect("just pushed")
                 }
             };
+            if r.transport == Transport::Udp {
+                // Never decided with: the proxy carries TCP only.
+                stats.udp += 1;
+                continue;
+            }
             match (&r.pattern, r.net) {
                 (Some(p), _) => {
                     stats.by_action[r.action as usize] += 1;
@@ -584,6 +594,12 @@ impl Policy {
         self.applies[rule.0 as usize] & (1u64 << group.0) != 0
     }
 
+    /// Whether a deny of `rule` is only reported for the clients of `group` (the group's mode, or
+    /// the rule's source's).
+    pub fn reported(&self, rule: RuleId, group: GroupId) -> bool {
+        self.group(group).report || self.report_sources.contains(&self.rules[rule.0 as usize].origin.file)
+    }
+
     /// A rule by id.
     ///
     /// # Panics
@@ -660,7 +676,7 @@ fn source_groups(inputs: &Inputs<'_>, source: usize) -> u64 {
 fn count_active(rules: &[Rule], keep: impl Fn(usize) -> bool) -> [usize; 3] {
     let mut n = [0; 3];
     for (i, r) in rules.iter().enumerate() {
-        if r.is_active() && keep(i) {
+        if r.decides_tcp() && keep(i) {
             n[r.action as usize] += 1;
         }
     }
@@ -671,7 +687,7 @@ fn fits(r: &Rule, scheme: Option<Scheme>, port: u16, path: Option<&str>) -> Fit 
     if r.scheme.is_some_and(|s| Some(s) != scheme) {
         return Fit::No(Verdict::SchemeMismatch);
     }
-    if r.port.is_some_and(|p| p != port) {
+    if !r.fits_port(port) {
         return Fit::No(Verdict::PortMismatch);
     }
     match (&r.path, path) {
@@ -944,6 +960,32 @@ mod tests {
                 (1, Rank::Prefix(14), Verdict::LessSpecific)
             ]
         );
+    }
+
+    #[test]
+    fn port_lists_fit_any_of_their_ports_and_udp_rules_never_decide() {
+        let p = policy(
+            "bypass outlook.office.com:80,443\nallow *.teams.example:3478-3481,443\nallow 52.112.0.0/14:80,443\n\
+             bypass udp://52.112.0.0/14:3478-3481\ndeny udp://0.0.0.0/0:443\nbypass udp://[2603:1063::]/38\n",
+        );
+        assert_eq!(decide(&p, "outlook.office.com", Scheme::Https, 443, None), (Action::Bypass, Some(1)));
+        assert_eq!(decide(&p, "outlook.office.com", Scheme::Http, 80, None), (Action::Bypass, Some(1)));
+        assert_eq!(decide(&p, "outlook.office.com", Scheme::Https, 8443, None), (Action::Deny, None));
+        assert_eq!(decide(&p, "a.teams.example", Scheme::Https, 3480, None), (Action::Allow, Some(2)));
+        assert_eq!(decide(&p, "a.teams.example", Scheme::Https, 3482, None), (Action::Deny, None));
+        let addr = |a: &str, port: u16| {
+            let d = p.decide_address(&AddrQuery { addr: a.parse().unwrap(), scheme: None, port, group: GroupId::NONE });
+            (d.action, d.rule.map(|r| p.rule(r).origin.line))
+        };
+        assert_eq!(addr("52.112.1.1", 80), (Action::Allow, Some(3)));
+        // UDP rules are for the firewall: a TCP connection to 3478 or to an IPv6 Optimize address
+        // is decided as if they were not there.
+        assert_eq!(addr("52.112.1.1", 3478), (Action::Deny, None));
+        assert_eq!(addr("2603:1063::1", 443), (Action::Deny, None));
+        assert_eq!(p.nets().len(), 1, "only the TCP address rule is compiled");
+        assert_eq!(p.sources()[0].udp, 3);
+        assert_eq!(p.sources()[0].active(), 3);
+        assert_eq!(p.groups()[0].rules.iter().sum::<usize>(), 3);
     }
 
     fn decide_q(p: &Policy, host: &str) -> (Action, Option<u32>) {

@@ -14,6 +14,7 @@ use hostgate_matcher::Pattern;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::ports::Ports;
 use crate::normalize::{normalize, Slashes};
 
 /// What the gateway does with a connection or request.
@@ -93,6 +94,18 @@ impl fmt::Display for Scheme {
     }
 }
 
+/// What a rule is for: the proxy's TCP connections, or UDP flows (`udp://` rules), which the
+/// proxy never carries and never decides with; `hostgate firewall` turns them into firewall rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Connections the proxy decides (every rule but a `udp://` one).
+    #[default]
+    Tcp,
+    /// `udp://ADDRESS[/PREFIX][:PORTS]`: for the firewall only.
+    Udp,
+}
+
 /// Where a rule was written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
@@ -117,10 +130,12 @@ pub struct RuleId(pub u32);
 pub struct Rule {
     /// What to do.
     pub action: Action,
+    /// TCP (decided by the proxy) or UDP (a `udp://` rule, for the firewall only).
+    pub transport: Transport,
     /// Only for this scheme, when set.
     pub scheme: Option<Scheme>,
-    /// Only for this destination port, when set.
-    pub port: Option<u16>,
+    /// Only for these destination ports, when set.
+    pub ports: Option<Ports>,
     /// Only for requests whose path (and query, when this has one) starts with this, when set.
     pub path: Option<String>,
     /// The pattern after placeholder substitution, as the matcher normalised it. `None` for an
@@ -143,6 +158,16 @@ impl Rule {
     /// when a placeholder has no value and was the whole name).
     pub fn is_active(&self) -> bool {
         self.pattern.is_some() || self.net.is_some()
+    }
+
+    /// Whether the proxy decides with it: an active rule that is not a `udp://` one.
+    pub fn decides_tcp(&self) -> bool {
+        self.is_active() && self.transport == Transport::Tcp
+    }
+
+    /// Whether its port constraint lets `port` through (no constraint: every port).
+    pub fn fits_port(&self, port: u16) -> bool {
+        self.ports.as_ref().is_none_or(|p| p.contains(port))
     }
 }
 
@@ -212,29 +237,38 @@ fn strip_comment(line: &str) -> &str {
 /// The parts of a target, before placeholder substitution.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Target<'a> {
+    /// `udp://`: an address target, for the firewall.
+    pub(crate) udp: bool,
     pub(crate) scheme: Option<Scheme>,
     /// The host pattern (empty for an address target).
     pub(crate) host: &'a str,
     /// The network of an address target.
     pub(crate) net: Option<IpNet>,
-    pub(crate) port: Option<u16>,
+    pub(crate) ports: Option<Ports>,
     pub(crate) path: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Splits `[scheme://]pattern[:port][/path[?query]]`, or an address target
-/// `[scheme://]address[/prefix][:port]` (IPv6 in brackets when a port follows).
+/// Splits `[scheme://]pattern[:ports][/path[?query]]`, or an address target
+/// `[scheme://]address[/prefix][:ports]` (IPv6 in brackets when ports follow), or a UDP target
+/// `udp://address[/prefix][:ports]`. Ports are one, a range or a list ([`Ports`]).
 pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
-    let (scheme, rest) = match target.split_once("://") {
+    let (scheme, udp, rest) = match target.split_once("://") {
         Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
-            "http" => (Some(Scheme::Http), rest),
-            "https" => (Some(Scheme::Https), rest),
-            other => return Err(format!("unsupported scheme `{other}://` (http or https)")),
+            "http" => (Some(Scheme::Http), false, rest),
+            "https" => (Some(Scheme::Https), false, rest),
+            "udp" => (None, true, rest),
+            other => return Err(format!("unsupported scheme `{other}://` (http, https, or udp with an address)")),
         },
-        None => (None, target),
+        None => (None, false, target),
     };
     if let Some(address) = parse_address(rest) {
-        let (net, port) = address?;
-        return Ok(Target { scheme, host: "", net: Some(net), port, path: None });
+        let (net, ports) = address?;
+        return Ok(Target { udp, scheme, host: "", net: Some(net), ports, path: None });
+    }
+    if udp {
+        return Err(format!(
+            "`{target}`: a UDP rule needs an address or network (`udp://52.112.0.0/14:3478-3481`): the firewall it becomes cannot match names"
+        ));
     }
     let (hostport, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], Some(&rest[i..])),
@@ -252,24 +286,21 @@ pub(crate) fn parse_target(target: &str) -> Result<Target<'_>, String> {
             Some(rule_path(p)?).filter(|n| n != "/")
         }
     };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(n)),
-            _ => return Err(format!("bad port `{p}` (1-65535)")),
-        },
+    let (host, ports) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, Some(Ports::parse(p)?)),
         None => (hostport, None),
     };
     if host.is_empty() {
         return Err("missing host pattern".to_string());
     }
-    Ok(Target { scheme, host, net: None, port, path })
+    Ok(Target { udp: false, scheme, host, net: None, ports, path })
 }
 
-/// An address target, `address[/prefix][:port]`: `None` when `text` is not one (it is then a
+/// An address target, `address[/prefix][:ports]`: `None` when `text` is not one (it is then a
 /// host pattern). IPv4 is a dotted quad; IPv6 is in brackets (`[2603:1063::]/38:443`), or bare
 /// when no port follows (`2603:1063::/38`). No address means "the whole address" (`/32`,
 /// `/128`); host bits under the prefix are cleared. Address rules have no path.
-fn parse_address(text: &str) -> Option<Result<(IpNet, Option<u16>), String>> {
+fn parse_address(text: &str) -> Option<Result<(IpNet, Option<Ports>), String>> {
     let (addr, rest): (IpAddr, &str) = if let Some(inner) = text.strip_prefix('[') {
         let Some((inside, rest)) = inner.split_once(']') else {
             return Some(Err(format!("`{text}`: an IPv6 address opened with `[` needs its `]`")));
@@ -311,14 +342,17 @@ fn parse_address(text: &str) -> Option<Result<(IpNet, Option<u16>), String>> {
         }
         None => (None, rest),
     };
-    let port = match rest {
+    let ports = match rest {
         "" => None,
-        r => match r.strip_prefix(':').and_then(|p| p.parse::<u16>().ok().filter(|n| *n > 0 && p.bytes().all(|b| b.is_ascii_digit()))) {
-            Some(n) => Some(n),
-            None => return Some(Err(format!("`{text}`: after an address comes `/PREFIX` and then `:PORT` (1-65535), nothing else; address rules have no path"))),
+        r => match r.strip_prefix(':') {
+            Some(p) if !p.contains(['/', '?']) => match Ports::parse(p) {
+                Ok(ports) => Some(ports),
+                Err(e) => return Some(Err(format!("`{text}`: {e}"))),
+            },
+            _ => return Some(Err(format!("`{text}`: after an address comes `/PREFIX` and then `:PORTS` (1-65535, ranges, lists), nothing else; address rules have no path"))),
         },
     };
-    Some(network(addr, prefix).map(|n| (n, port)))
+    Some(network(addr, prefix).map(|n| (n, ports)))
 }
 
 /// The network of `addr` with `prefix` bits (all of them when `None`), host bits cleared.
@@ -425,8 +459,9 @@ pub(crate) fn build_rule(
     if let Some(net) = t.net {
         return Ok(Rule {
             action,
+            transport: if t.udp { Transport::Udp } else { Transport::Tcp },
             scheme: t.scheme,
-            port: t.port,
+            ports: t.ports,
             path: None,
             pattern: None,
             net: Some(net),
@@ -451,8 +486,9 @@ pub(crate) fn build_rule(
     };
     Ok(Rule {
         action,
+        transport: Transport::Tcp,
         scheme: t.scheme,
-        port: t.port,
+        ports: t.ports,
         path: t.path.map(std::borrow::Cow::into_owned),
         pattern,
         net: None,
@@ -568,10 +604,11 @@ mod tests {
         assert_eq!(
             t,
             Target {
+                udp: false,
                 scheme: Some(Scheme::Https),
                 host: "*.<RegionName>.logic.azure.com",
                 net: None,
-                port: Some(443),
+                ports: Some(Ports::one(443)),
                 path: None
             }
         );
@@ -581,17 +618,33 @@ mod tests {
         assert_eq!((t.host, t.path.as_deref()), ("token.cp.microsoft.com", None));
         let t = parse_target("a.com/p?q=1").unwrap();
         assert_eq!(t.path.as_deref(), Some("/p?q=1"));
-        assert_eq!(parse_target("ftp://a.com").unwrap_err(), "unsupported scheme `ftp://` (http or https)");
-        assert_eq!(parse_target("a.com:0").unwrap_err(), "bad port `0` (1-65535)");
-        assert_eq!(parse_target("a.com:99999").unwrap_err(), "bad port `99999` (1-65535)");
-        assert_eq!(parse_target("a.com:+80").unwrap_err(), "bad port `+80` (1-65535)");
+        assert_eq!(
+            parse_target("ftp://a.com").unwrap_err(),
+            "unsupported scheme `ftp://` (http, https, or udp with an address)"
+        );
+        let list = "(1-65535, a range LO-HI, or a comma-separated list of them)";
+        assert_eq!(parse_target("a.com:0").unwrap_err(), format!("bad port `0` {list}"));
+        assert_eq!(parse_target("a.com:99999").unwrap_err(), format!("bad port `99999` {list}"));
+        assert_eq!(parse_target("a.com:+80").unwrap_err(), format!("bad port `+80` {list}"));
+        // Port lists and ranges, on names and with paths.
+        let ports = |t: &str| parse_target(t).map(|t| t.ports.map(|p| p.to_string()));
+        assert_eq!(ports("outlook.office.com:80,443").unwrap().as_deref(), Some("80,443"));
+        assert_eq!(ports("https://a.com:8443-8450/x").unwrap().as_deref(), Some("8443-8450"));
+        assert_eq!(parse_target("a.com:80,443/p").unwrap().path.as_deref(), Some("/p"));
+        assert!(parse_target("a.com:443-80").unwrap_err().contains("must not exceed"));
+        assert!(parse_target("a.com:80,").unwrap_err().contains("bad port `80,`"));
+        // `udp://` takes an address only.
+        assert!(parse_target("udp://time.windows.com:123").unwrap_err().contains("a UDP rule needs an address"));
+        assert!(parse_target("UDP://a.com").unwrap_err().contains("a UDP rule needs an address"));
         assert_eq!(parse_target("https://:443").unwrap_err(), "missing host pattern");
         assert_eq!(parse_target("a.com?x").unwrap_err(), "a query needs a path: write `/?x`");
     }
 
     #[test]
     fn address_targets() {
-        let net = |t: &str| parse_target(t).map(|t| (t.scheme, t.net.map(|n| n.to_string()), t.port));
+        let net = |t: &str| {
+            parse_target(t).map(|t| (t.scheme, t.net.map(|n| n.to_string()), t.ports.and_then(|p| p.single())))
+        };
         assert_eq!(net("52.112.0.0/14:443").unwrap(), (None, Some("52.112.0.0/14".into()), Some(443)));
         assert_eq!(net("52.113.194.132").unwrap(), (None, Some("52.113.194.132/32".into()), None));
         // Host bits under the prefix are cleared.
@@ -614,9 +667,26 @@ mod tests {
         assert!(net("[::1").unwrap_err().contains("needs its `]`"));
         assert!(net("[zz::]").unwrap_err().contains("not an IPv6 address"));
         assert!(net("2603:1063::/38:443").unwrap_err().contains("brackets"));
+        assert!(net("10.0.0.0/8:80,").unwrap_err().contains("bad port `80,`"));
+        assert!(net("10.0.0.0/8:80-443/x").unwrap_err().contains("address rules have no path"));
         let r = build_rule(Action::Bypass, "52.112.0.0/14:443", &vars(&[]), origin()).unwrap();
-        assert!(r.is_active() && r.pattern.is_none());
-        assert_eq!((r.net.map(|n| n.to_string()), r.port), (Some("52.112.0.0/14".into()), Some(443)));
+        assert!(r.is_active() && r.pattern.is_none() && r.decides_tcp());
+        assert_eq!(
+            (r.net.map(|n| n.to_string()), r.ports.clone()),
+            (Some("52.112.0.0/14".into()), Some(Ports::one(443)))
+        );
+        assert!(r.fits_port(443) && !r.fits_port(80));
+        // UDP rules: addresses, IPv6 in brackets before ports, any port without ports.
+        let udp = |t: &str| build_rule(Action::Allow, t, &vars(&[]), origin());
+        let r = udp("udp://52.112.0.0/14:3478-3481").unwrap();
+        assert_eq!((r.transport, r.net.map(|n| n.to_string())), (Transport::Udp, Some("52.112.0.0/14".into())));
+        assert_eq!(r.ports.as_ref().map(ToString::to_string).as_deref(), Some("3478-3481"));
+        assert!(r.is_active() && !r.decides_tcp(), "the proxy never decides with a UDP rule");
+        let r = udp("udp://[2603:1063::]/38:443,3478-3481").unwrap();
+        assert_eq!(r.net.map(|n| n.to_string()).as_deref(), Some("2603:1063::/38"));
+        let r = udp("udp://192.0.2.10").unwrap();
+        assert_eq!((r.net.map(|n| n.to_string()).as_deref(), r.ports), (Some("192.0.2.10/32"), None));
+        assert!(udp("udp://192.0.2.10:123/x").unwrap_err().contains("address rules have no path"));
     }
 
     #[test]
