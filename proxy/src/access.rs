@@ -207,6 +207,8 @@ pub struct Access {
     pub client: SocketAddr,
     /// The client's group (`[[client]]`), by name; `None` for a client in no group.
     pub client_group: Option<Arc<str>>,
+    /// The user who signed in on the explicit proxy (`[auth]`); `None` when nobody did.
+    pub user: Option<Arc<str>>,
     /// The original destination (transparent) or the CONNECT / request authority.
     pub dst: Option<Dst>,
     /// What was sniffed.
@@ -260,6 +262,7 @@ impl Access {
             listener,
             client,
             client_group: None,
+            user: None,
             dst: None,
             protocol: Protocol::None,
             sni: None,
@@ -365,6 +368,7 @@ impl AccessSink for TracingSink {
             kind = kind_str(a.listener.kind),
             client = %a.client,
             client_group = a.client_group.as_deref(),
+            user = a.user.as_deref(),
             dst = a.dst.as_ref().map(tracing::field::display),
             protocol = (a.protocol != Protocol::None).then(|| a.protocol.as_str()),
             sni = a.sni.as_deref(),

@@ -309,6 +309,17 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
     check_groups(&p, out)?;
     check_inspection(c.inspect.as_ref(), out)?;
     check_firewall(&c, &p, out)?;
+    if let Some(a) = crate::auth::load(&c)? {
+        let groups = p.groups().iter().filter(|g| g.auth).count();
+        writeln!(
+            out,
+            "auth: {} (realm {:?}); {groups} of {} client groups sign in for `allow`",
+            a.describe(),
+            c.auth.as_ref().map_or("", |x| x.realm.as_str()),
+            p.groups().len()
+        )
+        .map_err(|e| e.to_string())?;
+    }
     check_lint(&p, out)?;
     writeln!(out, "{}", crate::import::m365::check_note(&c)).map_err(w)?;
     writeln!(out, "ok: the configuration is usable").map_err(w)?;

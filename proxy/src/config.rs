@@ -57,6 +57,77 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[firewall]`: what `hostgate firewall` emits (the gateway itself never reads it).
     pub firewall: FirewallConfig,
+    /// `[auth]`: proxy authentication on the connect listeners; `None` when absent.
+    pub auth: Option<AuthConfig>,
+    /// `[auth] ungrouped`: whether clients in no group must authenticate.
+    pub ungrouped_auth: bool,
+}
+
+/// `[auth]`: who must sign in on the explicit proxy, against what, and the abuse limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The `realm` of `Proxy-Authenticate: Basic realm="…"`.
+    pub realm: String,
+    /// Where users and passwords are checked.
+    pub backend: AuthBackend,
+    /// A client address with this many failed sign-ins within `throttle_window` is refused
+    /// (`429`) until the window has passed.
+    pub throttle_failures: u32,
+    /// See `throttle_failures`.
+    pub throttle_window: Duration,
+    /// How long a successful check is remembered (keyed by a hash of the credentials).
+    pub cache_ttl: Duration,
+    /// How long a failed check is remembered.
+    pub negative_ttl: Duration,
+}
+
+/// `[auth] htpasswd` or `[auth.ldap]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthBackend {
+    /// An htpasswd file (bcrypt `$2y$`/`$2b$`, SHA-512-crypt `$6$`), re-read on reload.
+    Htpasswd(PathBuf),
+    /// An LDAP directory.
+    Ldap(LdapConfig),
+}
+
+/// `[auth.ldap]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LdapConfig {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// A PEM CA certificate for the directory's certificate (the system roots otherwise).
+    pub ca: Option<PathBuf>,
+    /// How a user is found: bind as a DN made from a template, or search then bind.
+    pub find: LdapFind,
+    /// The attribute of the user's entry that lists its groups' DNs (`memberOf`), read when
+    /// `group_search_base` is not set.
+    pub group_attribute: String,
+    /// Where to search for the groups whose `member` or `uniqueMember` is the user's DN (for
+    /// directories without `memberOf`).
+    pub group_search_base: Option<String>,
+    /// The longest a bind, search or connect may take.
+    pub timeout: Duration,
+}
+
+/// How `[auth.ldap]` finds a user's DN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LdapFind {
+    /// `user_dn = "uid={user},ou=people,dc=example,dc=org"`.
+    Template(String),
+    /// Bind as a service account, search `base` with `filter` (`(sAMAccountName={user})`), then
+    /// bind as the one entry found.
+    Search {
+        /// The search base.
+        base: String,
+        /// The filter, `{user}` replaced by the escaped user name.
+        filter: String,
+        /// The service account's DN.
+        bind_dn: String,
+        /// A file holding the service account's password (first line).
+        bind_password_file: PathBuf,
+    },
 }
 
 /// `[firewall]`: the nftables ruleset `hostgate firewall` generates from the configuration and
@@ -463,6 +534,63 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     firewall: RawFirewall,
+    #[serde(default)]
+    auth: Option<Spanned<RawAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    realm: Option<Spanned<String>>,
+    #[serde(default)]
+    htpasswd: Option<Spanned<String>>,
+    #[serde(default)]
+    ldap: Option<Spanned<RawLdap>>,
+    #[serde(default)]
+    ungrouped: Option<AuthNeed>,
+    #[serde(default)]
+    throttle_failures: Option<Spanned<i64>>,
+    #[serde(default)]
+    throttle_window: Option<Spanned<String>>,
+    #[serde(default)]
+    cache_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    negative_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    url: Spanned<String>,
+    #[serde(default)]
+    starttls: bool,
+    #[serde(default)]
+    ca: Option<Spanned<String>>,
+    #[serde(default)]
+    user_dn: Option<Spanned<String>>,
+    #[serde(default)]
+    search_base: Option<Spanned<String>>,
+    #[serde(default)]
+    search_filter: Option<Spanned<String>>,
+    #[serde(default)]
+    bind_dn: Option<Spanned<String>>,
+    #[serde(default)]
+    bind_password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    group_attribute: Option<Spanned<String>>,
+    #[serde(default)]
+    group_search_base: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+}
+
+/// `auth = "required" | "none"` of a client group (and `[auth] ungrouped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AuthNeed {
+    Required,
+    None,
 }
 
 #[derive(Deserialize, Default)]
@@ -578,8 +706,15 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawClient {
     name: Spanned<String>,
-    networks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    networks: Option<Spanned<Vec<Spanned<String>>>>,
     sources: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    auth: Option<AuthNeed>,
+    #[serde(default)]
+    users: Vec<Spanned<String>>,
+    #[serde(default)]
+    directory_groups: Vec<Spanned<String>>,
     #[serde(default)]
     default: Option<Action>,
     #[serde(default)]
@@ -625,6 +760,7 @@ impl Config {
             vars: &self.vars,
             inspected: self.inspect.is_some(),
             config_file: &self.path,
+            auth: self.ungrouped_auth,
         }
     }
 
@@ -669,6 +805,16 @@ impl Config {
         let inspect = v.inspect(raw.inspect)?;
         let http = HttpConfig { insecure_keep_escaped_slashes: raw.http.insecure_keep_escaped_slashes };
         let firewall = v.firewall(raw.firewall)?;
+        let ungrouped_auth = raw.auth.as_ref().is_none_or(|a| a.get_ref().ungrouped != Some(AuthNeed::None));
+        let auth = match raw.auth {
+            Some(a) => Some(v.auth(a)?),
+            None => None,
+        };
+        if auth.is_some() && !listeners.iter().any(|l| l.kind == ListenerKind::Connect) {
+            tracing::warn!(
+                "[auth] is configured but there is no connect listener: only the explicit proxy can ask for credentials"
+            );
+        }
         Ok(Config {
             path: path.to_path_buf(),
             listeners,
@@ -684,6 +830,8 @@ impl Config {
             inspect,
             http,
             firewall,
+            auth,
+            ungrouped_auth,
         })
     }
 }
@@ -859,12 +1007,44 @@ impl Validator<'_> {
                     format!("client.name: `{name}` is empty, not letters, digits, `-`, `_` and `.`, or names another group already"),
                 ));
             }
-            if c.networks.get_ref().is_empty() {
-                return Err(self.err(Some(c.networks.span()), format!("client `{name}`: networks is empty")));
+            let mut users = Vec::with_capacity(c.users.len());
+            for u in &c.users {
+                let user = u.get_ref();
+                if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                    return Err(self.err(
+                        Some(u.span()),
+                        format!("client `{name}` users: `{user}` is not a user name (not empty, no `:`, no control characters)"),
+                    ));
+                }
+                users.push(user.clone());
             }
-            let mut networks = Vec::with_capacity(c.networks.get_ref().len());
-            for net in c.networks.get_ref() {
-                networks.push(self.network(&format!("client `{name}` networks"), net)?);
+            let mut directory_groups = Vec::with_capacity(c.directory_groups.len());
+            for d in &c.directory_groups {
+                if !d.get_ref().contains('=') {
+                    return Err(self.err(
+                        Some(d.span()),
+                        format!("client `{name}` directory_groups: `{}` is not a DN (cn=…,ou=…,dc=…)", d.get_ref()),
+                    ));
+                }
+                directory_groups.push(d.get_ref().clone());
+            }
+            let mut networks = Vec::new();
+            match &c.networks {
+                Some(n) if n.get_ref().is_empty() => {
+                    return Err(self.err(Some(n.span()), format!("client `{name}`: networks is empty")));
+                }
+                Some(n) => {
+                    for net in n.get_ref() {
+                        networks.push(self.network(&format!("client `{name}` networks"), net)?);
+                    }
+                }
+                None if users.is_empty() && directory_groups.is_empty() => {
+                    return Err(self.err(
+                        Some(c.name.span()),
+                        format!("client `{name}`: no networks, users or directory_groups: nobody can be in it"),
+                    ));
+                }
+                None => {}
             }
             let field = format!("client `{name}` sources");
             let group_sources = self.source_refs(&field, sources, c.sources.get_ref())?;
@@ -874,6 +1054,9 @@ impl Validator<'_> {
                 sources: group_sources,
                 default: c.default.unwrap_or(default),
                 mode: c.mode.unwrap_or(mode),
+                auth: c.auth != Some(AuthNeed::None),
+                users,
+                directory_groups,
                 line: line_col(self.text, c.name.span().start).0,
             });
         }
@@ -1009,6 +1192,105 @@ impl Validator<'_> {
             }
         }
         Ok(resolve)
+    }
+
+    /// `[auth]`: exactly one backend; durations and counts in range; LDAP's way to find a user.
+    fn auth(&self, raw: Spanned<RawAuth>) -> Result<AuthConfig, ConfigError> {
+        let span = raw.span();
+        let a = raw.into_inner();
+        let realm = match &a.realm {
+            None => "hostgate".to_string(),
+            Some(r)
+                if r.get_ref().is_empty()
+                    || r.get_ref().contains(['"', '\\'])
+                    || r.get_ref().chars().any(char::is_control) =>
+            {
+                return Err(self.err(
+                    Some(r.span()),
+                    format!(
+                        "auth.realm: `{}` must be non-empty, without quotes, backslashes or control characters",
+                        r.get_ref()
+                    ),
+                ));
+            }
+            Some(r) => r.get_ref().clone(),
+        };
+        let backend = match (&a.htpasswd, a.ldap) {
+            (Some(h), None) => AuthBackend::Htpasswd(self.base.join(h.get_ref())),
+            (None, Some(l)) => AuthBackend::Ldap(self.ldap(l)?),
+            (Some(h), Some(_)) => {
+                return Err(self.err(Some(h.span()), "auth: htpasswd and [auth.ldap] both set: choose one".to_string()))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    Some(span),
+                    "auth: no backend: set `htpasswd = \"FILE\"` or an [auth.ldap] section".to_string(),
+                ))
+            }
+        };
+        let failures = self.int("auth.throttle_failures", &a.throttle_failures, 10, 1..=1_000_000)?;
+        Ok(AuthConfig {
+            realm,
+            backend,
+            throttle_failures: failures as u32,
+            throttle_window: self.duration("auth.throttle_window", &a.throttle_window, Duration::from_secs(60))?,
+            cache_ttl: self.duration("auth.cache_ttl", &a.cache_ttl, Duration::from_secs(300))?,
+            negative_ttl: self.duration("auth.negative_ttl", &a.negative_ttl, Duration::from_secs(30))?,
+        })
+    }
+
+    /// `[auth.ldap]`.
+    fn ldap(&self, raw: Spanned<RawLdap>) -> Result<LdapConfig, ConfigError> {
+        let span = raw.span();
+        let l = raw.into_inner();
+        let url = l.url.get_ref().clone();
+        let ldaps = url.starts_with("ldaps://");
+        if !(ldaps || url.starts_with("ldap://")) || url.split_once("://").is_none_or(|(_, h)| h.is_empty()) {
+            return Err(self.err(
+                Some(l.url.span()),
+                format!("auth.ldap.url: `{url}` is not ldap://HOST[:PORT] or ldaps://HOST[:PORT]"),
+            ));
+        }
+        if ldaps && l.starttls {
+            return Err(self.err(
+                Some(l.url.span()),
+                "auth.ldap: starttls = true with an ldaps:// url (it is TLS already)".to_string(),
+            ));
+        }
+        if !ldaps && !l.starttls {
+            tracing::warn!(url = %url, "[auth.ldap] without TLS: passwords cross the network in clear (use ldaps:// or starttls = true)");
+        }
+        let with_user = |f: &Spanned<String>, field: &str| {
+            if f.get_ref().contains("{user}") {
+                Ok(f.get_ref().clone())
+            } else {
+                Err(self.err(Some(f.span()), format!("auth.ldap.{field}: `{}` has no `{{user}}`", f.get_ref())))
+            }
+        };
+        let find = match (&l.user_dn, &l.search_base, &l.search_filter, &l.bind_dn, &l.bind_password_file) {
+            (Some(t), None, None, None, None) => LdapFind::Template(with_user(t, "user_dn")?),
+            (None, Some(base), Some(filter), Some(dn), Some(pw)) => LdapFind::Search {
+                base: base.get_ref().clone(),
+                filter: with_user(filter, "search_filter")?,
+                bind_dn: dn.get_ref().clone(),
+                bind_password_file: self.base.join(pw.get_ref()),
+            },
+            _ => {
+                return Err(self.err(
+                    Some(span),
+                    "auth.ldap: set either `user_dn` (a DN template with {user}), or all of search_base, search_filter, bind_dn and bind_password_file".to_string(),
+                ))
+            }
+        };
+        Ok(LdapConfig {
+            url,
+            starttls: l.starttls,
+            ca: l.ca.as_ref().map(|c| self.base.join(c.get_ref())),
+            find,
+            group_attribute: l.group_attribute.map_or_else(|| "memberOf".to_string(), |g| g.into_inner()),
+            group_search_base: l.group_search_base.map(|g| g.into_inner()),
+            timeout: self.duration("auth.ldap.timeout", &l.timeout, Duration::from_secs(5))?,
+        })
     }
 
     /// `[firewall]`: interface names nftables takes, ports, a table name nftables takes.

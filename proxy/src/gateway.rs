@@ -64,6 +64,8 @@ pub enum StartError {
     },
     /// The configuration has no listener.
     NoListeners,
+    /// `[auth]`: the htpasswd file, the LDAP CA or the service account's password.
+    Auth(String),
     /// Something that should not fail did.
     Internal(String),
 }
@@ -75,6 +77,7 @@ impl fmt::Display for StartError {
             StartError::Inspect(e) => write!(f, "{e}"),
             StartError::Bind { address, error } => write!(f, "cannot listen on {address}: {error}"),
             StartError::NoListeners => f.write_str("the configuration has no [[listener]]"),
+            StartError::Auth(e) => f.write_str(e),
             StartError::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
@@ -134,7 +137,7 @@ impl Gateway {
             return Err(StartError::NoListeners);
         }
         let metrics = Arc::new(Metrics::new());
-        let (policy, inspect) = load_first(&config, &metrics).await?;
+        let (policy, inspect, auth) = load_first(&config, &metrics).await?;
         warn_insecure(&config);
         log_inspection(inspect.as_deref());
         let workers = config.runtime.worker_count();
@@ -145,7 +148,10 @@ impl Gateway {
         };
         let max_connections = config.limits.max_connections;
         crate::reload::first(&metrics, &policy);
-        let first = Generation::build(1, config.clone(), policy, inspect, metrics.clone(), sink.clone());
+        if let Some(a) = &auth {
+            tracing::info!(backend = %a.describe(), "proxy authentication on the connect listeners");
+        }
+        let first = Generation::build(1, config.clone(), policy, inspect, auth, metrics.clone(), sink.clone());
         let intake = Arc::new(Intake {
             current: Arc::new(Current::new(first)),
             limit: Arc::new(Semaphore::new(max_connections)),
@@ -279,7 +285,7 @@ impl Core {
         let started = Instant::now();
         let old = self.intake.current.load();
         let loaded = crate::reload::load(self.config_path.clone(), &old, &self.metrics).await;
-        let (config, policy, inspect, changes) = match loaded {
+        let (config, policy, inspect, auth, changes) = match loaded {
             Ok(x) => x,
             Err(e) => {
                 crate::reload::failed(&self.metrics, old.number, started, &e);
@@ -294,7 +300,8 @@ impl Core {
         }
         let rules = count_rules(&policy);
         let compile_time = policy.compile_time();
-        let next = Generation::build(generation, config, policy, inspect, self.metrics.clone(), self.sink.clone());
+        let next =
+            Generation::build(generation, config, policy, inspect, auth, self.metrics.clone(), self.sink.clone());
         self.intake.current.store(next);
         // If no connection still holds the old generation, freeing it (a large matcher and rule
         // table) happens on the blocking pool too.
@@ -331,13 +338,19 @@ async fn reload_loop(core: Arc<Core>) {
     }
 }
 
-/// Loads and compiles the first policy and the inspector, on a blocking thread.
-async fn load_first(config: &Config, metrics: &Arc<Metrics>) -> Result<(Policy, Option<Arc<Inspector>>), StartError> {
+/// What a generation is built from, besides its configuration: the compiled policy, the
+/// inspector, the authenticator.
+type Loaded = (Policy, Option<Arc<Inspector>>, Option<Arc<crate::auth::Authenticator>>);
+
+/// Loads and compiles the first policy, the inspector and the authenticator, on a blocking
+/// thread.
+async fn load_first(config: &Config, metrics: &Arc<Metrics>) -> Result<Loaded, StartError> {
     let (cfg, m) = (config.clone(), metrics.clone());
     tokio::task::spawn_blocking(move || {
         let policy = Policy::load(&cfg.policy_inputs()).map_err(StartError::Policy)?;
         let inspect = load_inspector(&cfg, None, &m).map_err(StartError::Inspect)?;
-        Ok::<_, StartError>((policy, inspect))
+        let auth = crate::auth::load(&cfg).map_err(StartError::Auth)?;
+        Ok::<_, StartError>((policy, inspect, auth))
     })
     .await
     .map_err(|e| StartError::Internal(format!("policy compile task: {e}")))?

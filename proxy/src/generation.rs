@@ -52,6 +52,8 @@ pub(crate) struct Generation {
     pub(crate) inspect: Option<Arc<Inspector>>,
     /// What the request normaliser does with encoded slashes.
     pub(crate) slashes: Slashes,
+    /// Proxy authentication on the connect listeners (`[auth]`).
+    pub(crate) auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// The generation in force: what new connections are accepted under and what each HTTP request
@@ -88,6 +90,7 @@ impl Generation {
         config: Config,
         policy: Policy,
         inspect: Option<Arc<Inspector>>,
+        auth: Option<Arc<crate::auth::Authenticator>>,
         metrics: Arc<Metrics>,
         sink: Arc<dyn AccessSink>,
     ) -> Generation {
@@ -106,6 +109,7 @@ impl Generation {
             loaded_at: SystemTime::now(),
             inspect,
             slashes: if http.insecure_keep_escaped_slashes { Slashes::Keep } else { Slashes::Refuse },
+            auth,
         }
     }
 

@@ -37,6 +37,7 @@
 
 pub mod access;
 mod admin;
+mod auth;
 pub mod cli;
 pub mod config;
 mod conn;

@@ -33,6 +33,7 @@
 //! | `hostgate_inspect_certificates_total` | counter | `result` (`minted`, `cached`, `failed`) |
 //! | `hostgate_inspect_mint_seconds` | histogram | |
 //! | `hostgate_tls_handling_total` | counter | `inspection` (the access log's field: `inspected`, `bypass`, `off`, …) |
+//! | `hostgate_auth_total` | counter | `result` (`ok`, `bad`, `missing`, `throttled`, `error`) |
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,6 +127,36 @@ pub struct Metrics {
     dns: [Counter; 4],
     reloads: Reloads,
     inspection: Inspection,
+    /// Indexed like [`AuthResult`]'s variants.
+    auth: [Counter; 5],
+}
+
+/// The result of one proxy-authentication check (`hostgate_auth_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthResult {
+    /// Good credentials.
+    Ok,
+    /// Wrong user or password.
+    Bad,
+    /// No (or unusable) `Proxy-Authorization`.
+    Missing,
+    /// Refused without checking: too many failures from the client's address.
+    Throttled,
+    /// The directory could not answer.
+    Error,
+}
+
+impl AuthResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Ok => "ok",
+            AuthResult::Bad => "bad",
+            AuthResult::Missing => "missing",
+            AuthResult::Throttled => "throttled",
+            AuthResult::Error => "error",
+        }
+    }
 }
 
 /// What access events count: connections and decisions by label, bytes, would-be denials.
@@ -304,7 +335,11 @@ impl Metrics {
         let dns = register_dns(&mut registry);
         let reloads = Reloads::register(&mut registry);
         let inspection = Inspection::register(&mut registry);
-        Metrics { registry, traffic, open, latency, dns, reloads, inspection }
+        let family = Family::<ResultLabels, Counter>::default();
+        registry.register("hostgate_auth", "Proxy-authentication checks, by result", family.clone());
+        let auth = [AuthResult::Ok, AuthResult::Bad, AuthResult::Missing, AuthResult::Throttled, AuthResult::Error]
+            .map(|r| family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+        Metrics { registry, traffic, open, latency, dns, reloads, inspection, auth }
     }
 
     /// One access event ended (a TLS or opaque connection, or an HTTP request): counts
@@ -403,6 +438,11 @@ impl Metrics {
     /// How an allowed TLS connection was handled (`hostgate_tls_handling_total{inspection}`).
     pub fn tls_handling(&self, inspection: &'static str) {
         self.inspection.tls_handling.get_or_create(&InspectionLabels { inspection }).inc();
+    }
+
+    /// One proxy-authentication check (`hostgate_auth_total{result}`).
+    pub fn auth(&self, result: AuthResult) {
+        self.auth[result as usize].inc();
     }
 
     /// The OpenMetrics text exposition of every metric, ending in `# EOF`.

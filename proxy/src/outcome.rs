@@ -67,6 +67,13 @@ pub enum Outcome {
     /// socket buffers, memory or ephemeral ports (the upstream connect failed with `EMFILE`,
     /// `ENFILE`, `ENOBUFS`, `ENOMEM` or `EADDRNOTAVAIL`). The upstream was never asked.
     LocalResources,
+    /// The explicit proxy needs credentials for what was asked and got none, or bad ones
+    /// (`407` with `Proxy-Authenticate`).
+    AuthRequired,
+    /// Too many failed sign-ins from the client's address lately (`429`).
+    AuthThrottled,
+    /// The directory that checks passwords did not answer (`503`): authentication fails closed.
+    AuthUnavailable,
 }
 
 impl Outcome {
@@ -95,6 +102,9 @@ impl Outcome {
             Outcome::UpstreamTls => "upstream-tls",
             Outcome::Internal => "internal",
             Outcome::LocalResources => "local-resources",
+            Outcome::AuthRequired => "auth-required",
+            Outcome::AuthThrottled => "auth-throttled",
+            Outcome::AuthUnavailable => "auth-unavailable",
         }
     }
 
@@ -103,7 +113,7 @@ impl Outcome {
         match self {
             Outcome::Ok => Blame::None,
             Outcome::Denied | Outcome::Ssrf | Outcome::Fronting => Blame::Policy,
-            Outcome::Internal | Outcome::LocalResources => Blame::Internal,
+            Outcome::Internal | Outcome::LocalResources | Outcome::AuthUnavailable => Blame::Internal,
             Outcome::ResolveFailed
             | Outcome::UpstreamCertificate
             | Outcome::UpstreamTls
@@ -119,7 +129,9 @@ impl Outcome {
             | Outcome::NotRedirected
             | Outcome::BadRequest
             | Outcome::HeadTooLarge
-            | Outcome::ClientError => Blame::Client,
+            | Outcome::ClientError
+            | Outcome::AuthRequired
+            | Outcome::AuthThrottled => Blame::Client,
         }
     }
 
@@ -136,7 +148,9 @@ impl Outcome {
             | Outcome::UpstreamCertificate
             | Outcome::UpstreamTls => StatusCode::BAD_GATEWAY,
             Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Outcome::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::LocalResources | Outcome::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Outcome::AuthThrottled => StatusCode::TOO_MANY_REQUESTS,
             Outcome::UpstreamTimeout | Outcome::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
             Outcome::Timeout => StatusCode::REQUEST_TIMEOUT,
             Outcome::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

@@ -25,6 +25,8 @@ pub enum ReloadError {
     Policy(LoadError),
     /// The inspection CA or the upstream trust anchors.
     Inspect(CaError),
+    /// `[auth]`: the htpasswd file, the LDAP CA or the service account's password.
+    Auth(String),
     /// Something that should not fail did.
     Internal(String),
 }
@@ -35,6 +37,7 @@ impl fmt::Display for ReloadError {
             ReloadError::Config(e) => write!(f, "{e}"),
             ReloadError::Policy(e) => write!(f, "{e}"),
             ReloadError::Inspect(e) => write!(f, "{e}"),
+            ReloadError::Auth(e) => f.write_str(e),
             ReloadError::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
@@ -68,14 +71,18 @@ pub(crate) async fn load(
     path: PathBuf,
     old: &Generation,
     metrics: &Arc<Metrics>,
-) -> Result<(Config, Policy, Option<Arc<Inspector>>, Vec<SourceChange>), ReloadError> {
+) -> Result<
+    (Config, Policy, Option<Arc<Inspector>>, Option<Arc<crate::auth::Authenticator>>, Vec<SourceChange>),
+    ReloadError,
+> {
     let (old_policy, old_inspect, metrics) = (old.policy.clone(), old.inspect.clone(), metrics.clone());
     tokio::task::spawn_blocking(move || {
         let config = Config::load(&path).map_err(ReloadError::Config)?;
         let policy = Policy::load(&config.policy_inputs()).map_err(ReloadError::Policy)?;
         let inspect = load_inspector(&config, old_inspect.as_deref(), &metrics).map_err(ReloadError::Inspect)?;
+        let auth = crate::auth::load(&config).map_err(ReloadError::Auth)?;
         let changes = rule_changes(&old_policy, &policy);
-        Ok::<_, ReloadError>((config, policy, inspect, changes))
+        Ok::<_, ReloadError>((config, policy, inspect, auth, changes))
     })
     .await
     .map_err(|e| ReloadError::Internal(format!("reload task: {e}")))?

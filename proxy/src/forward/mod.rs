@@ -175,6 +175,26 @@ impl Pipeline {
             }
             Scope::Inspected { .. } => {}
         }
+        // Who asks, on the explicit proxy's own requests (inside a tunnel, the CONNECT signed in).
+        let mut group = group;
+        if matches!(self.scope, Scope::Proxy) && gen.auth.is_some() {
+            let scheme = Some(self.scope.scheme());
+            let decide =
+                |g| gen.decide_target(Some(&target.host), None, scheme, target.port, Some(&target.path), g, false);
+            match crate::auth::gate(&gen, req.headers(), access.client.ip(), group, decide).await {
+                Ok(passed) => {
+                    access.user = passed.identity.map(|id| id.user.clone());
+                    if passed.group != group {
+                        group = passed.group;
+                        access.client_group.clone_from(&gen.policy.group(group).name);
+                    }
+                }
+                Err(refused) => {
+                    access.decided(&refused.decision);
+                    return Ok(refuse(&gen, access, refused.failure, false));
+                }
+            }
+        }
         if let Err(f) = self.decide(&gen, &target, group, &mut access) {
             return Ok(refuse(&gen, access, f, false));
         }
@@ -370,7 +390,8 @@ impl Pipeline {
 
 /// The answer to a refused or failed request, its record emitted now through `gen`.
 fn refuse(gen: &Generation, mut access: Access, failure: Failure, explained: bool) -> Response<ResBody> {
-    let res = refusal(&mut access, failure, explained);
+    let mut res = refusal(&mut access, failure, explained);
+    crate::auth::challenge(gen, &mut res);
     gen.emit(&access);
     res
 }

@@ -95,7 +95,8 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     let (host, port, upstream, addr) = match open(&mut conn, &req).await {
         Ok(opened) => opened,
         Err(f) => {
-            let res = refusal(&mut conn.access, f, false);
+            let mut res = refusal(&mut conn.access, f, false);
+            crate::auth::challenge(&conn.gen, &mut res);
             conn.finish();
             return res;
         }
@@ -183,7 +184,23 @@ async fn open(
     conn.access.host = Some(host.as_str().to_string());
     let scheme = if port == 80 { Scheme::Http } else { Scheme::Https };
     // A name decides by the name rules; an IP literal by the address rules.
-    let decision = conn.gen.decide_target(Some(&host), None, Some(scheme), port, None, conn.group, true);
+    let gen = conn.gen.clone();
+    let decide = |group| gen.decide_target(Some(&host), None, Some(scheme), port, None, group, true);
+    // Who asks: a signed-in user may be needed, and may select another group.
+    match crate::auth::gate(&gen, req.headers(), conn.access.client.ip(), conn.group, decide).await {
+        Ok(passed) => {
+            conn.access.user = passed.identity.map(|id| id.user.clone());
+            if passed.group != conn.group {
+                conn.group = passed.group;
+                conn.access.client_group.clone_from(&gen.policy.group(passed.group).name);
+            }
+        }
+        Err(refused) => {
+            conn.access.decided(&refused.decision);
+            return Err(refused.failure);
+        }
+    }
+    let decision = decide(conn.group);
     conn.access.decided(&decision);
     if decision.action == Action::Deny {
         return Err(Failure::new(Outcome::Denied, "policy"));

@@ -26,6 +26,13 @@ pub struct Group {
     pub default: Action,
     /// Enforce or only report its denials.
     pub mode: Mode,
+    /// Whether its clients must authenticate on the explicit proxy for what is allowed (when
+    /// `[auth]` is configured; `auth = "none"` in the group turns it off).
+    pub auth: bool,
+    /// Authenticated users who are in this group whatever their address.
+    pub users: Vec<String>,
+    /// Directory groups (LDAP DNs, compared case-insensitively) whose members are in this group.
+    pub directory_groups: Vec<String>,
     /// The line of the configuration file where it is defined.
     pub line: usize,
 }
@@ -59,13 +66,29 @@ pub struct GroupInfo {
     pub report: bool,
     /// Active rules that apply to it, by action: bypass, allow, deny.
     pub rules: [usize; 3],
+    /// Whether its clients must authenticate (when `[auth]` is configured).
+    pub auth: bool,
+    /// Users in this group by name.
+    pub users: Vec<String>,
+    /// Directory groups whose members are in this group (lowercased).
+    pub directory_groups: Vec<String>,
     /// Where it is defined (`None` for the clients in no group).
     pub origin: Option<Origin>,
 }
 
 impl GroupInfo {
     pub(super) fn top(default: Action, report: bool) -> GroupInfo {
-        GroupInfo { name: None, networks: Vec::new(), default, report, rules: [0; 3], origin: None }
+        GroupInfo {
+            name: None,
+            networks: Vec::new(),
+            default,
+            report,
+            rules: [0; 3],
+            auth: true,
+            users: Vec::new(),
+            directory_groups: Vec::new(),
+            origin: None,
+        }
     }
 
     /// The name as logged and listed: the group's, or `-` for the clients in no group.

@@ -74,6 +74,9 @@ pub struct Inputs<'a> {
     pub inspected: bool,
     /// The file that names the sources, quoted (with [`Source::line`]) when one cannot be read.
     pub config_file: &'a Path,
+    /// Whether clients in no group must authenticate on the explicit proxy (when `[auth]` is
+    /// configured).
+    pub auth: bool,
 }
 
 /// What is known of a connection or request when deciding.
@@ -292,6 +295,7 @@ impl Policy {
         let mut p = Policy::compile(rules, inputs.default, &files)?;
         p.applies = applies;
         p.groups[0].report = inputs.mode == Mode::Report;
+        p.groups[0].auth = inputs.auth;
         p.set_groups(inputs);
         p.compile_time = started.elapsed();
         p.inspected = inputs.inspected;
@@ -377,6 +381,9 @@ impl Policy {
                 default: g.default,
                 report: g.mode == Mode::Report,
                 rules,
+                auth: g.auth,
+                users: g.users.clone(),
+                directory_groups: g.directory_groups.iter().map(|d| d.to_ascii_lowercase()).collect(),
                 origin: Some(Origin { file: Arc::from(inputs.config_file.display().to_string()), line: g.line as u32 }),
             });
         }
@@ -388,6 +395,16 @@ impl Policy {
     /// [`GroupId::NONE`].
     pub fn group_of(&self, addr: IpAddr) -> GroupId {
         self.clients.longest(addr).map_or(GroupId::NONE, |hit| *hit.value())
+    }
+
+    /// The group an authenticated user selects: the first group (in configuration order) that
+    /// lists the user by name or one of `directory_groups` (DNs, compared case-insensitively).
+    pub fn group_of_user(&self, user: &str, directory_groups: &[String]) -> Option<GroupId> {
+        self.groups.iter().enumerate().skip(1).find_map(|(i, g)| {
+            let listed = g.users.iter().any(|u| u == user)
+                || g.directory_groups.iter().any(|d| directory_groups.iter().any(|m| m.eq_ignore_ascii_case(d)));
+            listed.then_some(GroupId(i as u8))
+        })
     }
 
     /// The client groups; index 0 (the [`GroupId`]'s value) is the clients in no group.
@@ -833,6 +850,9 @@ mod tests {
                 sources: srcs.to_vec(),
                 default: *default,
                 mode: Mode::Enforce,
+                auth: true,
+                users: Vec::new(),
+                directory_groups: Vec::new(),
                 line: 100 + i,
             })
             .collect();
@@ -846,6 +866,7 @@ mod tests {
             vars: &vars,
             inspected: false,
             config_file: Path::new("hostgate.toml"),
+            auth: true,
         })
         .unwrap()
     }
