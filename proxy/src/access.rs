@@ -34,12 +34,14 @@ pub struct Listener {
     pub local: SocketAddr,
     /// `local` as text: the `listener` label of the metrics.
     pub label: Arc<str>,
+    /// An SNI listener's upstream port (its own port unless configured).
+    pub upstream_port: u16,
 }
 
 impl Listener {
     /// The identity of a listener bound to `local`.
     pub fn new(kind: ListenerKind, local: SocketAddr) -> Listener {
-        Listener { kind, local, label: Arc::from(local.to_string()) }
+        Listener { kind, local, label: Arc::from(local.to_string()), upstream_port: local.port() }
     }
 }
 
@@ -48,6 +50,7 @@ pub fn kind_str(kind: ListenerKind) -> &'static str {
     match kind {
         ListenerKind::Connect => "connect",
         ListenerKind::Transparent => "transparent",
+        ListenerKind::Sni => "sni",
     }
 }
 

@@ -372,6 +372,9 @@ pub struct Listener {
     pub kind: ListenerKind,
     /// Where to listen.
     pub address: SocketAddr,
+    /// `kind = "sni"`: the port the gateway connects to on the named host (default: the
+    /// listener's own port).
+    pub upstream_port: Option<u16>,
 }
 
 /// The kinds of listener.
@@ -383,6 +386,10 @@ pub enum ListenerKind {
     /// Connections redirected by iptables/nftables `REDIRECT`; the original destination comes
     /// from `SO_ORIGINAL_DST`.
     Transparent,
+    /// Connections addressed to the gateway itself (DNS steering: the site's resolver answers
+    /// the gateway's address for the names): routed by the SNI or the `Host` to the name, on
+    /// the listener's port or `upstream_port`.
+    Sni,
 }
 
 /// Where the rules come from.
@@ -686,6 +693,8 @@ struct RawLimits {
 struct RawListener {
     kind: ListenerKind,
     address: Spanned<String>,
+    #[serde(default)]
+    upstream_port: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -903,7 +912,23 @@ impl Validator<'_> {
                 return Err(self
                     .err(Some(l.address.span()), format!("listener.address: {address} is used by another listener")));
             }
-            listeners.push(Listener { kind: l.kind, address });
+            let upstream_port =
+                match &l.upstream_port {
+                    None => None,
+                    Some(p) if l.kind != ListenerKind::Sni => return Err(self.err(
+                        Some(p.span()),
+                        "listener.upstream_port: only a `kind = \"sni\"` listener connects to a port of its choosing"
+                            .to_string(),
+                    )),
+                    Some(_) => Some(self.int("listener.upstream_port", &l.upstream_port, 0, 1..=65535)? as u16),
+                };
+            if l.kind == ListenerKind::Sni && address.port() == 0 && upstream_port.is_none() {
+                return Err(self.err(
+                    Some(l.address.span()),
+                    "listener: a `kind = \"sni\"` listener on port 0 needs `upstream_port` (it connects to the name on its own port otherwise)".to_string(),
+                ));
+            }
+            listeners.push(Listener { kind: l.kind, address, upstream_port });
         }
         Ok(listeners)
     }
@@ -1498,7 +1523,10 @@ Tenant = "Contoso"
     #[test]
     fn good() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.listeners, [Listener { kind: ListenerKind::Connect, address: "127.0.0.1:3128".parse().unwrap() }]);
+        assert_eq!(
+            c.listeners,
+            [Listener { kind: ListenerKind::Connect, address: "127.0.0.1:3128".parse().unwrap(), upstream_port: None }]
+        );
         assert_eq!(c.policy.default, Action::Deny);
         assert_eq!(c.policy.sources[0].path, Path::new("conf/policies/a.rules"));
         assert_eq!(c.policy.sources[0].default, Some(Action::Bypass));

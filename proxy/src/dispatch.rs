@@ -48,6 +48,13 @@ pub(crate) enum Dest {
         /// The client's original destination.
         original: SocketAddr,
     },
+    /// A connection to an SNI listener: connect to the name (the SNI or `Host`) on `port`.
+    Steered {
+        /// The listener's upstream port.
+        port: u16,
+        /// The address the client connected to (the gateway's own): never an upstream.
+        local: Option<SocketAddr>,
+    },
     /// A CONNECT tunnel, already connected upstream.
     Connected {
         /// The CONNECT host, normalised.
@@ -65,14 +72,14 @@ impl Dest {
     fn port(&self) -> u16 {
         match self {
             Dest::Transparent { original } => original.port(),
-            Dest::Connected { port, .. } => *port,
+            Dest::Steered { port, .. } | Dest::Connected { port, .. } => *port,
         }
     }
 
     fn original(&self) -> Option<SocketAddr> {
         match self {
             Dest::Transparent { original } => Some(*original),
-            Dest::Connected { .. } => None,
+            Dest::Steered { .. } | Dest::Connected { .. } => None,
         }
     }
 
@@ -83,6 +90,8 @@ impl Dest {
     fn address(&self) -> Option<IpAddr> {
         match self {
             Dest::Transparent { original } => Some(original.ip()),
+            // The client reached the gateway: the address names nothing.
+            Dest::Steered { .. } => None,
             Dest::Connected { host, .. } => crate::generation::literal(host),
         }
     }
@@ -95,8 +104,34 @@ impl Dest {
             Dest::Transparent { original } => {
                 conn.gen.connector.connect(Target { name, port: original.port(), original: Some(original) }).await
             }
+            Dest::Steered { port, local } => {
+                let Some(name) = name else {
+                    return Err(Failure::new(
+                        Outcome::UnknownProtocol,
+                        "no name to route by (an SNI listener connects to the SNI or Host)",
+                    ));
+                };
+                let (upstream, addr) =
+                    conn.gen.connector.connect(Target { name: Some(name), port, original: None }).await?;
+                if local.is_some_and(|l| same_socket(l, addr)) {
+                    return Err(Failure::new(
+                        Outcome::Mismatch,
+                        format!("{name} resolves to the gateway itself ({addr}): its resolver must answer the real addresses, not the steering ones"),
+                    ));
+                }
+                Ok((upstream, addr))
+            }
         }
     }
+}
+
+/// Whether two socket addresses are one (an IPv4-mapped IPv6 address is its IPv4 address).
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    let canon = |s: SocketAddr| match s.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(s, |v4| SocketAddr::from((v4, s.port()))),
+        IpAddr::V4(_) => s,
+    };
+    canon(a) == canon(b)
 }
 
 /// Acts on what the sniffer found in `client`'s first bytes (`buf`, replayed to whoever
@@ -123,6 +158,7 @@ where
         Ok(Sniffed::Http) => {
             let scope = match dest {
                 Dest::Transparent { original } => Scope::Transparent { original },
+                Dest::Steered { port, .. } => Scope::Steered { port },
                 Dest::Connected { host, port, .. } => {
                     // Plain HTTP in a tunnel: every request is decided, and must name the
                     // CONNECT host; each goes out on a connection of its own.
@@ -177,6 +213,10 @@ where
         (_, Some(sni)) => Some(sni),
         (Dest::Connected { host, .. }, None) => Some(host.clone()),
         (Dest::Transparent { .. }, None) => None,
+        (Dest::Steered { .. }, None) => {
+            let f = Failure::new(Outcome::Denied, "no server name: an SNI listener routes by the name");
+            return refused(conn, client, f, true).await;
+        }
     };
     let port = dest.port();
     let decision =

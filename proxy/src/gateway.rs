@@ -362,7 +362,7 @@ fn bind_listeners(config: &Config, workers: usize) -> Result<Vec<Bound>, StartEr
         .listeners
         .iter()
         .map(|l| {
-            crate::listen::bind_all(l.kind, l.address, workers)
+            crate::listen::bind_all(l.kind, l.address, l.upstream_port, workers)
                 .map_err(|error| StartError::Bind { address: l.address, error })
         })
         .collect()

@@ -17,6 +17,7 @@
 //! ([`crate::intercept`]).
 
 pub(crate) mod body;
+pub(crate) mod signin;
 pub(crate) mod target;
 
 use std::convert::Infallible;
@@ -170,7 +171,7 @@ impl Pipeline {
         access.path = Some(target.path.clone());
         match &self.scope {
             Scope::Transparent { original } => access.dst = Some(crate::access::Dst::Addr(*original)),
-            Scope::Proxy | Scope::Tunnel { .. } => {
+            Scope::Proxy | Scope::Steered { .. } | Scope::Tunnel { .. } => {
                 access.dst = Some(crate::access::Dst::Authority(target.authority.clone()))
             }
             Scope::Inspected { .. } => {}
@@ -181,7 +182,7 @@ impl Pipeline {
             let scheme = Some(self.scope.scheme());
             let decide =
                 |g| gen.decide_target(Some(&target.host), None, scheme, target.port, Some(&target.path), g, false);
-            match crate::auth::gate(&gen, req.headers(), access.client.ip(), group, decide).await {
+            match signin::gate(&gen, req.headers(), access.client.ip(), group, decide).await {
                 Ok(passed) => {
                     access.user = passed.identity.map(|id| id.user.clone());
                     if passed.group != group {
@@ -391,7 +392,7 @@ impl Pipeline {
 /// The answer to a refused or failed request, its record emitted now through `gen`.
 fn refuse(gen: &Generation, mut access: Access, failure: Failure, explained: bool) -> Response<ResBody> {
     let mut res = refusal(&mut access, failure, explained);
-    crate::auth::challenge(gen, &mut res);
+    signin::challenge(gen, &mut res);
     gen.emit(&access);
     res
 }

@@ -30,6 +30,11 @@ pub(crate) enum Scope {
         /// The client's original destination.
         original: SocketAddr,
     },
+    /// Origin-form requests on a connection to an SNI listener, routed by `Host` to `port`.
+    Steered {
+        /// The listener's upstream port.
+        port: u16,
+    },
     /// Origin-form requests inside a CONNECT tunnel to `host:port`.
     Tunnel {
         /// The CONNECT host, normalised.
@@ -63,7 +68,7 @@ impl Scope {
         match self {
             Scope::Proxy => 80,
             Scope::Transparent { original } => original.port(),
-            Scope::Tunnel { port, .. } | Scope::Inspected { port, .. } => *port,
+            Scope::Steered { port } | Scope::Tunnel { port, .. } | Scope::Inspected { port, .. } => *port,
         }
     }
 
@@ -72,7 +77,7 @@ impl Scope {
         match self {
             Scope::Transparent { original } => Some(*original),
             Scope::Inspected { original, .. } => *original,
-            Scope::Proxy | Scope::Tunnel { .. } => None,
+            Scope::Proxy | Scope::Steered { .. } | Scope::Tunnel { .. } => None,
         }
     }
 }
@@ -188,6 +193,9 @@ fn same_place(scope: &Scope, host: &Host, port: u16) -> Result<(), Failure> {
             if host.as_str() != tunnel_host.as_str() || port != *tunnel_port =>
         {
             Err(Failure::new(Outcome::Mismatch, "request host is not the CONNECT host"))
+        }
+        Scope::Steered { port: listener_port } if port != *listener_port => {
+            Err(Failure::new(Outcome::Mismatch, "Host port differs from the SNI listener's upstream port"))
         }
         Scope::Inspected { port: conn_port, .. } if port != *conn_port => {
             Err(Failure::new(Outcome::Mismatch, "request port differs from the connection's port"))

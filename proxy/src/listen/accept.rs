@@ -75,7 +75,12 @@ pub(crate) struct Bound {
 ///
 /// # Errors
 /// A socket cannot be made or bound; none is kept then.
-pub(crate) fn bind_all(kind: ListenerKind, address: SocketAddr, workers: usize) -> io::Result<Bound> {
+pub(crate) fn bind_all(
+    kind: ListenerKind,
+    address: SocketAddr,
+    upstream_port: Option<u16>,
+    workers: usize,
+) -> io::Result<Bound> {
     let reuse_port = workers > 1;
     let first = bind(address, reuse_port)?;
     let local = first.local_addr()?;
@@ -84,7 +89,9 @@ pub(crate) fn bind_all(kind: ListenerKind, address: SocketAddr, workers: usize) 
     for _ in 1..workers {
         sockets.push(bind(local, reuse_port)?);
     }
-    Ok(Bound { info: Arc::new(Listener::new(kind, local)), sockets })
+    let mut info = Listener::new(kind, local);
+    info.upstream_port = upstream_port.unwrap_or(local.port());
+    Ok(Bound { info: Arc::new(info), sockets })
 }
 
 /// Starts accepting on `listener`, worker `worker`'s socket (on the runtime of the calling
@@ -132,5 +139,6 @@ fn spawn_connection(conn: Conn, stream: TcpStream) {
         ListenerKind::Transparent => {
             tokio::spawn(crate::conn::until_stopped(super::transparent::serve(conn, stream), stop))
         }
+        ListenerKind::Sni => tokio::spawn(crate::conn::until_stopped(super::sni::serve(conn, stream), stop)),
     };
 }

@@ -96,7 +96,7 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
         Ok(opened) => opened,
         Err(f) => {
             let mut res = refusal(&mut conn.access, f, false);
-            crate::auth::challenge(&conn.gen, &mut res);
+            crate::forward::signin::challenge(&conn.gen, &mut res);
             conn.finish();
             return res;
         }
@@ -187,7 +187,7 @@ async fn open(
     let gen = conn.gen.clone();
     let decide = |group| gen.decide_target(Some(&host), None, Some(scheme), port, None, group, true);
     // Who asks: a signed-in user may be needed, and may select another group.
-    match crate::auth::gate(&gen, req.headers(), conn.access.client.ip(), conn.group, decide).await {
+    match crate::forward::signin::gate(&gen, req.headers(), conn.access.client.ip(), conn.group, decide).await {
         Ok(passed) => {
             conn.access.user = passed.identity.map(|id| id.user.clone());
             if passed.group != conn.group {

@@ -12,6 +12,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod connect;
+pub(crate) mod sni;
 pub(crate) mod transparent;
 pub(crate) mod workers;
 
