@@ -288,3 +288,55 @@ async fn a_connection_that_was_not_redirected_is_closed() {
     assert_eq!(ev.upstream, None, "{ev:#?}");
     assert_eq!(echo.accepted(), 0);
 }
+
+/// `[sniff] ech`: a real Encrypted ClientHello (the extension, with a listed provider's public
+/// name outside) under each setting, and GREASE ECH (the extension with the site's own name, as
+/// browsers send it when they have no ECH configuration), which no setting treats as ECH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ech_policy_tells_real_ech_from_grease() {
+    let ca = TestCa::new();
+    let up = TlsUpstream::start(&ca, &["allowed.test"], "A").await;
+    for mode in ["decide-outer", "deny", "report"] {
+        let config = format!(
+            "{LOCAL_UPSTREAM}{}\n[sniff]\nech = \"{mode}\"\nech_public_names = [\"Public.Example\"]\n",
+            pins(&[("allowed.test", up.addr()), ("public.example", up.addr())])
+        );
+        let gw = TestGateway::start("allow allowed.test\nallow public.example\n", &config).await;
+
+        // GREASE: the extension under the name the client wants. Relayed whatever the setting.
+        let mut tcp = tunnel(gw.connect_addr(), "allowed.test:443").await;
+        let client = tcp.local_addr().unwrap();
+        tcp.write_all(&ClientHello::new("allowed.test").ech().to_bytes()).await.unwrap();
+        expect_server_hello(&mut tcp).await;
+        drop(tcp);
+        let ev = gw.wait_access(|e| e.client == client).await;
+        let tls = ev.tls.as_ref().unwrap();
+        assert_eq!((tls.ech, tls.ech_real, ev.would_deny), (true, false, false), "{mode}: {ev:#?}");
+        assert_eq!(ev.action, Some(Action::Allow), "{mode}: {ev:#?}");
+
+        // Real ECH: the provider's public name outside.
+        let hello = ClientHello::new("public.example").ech().to_bytes();
+        let client = if mode == "deny" {
+            let (client, closed) = send_in_tunnel(&gw, "public.example:443", &hello).await;
+            assert_eq!(closed.bytes, ALERT_ACCESS_DENIED, "{closed:?}");
+            client
+        } else {
+            let mut tcp = tunnel(gw.connect_addr(), "public.example:443").await;
+            let client = tcp.local_addr().unwrap();
+            tcp.write_all(&hello).await.unwrap();
+            expect_server_hello(&mut tcp).await;
+            client
+        };
+        let ev = gw.wait_access(|e| e.client == client).await;
+        let tls = ev.tls.as_ref().unwrap();
+        assert_eq!((tls.ech, tls.ech_real), (true, true), "{mode}: {ev:#?}");
+        if mode == "deny" {
+            assert_eq!((ev.action, ev.outcome), (Some(Action::Deny), Outcome::Denied), "{ev:#?}");
+            assert!(ev.detail.as_deref().unwrap_or("").contains("[sniff] ech = \"deny\""), "{ev:#?}");
+        } else {
+            assert_eq!(ev.action, Some(Action::Allow), "{mode}: {ev:#?}");
+            assert_eq!(ev.would_deny, mode == "report", "{mode}: {ev:#?}");
+        }
+        gw.shutdown().await;
+    }
+}

@@ -105,7 +105,7 @@ thread_local! {
 /// `sniff.max_bytes`, and checks that it read no more than the client sent.
 pub fn sniff_chunks(bytes: &[u8], sizes: &[usize], cap: usize) -> Answer {
     // The deadline is far away: the reader is always ready, only a hang would reach it.
-    let cfg = SniffConfig { timeout: Duration::from_secs(3600), max_bytes: cap };
+    let cfg = SniffConfig { timeout: Duration::from_secs(3600), max_bytes: cap, ..SniffConfig::default() };
     let mut client = Chunked::new(bytes, sizes);
     let mut buf = BytesMut::new();
     let answer = RUNTIME.with(|rt| rt.block_on(sniff(&mut client, &mut buf, &cfg)));

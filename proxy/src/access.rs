@@ -145,6 +145,9 @@ pub struct TlsOffer {
     pub legacy_version: u16,
     /// Whether the client offered Encrypted Client Hello.
     pub ech: bool,
+    /// The hello is a real Encrypted ClientHello: the extension, and an outer name that is one of
+    /// `[sniff] ech_public_names` (without one, the extension is GREASE).
+    pub ech_real: bool,
 }
 
 impl TlsOffer {
@@ -310,6 +313,7 @@ impl Access {
             versions: hello.supported_versions,
             legacy_version: hello.legacy_version,
             ech: hello.ech_offered,
+            ech_real: false,
         });
     }
 
@@ -382,6 +386,7 @@ impl AccessSink for TracingSink {
             alpn = tls.and_then(TlsOffer::alpn).map(tracing::field::display),
             tls_versions = tls.map(|t| tracing::field::display(t.versions())),
             ech = tls.map(|t| t.ech),
+            ech_real = tls.and_then(|t| t.ech_real.then_some(true)),
             inspection = a.inspection.map(Inspection::as_str),
             requests = a.requests,
             action = a.action.map(Action::as_str),
@@ -490,6 +495,7 @@ mod tests {
             versions: vec![0x0a0a, 0x0304, 0x0303],
             legacy_version: 0x0303,
             ech: false,
+            ech_real: false,
         };
         assert_eq!(t.alpn().map(|a| a.to_string()).as_deref(), Some("h2,http/1.1"));
         assert_eq!(t.versions().to_string(), "1.3,1.2");

@@ -295,12 +295,37 @@ pub struct SniffConfig {
     pub timeout: Duration,
     /// The most bytes a ClientHello (record headers included) may take.
     pub max_bytes: usize,
+    /// What an Encrypted ClientHello gets.
+    pub ech: EchPolicy,
+    /// The public names of ECH providers (the outer SNI of a real Encrypted ClientHello),
+    /// lowercase: a hello with the ECH extension and one of these names is ECH; with another
+    /// name, it is GREASE (a browser that has no ECH configuration for the site).
+    pub ech_public_names: Vec<String>,
 }
 
 impl Default for SniffConfig {
     fn default() -> Self {
-        SniffConfig { timeout: Duration::from_secs(5), max_bytes: 16 * 1024 }
+        SniffConfig {
+            timeout: Duration::from_secs(5),
+            max_bytes: 16 * 1024,
+            ech: EchPolicy::DecideOuter,
+            ech_public_names: vec!["cloudflare-ech.com".to_string()],
+        }
     }
+}
+
+/// `[sniff] ech`: what a real Encrypted ClientHello (ECH) gets. Its outer SNI is the provider's
+/// public name, not the site the client wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EchPolicy {
+    /// Decide on the outer name, as for any ClientHello.
+    #[default]
+    DecideOuter,
+    /// Refuse it (an `access_denied` alert): the client retries without ECH, or fails.
+    Deny,
+    /// Decide on the outer name and, where that allows, log `would_deny`.
+    Report,
 }
 
 /// `[upstream]`: where and how the gateway connects.
@@ -666,6 +691,10 @@ struct RawSniff {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     max_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    ech: EchPolicy,
+    #[serde(default)]
+    ech_public_names: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1152,9 +1181,27 @@ impl Validator<'_> {
     /// `[sniff]`: a timeout above zero and a ClientHello cap between 512 bytes and 1 MiB.
     fn sniff(&self, raw: &RawSniff) -> Result<SniffConfig, ConfigError> {
         let default = SniffConfig::default();
+        let ech_public_names = match &raw.ech_public_names {
+            None => default.ech_public_names,
+            Some(names) => {
+                let mut out = Vec::with_capacity(names.len());
+                for n in names {
+                    let host = hostgate_matcher::Host::new(n.get_ref()).map_err(|e| {
+                        self.err(
+                            Some(n.span()),
+                            format!("sniff.ech_public_names: `{}` is not a host name: {e}", n.get_ref()),
+                        )
+                    })?;
+                    out.push(host.as_str().to_string());
+                }
+                out
+            }
+        };
         let sniff = SniffConfig {
             timeout: self.duration("sniff.timeout", &raw.timeout, default.timeout)?,
             max_bytes: self.int("sniff.max_bytes", &raw.max_bytes, default.max_bytes, 512..=1 << 20)?,
+            ech: raw.ech,
+            ech_public_names,
         };
         if sniff.timeout.is_zero() {
             return Err(self.err(raw.timeout.as_ref().map(Spanned::span), "sniff.timeout: must be above zero".into()));
@@ -1546,7 +1593,10 @@ Tenant = "Contoso"
              [limits]\nmax_connections = 5\n[resolve]\n\"Login.Live.COM.\" = [\"127.0.0.1:9443\", \"::1\"]\n"
         ))
         .unwrap();
-        assert_eq!(c.sniff, SniffConfig { timeout: Duration::from_millis(250), max_bytes: 4096 });
+        assert_eq!(
+            c.sniff,
+            SniffConfig { timeout: Duration::from_millis(250), max_bytes: 4096, ..SniffConfig::default() }
+        );
         assert_eq!(c.upstream.verify_destination, VerifyDestination::OriginalInDns);
         assert_eq!(
             c.upstream.allow_private,

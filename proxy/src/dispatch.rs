@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::access::{Inspection, Protocol};
-use crate::config::NonHttp;
+use crate::config::{EchPolicy, NonHttp};
 use crate::conn::Conn;
 use crate::forward::{Pipeline, Scope};
 use crate::outcome::{Failure, Outcome};
@@ -218,9 +218,25 @@ where
             return refused(conn, client, f, true).await;
         }
     };
+    // A real Encrypted ClientHello (the extension, and a listed provider's public name outside):
+    // what the operator chose for it. The extension under another name is GREASE.
+    let sniff = &conn.gen.sniff;
+    let ech = conn.access.tls.as_ref().is_some_and(|t| t.ech)
+        && name.as_ref().is_some_and(|n| sniff.ech_public_names.iter().any(|p| p == n.as_str()));
+    if let Some(t) = conn.access.tls.as_mut() {
+        t.ech_real = ech;
+    }
+    if ech && sniff.ech == EchPolicy::Deny {
+        let detail = "Encrypted ClientHello to a provider's public name; [sniff] ech = \"deny\"";
+        conn.access.action = Some(Action::Deny);
+        return refused(conn, client, Failure::new(Outcome::Denied, detail), true).await;
+    }
     let port = dest.port();
-    let decision =
+    let mut decision =
         conn.gen.decide_target(name.as_ref(), dest.address(), Some(Scheme::Https), port, None, conn.group, true);
+    if ech && sniff.ech == EchPolicy::Report && decision.action != Action::Deny {
+        decision.would_deny = true;
+    }
     conn.access.decided(&decision);
     if decision.action == Action::Deny {
         let detail =

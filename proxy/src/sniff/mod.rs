@@ -323,7 +323,8 @@ mod tests {
     #[tokio::test]
     async fn silent_client_times_out() {
         let (_keep, mut b) = tokio::io::duplex(64);
-        let cfg = SniffConfig { timeout: std::time::Duration::from_millis(50), max_bytes: 16384 };
+        let cfg =
+            SniffConfig { timeout: std::time::Duration::from_millis(50), max_bytes: 16384, ..SniffConfig::default() };
         let mut buf = BytesMut::new();
         let e = sniff(&mut b, &mut buf, &cfg).await.unwrap_err();
         assert_eq!(e.outcome, Outcome::Timeout);
