@@ -180,6 +180,34 @@ impl UdpDefault {
     }
 }
 
+/// Parses `http://[user:password@]host:port` (IPv6 in brackets). Errors never repeat the
+/// password.
+fn parse_parent(url: &str) -> Result<ParentProxy, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(
+            "must be http://[user:password@]host:port (the parent is spoken to in plain HTTP CONNECT)".to_string()
+        );
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (credentials, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) if c.contains(':') && !c.starts_with(':') => (Some(c.to_string()), h),
+        Some(_) => return Err("credentials must be user:password before the @".to_string()),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once("]:") {
+            Some((h, p)) => (h.to_string(), p),
+            None => return Err(format!("`{hostport}`: an IPv6 parent is [address]:port")),
+        },
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.contains(['/', '?', '#']) => (h.to_string(), p),
+            _ => return Err(format!("`{hostport}` is not host:port")),
+        },
+    };
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port in `{hostport}`"))?;
+    Ok(ParentProxy { host, port, credentials })
+}
+
 /// Whether `name` can be a Linux interface name in an nftables `iifname` match: 1 to 15 bytes of
 /// letters, digits, `_`, `.`, `-`, `+`, `@`, optionally ending in `*` (nftables' wildcard, `lan*`).
 pub fn valid_interface(name: &str) -> bool {
@@ -339,6 +367,41 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// How long a relayed connection may carry no bytes either way before it is closed.
     pub idle_timeout: Duration,
+    /// A parent proxy every upstream connection goes through (with `CONNECT`), but to names
+    /// pinned in `[resolve]`.
+    pub parent: Option<ParentProxy>,
+}
+
+/// `[upstream] parent = "http://[user:password@]host:port"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ParentProxy {
+    /// The parent's host name or address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// `user:password` for its `Proxy-Authorization: Basic`, never logged.
+    pub credentials: Option<String>,
+}
+
+impl ParentProxy {
+    /// `host:port` (an IPv6 address in brackets), as logged.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Debug for ParentProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credentials are a secret: never in a log line or a debug dump.
+        f.debug_struct("ParentProxy")
+            .field("authority", &self.authority())
+            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -348,6 +411,7 @@ impl Default for UpstreamConfig {
             allow_private: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            parent: None,
         }
     }
 }
@@ -708,6 +772,8 @@ struct RawUpstream {
     connect_timeout: Option<Spanned<String>>,
     #[serde(default)]
     idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    parent: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1226,6 +1292,22 @@ impl Validator<'_> {
                 default.connect_timeout,
             )?,
             idle_timeout: self.duration("upstream.idle_timeout", &raw.idle_timeout, default.idle_timeout)?,
+            parent: match &raw.parent {
+                None => None,
+                Some(p) => {
+                    if raw.verify_destination != VerifyDestination::Name {
+                        return Err(self.err(
+                            Some(p.span()),
+                            "upstream.parent: the parent resolves the names, so verify_destination must be \"name\""
+                                .to_string(),
+                        ));
+                    }
+                    Some(
+                        parse_parent(p.get_ref())
+                            .map_err(|e| self.err(Some(p.span()), format!("upstream.parent: {e}")))?,
+                    )
+                }
+            },
         })
     }
 

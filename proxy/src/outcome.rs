@@ -74,6 +74,10 @@ pub enum Outcome {
     AuthThrottled,
     /// The directory that checks passwords did not answer (`503`): authentication fails closed.
     AuthUnavailable,
+    /// The parent proxy (`[upstream] parent`) refused the CONNECT, or did not answer it in HTTP.
+    ParentRefused,
+    /// The parent proxy could not be reached (resolved, connected to) or did not answer.
+    ParentUnreachable,
 }
 
 impl Outcome {
@@ -105,6 +109,8 @@ impl Outcome {
             Outcome::AuthRequired => "auth-required",
             Outcome::AuthThrottled => "auth-throttled",
             Outcome::AuthUnavailable => "auth-unavailable",
+            Outcome::ParentRefused => "parent-refused",
+            Outcome::ParentUnreachable => "parent-unreachable",
         }
     }
 
@@ -120,7 +126,9 @@ impl Outcome {
             | Outcome::UpstreamRefused
             | Outcome::UpstreamTimeout
             | Outcome::UpstreamError
-            | Outcome::IdleTimeout => Blame::Upstream,
+            | Outcome::IdleTimeout
+            | Outcome::ParentRefused
+            | Outcome::ParentUnreachable => Blame::Upstream,
             Outcome::Mismatch
             | Outcome::Timeout
             | Outcome::MalformedClientHello
@@ -146,7 +154,9 @@ impl Outcome {
             | Outcome::UpstreamRefused
             | Outcome::UpstreamError
             | Outcome::UpstreamCertificate
-            | Outcome::UpstreamTls => StatusCode::BAD_GATEWAY,
+            | Outcome::UpstreamTls
+            | Outcome::ParentRefused
+            | Outcome::ParentUnreachable => StatusCode::BAD_GATEWAY,
             Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::LocalResources | Outcome::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Outcome::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,

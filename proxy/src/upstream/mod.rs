@@ -7,6 +7,7 @@
 //! did) and does not relay.
 
 pub(crate) mod guard;
+mod parent;
 pub(crate) mod resolve;
 
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ pub(crate) struct Connector {
     verify: VerifyDestination,
     connect_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// `[upstream] parent`: every connection but to pinned names goes through it.
+    parent: Option<Arc<parent::Parent>>,
 }
 
 /// Where a connection wants to go.
@@ -52,6 +55,7 @@ impl Connector {
             verify: cfg.verify_destination,
             connect_timeout: cfg.connect_timeout,
             metrics,
+            parent: cfg.parent.as_ref().map(|p| Arc::new(parent::Parent::new(p))),
         }
     }
 
@@ -109,6 +113,12 @@ impl Connector {
     /// the last address tried (`local-resources` when the gateway had no descriptor, buffer or
     /// port left for the connect).
     pub(crate) async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
+        if let Some(parent) = &self.parent {
+            // A pinned name is a local server: straight there, not through the parent.
+            if !target.name.is_some_and(|n| self.resolver.is_pinned(n)) {
+                return self.via_parent(parent, target).await;
+            }
+        }
         let candidates = self.candidates(target).await?;
         let mut last = Failure::new(Outcome::UpstreamRefused, "no candidates");
         for addr in candidates {
@@ -132,6 +142,39 @@ impl Connector {
             }
         }
         Err(last)
+    }
+
+    /// Through the parent proxy: `CONNECT name:port` (an address without a name only after the
+    /// SSRF guard: the parent resolves names, the gateway does not).
+    async fn via_parent(
+        &self,
+        parent: &parent::Parent,
+        target: Target<'_>,
+    ) -> Result<(TcpStream, SocketAddr), Failure> {
+        let authority = match (target.name, target.original) {
+            (Some(name), _) => {
+                if let Some(ip) = resolve::ip_literal(name) {
+                    self.guard.check(ip).map_err(|b| Failure::new(Outcome::Ssrf, b.to_string()))?;
+                }
+                if name.contains(':') {
+                    format!("[{}]:{}", name.trim_start_matches('[').trim_end_matches(']'), target.port)
+                } else {
+                    format!("{name}:{}", target.port)
+                }
+            }
+            (None, Some(original)) => {
+                self.guard.check(original.ip()).map_err(|b| Failure::new(Outcome::Ssrf, b.to_string()))?;
+                original.to_string()
+            }
+            (None, None) => return Err(Failure::new(Outcome::BadRequest, "no name and no original destination")),
+        };
+        let addrs = match self.resolver.resolve(&parent.host, parent.port).await {
+            Ok(r) => r.addrs,
+            Err(e) => {
+                return Err(Failure::new(Outcome::ParentUnreachable, format!("parent {}: {e}", parent.authority)));
+            }
+        };
+        parent.connect(&addrs, &authority, self.connect_timeout, &self.metrics).await
     }
 
     async fn resolve(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {

@@ -118,6 +118,11 @@ impl Resolver {
         Resolver { inner: Arc::new(Inner { pins: map, dns, answers: std::sync::Mutex::new(HashMap::new()) }) }
     }
 
+    /// Whether `host` (normalised) is pinned in `[resolve]`.
+    pub(crate) fn is_pinned(&self, host: &str) -> bool {
+        self.inner.pins.contains_key(normalise(host).as_ref())
+    }
+
     /// All addresses for `host` on `port`.
     ///
     /// `host` is normalised already (lowercase, no trailing dot). A pin with a port keeps its own
@@ -281,7 +286,7 @@ fn normalise(host: &str) -> Cow<'_, str> {
 }
 
 /// `192.0.2.1`, `::1` or `[::1]` as an address; anything else is a name.
-fn ip_literal(host: &str) -> Option<IpAddr> {
+pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
     match host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
         Some(v6) => v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
         None => host.parse().ok(),
