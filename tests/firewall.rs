@@ -427,7 +427,7 @@ fn stderr_of(o: &Output) -> String {
 
 /// Every shape the generator writes, checked by nftables itself: client groups (nested
 /// networks, IPv6), IPv4 and IPv6 destination sets, port lists, a deny, a deny in report mode,
-/// `udp_default = "reject"`, a dual-stack listener.
+/// `udp_default = "reject"`, transparent listeners on both families.
 #[test]
 fn nft_accepts_groups_ipv6_report_mode_and_every_verdict() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,7 +442,8 @@ fn nft_accepts_groups_ipv6_report_mode_and_every_verdict() {
     let config = write(
         dir.path(),
         "hostgate.toml",
-        "[[listener]]\nkind = \"transparent\"\naddress = \"[::]:15001\"\n\n\
+        "[[listener]]\nkind = \"transparent\"\naddress = \"0.0.0.0:15001\"\n\n\
+         [[listener]]\nkind = \"transparent\"\naddress = \"[::]:15001\"\n\n\
          [policy]\ndefault = \"deny\"\n\n\
          [[policy.source]]\npath = \"a.rules\"\n\n\
          [[policy.source]]\npath = \"trial.rules\"\nmode = \"report\"\n\n\
@@ -456,7 +457,7 @@ fn nft_accepts_groups_ipv6_report_mode_and_every_verdict() {
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     for want in [
         "table inet site_gw {",
-        // Dual-stack listener: both families redirected, nothing rejected for lack of one.
+        // Listeners on both families: both redirected, nothing rejected for lack of one.
         "iifname { \"lan0\", \"wlan*\" } tcp dport { 80, 443 } redirect to :15001",
         // Nested client networks: the staff set has a hole where the kiosks are.
         "elements = { 10.0.0.0/16, 10.2.0.0/15,",

@@ -29,7 +29,7 @@
 //! would_deny: " accept`: the flow goes out and the kernel log says so.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 
@@ -243,13 +243,11 @@ pub fn ruleset(config: &Config, policy: &Policy, opts: &Options) -> Result<Rules
     let _ = writeln!(w);
     let _ = writeln!(w, "\tchain prerouting {{");
     let _ = writeln!(w, "\t\ttype nat hook prerouting priority dstnat; policy accept;");
-    // Which families reach the listener: `[::]` is dual-stack, `0.0.0.0` IPv4 only.
-    let (v4, v6) = match redirect.map(|a| a.ip()) {
-        Some(IpAddr::V4(_)) => (true, false),
-        Some(IpAddr::V6(a)) if a.is_unspecified() => (true, true),
-        Some(IpAddr::V6(_)) => (false, true),
-        None => (false, false),
-    };
+    // Which families reach a listener on the redirect port (hostgate's IPv6 sockets are
+    // IPv6-only: `0.0.0.0:15001` and `[::]:15001` are two listeners).
+    let on_port =
+        |v6: bool| redirect.is_some_and(|r| transparent.iter().any(|a| a.port() == r.port() && a.is_ipv6() == v6));
+    let (v4, v6) = (on_port(false), on_port(true));
     if let Some(a) = redirect {
         let only = match (v4, v6) {
             (true, false) => "meta nfproto ipv4 ",
@@ -556,6 +554,7 @@ fn program(policy: &Policy, group: GroupId, covering: &[(IpNet, RuleId, usize)])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
