@@ -36,12 +36,14 @@ pub struct Listener {
     pub label: Arc<str>,
     /// An SNI listener's upstream port (its own port unless configured).
     pub upstream_port: u16,
+    /// The socket was passed by the supervisor (systemd socket activation), not bound here.
+    pub inherited: bool,
 }
 
 impl Listener {
     /// The identity of a listener bound to `local`.
     pub fn new(kind: ListenerKind, local: SocketAddr) -> Listener {
-        Listener { kind, local, label: Arc::from(local.to_string()), upstream_port: local.port() }
+        Listener { kind, local, label: Arc::from(local.to_string()), upstream_port: local.port(), inherited: false }
     }
 }
 

@@ -33,6 +33,11 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = "config/hostgate.toml")]
         config: PathBuf,
+        /// A binary upgrade: once this process listens (beside the running one, on the same
+        /// addresses, with `SO_REUSEPORT`) and has loaded the policy, send SIGTERM to the
+        /// running gateway `PID`, which stops accepting and lets its connections finish.
+        #[arg(long, value_name = "PID")]
+        replace: Option<i32>,
     },
     /// Parse and compile the configuration and every rule file; print counts and the lint.
     Check {
@@ -156,9 +161,9 @@ enum SchemeArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/hostgate.toml") });
+    let command = cli.command.unwrap_or(Command::Run { config: PathBuf::from("config/hostgate.toml"), replace: None });
     let result = match command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, replace } => run(&config, replace),
         Command::Check { config } => check(&config, &mut out),
         Command::Explain { config, scheme, port, path, json, client, hosts } => {
             let scheme = match scheme {
@@ -194,7 +199,10 @@ pub fn main() -> ExitCode {
 
 /// `hostgate run`: validate everything, set up logging, serve until SIGINT or SIGTERM.
 /// A configuration error exits with code 64 (EX_USAGE) before any socket is bound.
-fn run(config: &std::path::Path) -> Result<ExitCode, String> {
+fn run(config: &std::path::Path, replace: Option<i32>) -> Result<ExitCode, String> {
+    // Sockets passed by systemd (socket activation) are taken first, while this is the only
+    // thread: reading them edits the environment.
+    let inherited = crate::listen::inherit_from_env().map_err(|e| format!("LISTEN_FDS: {e}"))?;
     let c = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -203,6 +211,10 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         }
     };
     crate::access::init_tracing(&c.log)?;
+    if !inherited.is_empty() {
+        let addresses: Vec<String> = inherited.iter().map(ToString::to_string).collect();
+        tracing::info!(sockets = %addresses.join(","), "socket activation: listening sockets passed by the supervisor");
+    }
     // The control plane (start-up, reloads, signals, the admin listener) runs on this thread;
     // connections run on `[runtime] workers` threads of their own (`crate::listen::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -228,6 +240,14 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         // Handlers first: a SIGHUP right after READY=1 must reload, not kill the process.
         let signals = Signals::install()?;
         crate::notify::ready();
+        if let Some(pid) = replace {
+            // This process accepts now: the old one may stop (its queued connections move to
+            // these sockets with net.ipv4.tcp_migrate_req = 1; README: Restarts and upgrades).
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM) {
+                Ok(()) => tracing::info!(pid, "replacing: SIGTERM sent to the running gateway"),
+                Err(e) => tracing::error!(pid, error = %e, "replacing: cannot signal the running gateway"),
+            }
+        }
         serve_signals(gateway, grace, signals).await
     })
 }

@@ -142,6 +142,9 @@ impl Gateway {
         log_inspection(inspect.as_deref());
         let workers = config.runtime.worker_count();
         let bound = bind_listeners(&config, workers)?;
+        for unused in crate::listen::unused_inherited() {
+            tracing::warn!(address = %unused, "socket activation: a passed socket matches no [[listener]] address; closed");
+        }
         let admin = match config.admin.address {
             None => None,
             Some(address) => Some(bind_one(address)?),

@@ -27,10 +27,16 @@ impl Hostgate {
     /// Starts `wrapper… hostgate run --config CONFIG` (`wrapper` empty: the binary itself). The
     /// wrapper must exec the binary, so that the child's pid is hostgate's.
     pub fn spawn(wrapper: &[&str], config: &Path) -> Hostgate {
+        Hostgate::spawn_with(wrapper, config, &[])
+    }
+
+    /// [`Hostgate::spawn`] with more arguments after `run --config CONFIG`.
+    pub fn spawn_with(wrapper: &[&str], config: &Path, more: &[&str]) -> Hostgate {
         let bin = env!("CARGO_BIN_EXE_hostgate");
         let config = config.to_str().unwrap();
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend([bin, "run", "--config", config]);
+        argv.extend_from_slice(more);
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             // The test's filter must not replace `[log] level`.

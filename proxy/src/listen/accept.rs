@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -34,6 +34,44 @@ pub(crate) struct Intake {
     pub(crate) stop: watch::Sender<bool>,
     /// The gateway's metrics.
     pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Listening sockets handed to the process by its supervisor (systemd socket activation:
+/// `LISTEN_FDS`), taken by the listeners whose address they are bound to.
+static INHERITED: Mutex<Vec<(SocketAddr, std::net::TcpListener)>> = Mutex::new(Vec::new());
+
+/// Takes the sockets of systemd socket activation (`LISTEN_FDS`, `LISTEN_PID`) into the
+/// process, through the `listenfd` crate (which validates each one and sets `FD_CLOEXEC`). Call
+/// it before any thread is started: it removes the variables from the environment.
+///
+/// # Errors
+/// A passed descriptor is not a listening TCP socket.
+pub(crate) fn inherit_from_env() -> io::Result<Vec<SocketAddr>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut taken = Vec::new();
+    for i in 0..fds.len() {
+        let Some(listener) = fds.take_tcp_listener(i)? else { continue };
+        listener.set_nonblocking(true)?;
+        // Accepted connections inherit TCP_NODELAY, as from a socket hostgate binds.
+        socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+        let local = listener.local_addr()?;
+        taken.push(local);
+        INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((local, listener));
+    }
+    Ok(taken)
+}
+
+/// The inherited socket bound to `address`, if any.
+fn take_inherited(address: SocketAddr) -> Option<std::net::TcpListener> {
+    let mut inherited = INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = inherited.iter().position(|(local, _)| *local == address)?;
+    Some(inherited.swap_remove(i).1)
+}
+
+/// Inherited sockets no listener took (their addresses); they are closed.
+pub(crate) fn unused_inherited() -> Vec<SocketAddr> {
+    let mut inherited = INHERITED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    inherited.drain(..).map(|(a, _)| a).collect()
 }
 
 /// Binds a listening socket: `SO_REUSEADDR` (restart without waiting out TIME_WAIT),
@@ -81,13 +119,27 @@ pub(crate) fn bind_all(
     upstream_port: Option<u16>,
     workers: usize,
 ) -> io::Result<Bound> {
-    let reuse_port = workers > 1;
-    let first = bind(address, reuse_port)?;
+    // A socket its supervisor passed (socket activation) is shared by every worker: it stays
+    // open across restarts, and connections wait in its queue while no process accepts.
+    if let Some(inherited) = take_inherited(address) {
+        let mut sockets = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            sockets.push(inherited.try_clone()?);
+        }
+        sockets.push(inherited);
+        let mut info = Listener::new(kind, address);
+        info.upstream_port = upstream_port.unwrap_or(address.port());
+        info.inherited = true;
+        return Ok(Bound { info: Arc::new(info), sockets });
+    }
+    // Always SO_REUSEPORT: the workers each have a socket, and a new binary can bind beside a
+    // running one for a hand-over (README: Restarts and upgrades).
+    let first = bind(address, true)?;
     let local = first.local_addr()?;
     let mut sockets = Vec::with_capacity(workers);
     sockets.push(first);
     for _ in 1..workers {
-        sockets.push(bind(local, reuse_port)?);
+        sockets.push(bind(local, true)?);
     }
     let mut info = Listener::new(kind, local);
     info.upstream_port = upstream_port.unwrap_or(local.port());

@@ -16,4 +16,5 @@ pub(crate) mod sni;
 pub(crate) mod transparent;
 pub(crate) mod workers;
 
-pub(crate) use accept::{bind, bind_all, Bound, Intake};
+pub(crate) use accept::inherit_from_env;
+pub(crate) use accept::{bind, bind_all, unused_inherited, Bound, Intake};

@@ -45,7 +45,8 @@ impl Workers {
     /// workers already started are stopped.
     pub(crate) fn start(intake: &Arc<Intake>, bound: Vec<Bound>, n: usize) -> io::Result<Workers> {
         for b in &bound {
-            tracing::info!(kind = kind_str(b.info.kind), address = %b.info.local, workers = n, "listening");
+            let inherited = b.info.inherited.then_some(true);
+            tracing::info!(kind = kind_str(b.info.kind), address = %b.info.local, workers = n, inherited, "listening");
         }
         // Socket i of every listener goes to worker i.
         let mut per_worker: Vec<Vec<_>> = (0..n).map(|_| Vec::with_capacity(bound.len())).collect();
