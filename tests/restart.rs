@@ -219,6 +219,7 @@ async fn a_plain_restart_under_load_drops_connections() {
     new.wait_json(|v| v["message"] == "listening", support::STEP).await;
     let s = summary(load).await;
     assert!(s["failed"].as_u64().unwrap() > 50, "a plain restart should have refused connections: {s:#}");
+    eprintln!("plain restart: {s}");
     new.signal("TERM");
     let _ = new.wait().await;
 }
