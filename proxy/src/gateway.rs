@@ -320,6 +320,10 @@ impl AdminState for AdminView {
     fn policy_json(&self) -> serde_json::Value {
         self.0.intake.current.load().describe()
     }
+
+    fn pac(&self) -> Option<Arc<crate::pac::Pac>> {
+        self.0.intake.current.load().pac.clone()
+    }
 }
 
 async fn reload_loop(core: Arc<Core>) {
