@@ -167,7 +167,7 @@ impl Gateway {
         let workers = Workers::start(&intake, bound, workers)
             .map_err(|e| StartError::Internal(format!("cannot start the workers: {e}")))?;
         let admin_task = admin.map(|(listener, local)| {
-            tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy");
+            tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy /proxy.pac");
             let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
             tokio::spawn(crate::admin::serve(listener, state))
         });
