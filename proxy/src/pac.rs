@@ -511,3 +511,32 @@ function inNet6(h) {
   return false;
 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_pac_file_or_with_another_method() {
+        let uri: Uri = "/proxy.pac".parse().expect("uri");
+        let r = respond(None, &Method::GET, &uri, &HeaderMap::new(), GroupId::NONE);
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = respond(None, &Method::POST, &uri, &HeaderMap::new(), GroupId::NONE);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers().get(ALLOW).map(HeaderValue::as_bytes), Some(&b"GET, HEAD"[..]));
+        assert!(is_pac_path("/proxy.pac") && is_pac_path("/wpad.dat") && !is_pac_path("/proxy.pac/"));
+    }
+
+    #[test]
+    fn fnv1a_is_the_reference_function() {
+        // The published test vectors of FNV-1a 64.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn comments_keep_printable_ascii_only() {
+        assert_eq!(comment("a b\nc\u{2028}d*/"), "a b?c?d*/");
+    }
+}
