@@ -189,7 +189,19 @@ fn shipped_path() -> std::path::PathBuf {
 /// The shipped configuration with `[pac]` appended, and its policy.
 fn shipped_with(pac: &str) -> (Config, Policy) {
     let path = shipped_path();
-    let text = format!("{}\n[pac]\n{pac}\n", std::fs::read_to_string(&path).unwrap());
+    // The shipped [pac] section (its keys up to the next section) makes way for `pac`.
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    let mut in_pac = false;
+    let kept: Vec<&str> = shipped
+        .lines()
+        .filter(|l| {
+            if l.starts_with('[') {
+                in_pac = *l == "[pac]";
+            }
+            !in_pac
+        })
+        .collect();
+    let text = format!("{}\n[pac]\n{pac}\n", kept.join("\n"));
     let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     let policy = Policy::load(&config.policy_inputs()).unwrap_or_else(|e| panic!("{e}"));
     (config, policy)
@@ -675,13 +687,24 @@ async fn the_binary_serves_the_pac_file_on_both_listeners_and_a_sighup_changes_i
     std::fs::rename(&tmp, &rules).unwrap();
     hg.signal("HUP");
     hg.wait_json(|v| v["message"] == "reloaded; new connections use the new generation", STEP).await;
+    let old = etag.clone();
     for addr in [proxy, admin] {
-        let r = request(addr, "GET", "/proxy.pac", &[("If-None-Match", &etag)]).await;
+        let r = request(addr, "GET", "/proxy.pac", &[("If-None-Match", &old)]).await;
         assert_eq!(r.status, 200, "the old ETag no longer matches");
         let text = r.text();
         assert!(text.contains("\"second.example\"") && !text.contains("\"first.example\""), "{text}");
-        assert_ne!(r.header("etag"), Some(etag.as_str()));
+        assert_ne!(r.header("etag"), Some(old.as_str()));
+        etag = r.header("etag").unwrap().to_string();
     }
+
+    // A bad [pac] refuses the reload like any bad configuration: the file stays as it was.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("direct = [\"bypass\"]", "direct = [\"bypas\"]")).unwrap();
+    hg.signal("HUP");
+    let line = hg.wait_json(|v| v["message"] == "reload failed; the current generation keeps serving", STEP).await;
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("pac.direct: unknown action `bypas`")), "{line}");
+    let r = request(proxy, "GET", "/proxy.pac", &[("If-None-Match", &etag)]).await;
+    assert_eq!(r.status, 304);
     hg.signal("TERM");
     let (status, _) = hg.wait().await;
     assert!(status.success(), "{status}");
