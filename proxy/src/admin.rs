@@ -1,4 +1,4 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and `/policy` over plain HTTP/1.1
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/policy` and the PAC file over plain HTTP/1.1
 //! (hyper), one task per connection, keep-alive. It owns the routes, their status codes and
 //! content types; it does not own what they report (an [`AdminState`] supplies the metrics text,
 //! readiness and the policy summary) nor where it listens. It has no authentication and no TLS:
@@ -10,6 +10,7 @@
 //! | `/healthz` | 200 `ok` (the process answers) |
 //! | `/readyz` | 200 `ready`, or 503 and the reason |
 //! | `/policy` | 200, `application/json` |
+//! | `/proxy.pac`, `/wpad.dat` | 200, `application/x-ns-proxy-autoconfig` (clients in no group; `?group=NAME`), `ETag`, 304 ([`crate::pac::respond`]) |
 //!
 //! Any other method on these paths is 405 with `allow: GET, HEAD`; any other path is 404.
 
@@ -25,6 +26,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+use crate::policy::GroupId;
 
 /// The content type of `/metrics`.
 pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -43,6 +46,8 @@ pub(crate) trait AdminState: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
     /// The body of `/policy`.
     fn policy_json(&self) -> serde_json::Value;
+    /// The PAC files of the generation in force.
+    fn pac(&self) -> Option<Arc<crate::pac::Pac>>;
 }
 
 /// Serves the admin endpoints on `listener` until the returned future is dropped (or the task
@@ -65,7 +70,12 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<dyn AdminState>) {
         let state = state.clone();
         connections.spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(&*state, req.method(), req.uri().path());
+                let response = if crate::pac::is_pac_path(req.uri().path()) {
+                    let pac = state.pac();
+                    crate::pac::respond(pac.as_deref(), req.method(), req.uri(), req.headers(), GroupId::NONE)
+                } else {
+                    respond(&*state, req.method(), req.uri().path())
+                };
                 async move { Ok::<_, Infallible>(response) }
             });
             let result = hyper::server::conn::http1::Builder::new()
@@ -163,6 +173,9 @@ mod tests {
         }
         fn policy_json(&self) -> serde_json::Value {
             serde_json::json!({ "generation": 3, "default": "deny", "rules": { "allow": 2 } })
+        }
+        fn pac(&self) -> Option<Arc<crate::pac::Pac>> {
+            None
         }
     }
 

@@ -117,6 +117,15 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         table: Option<String>,
     },
+    /// Print the PAC file the gateway serves at /proxy.pac (for hosting it elsewhere).
+    Pac {
+        /// The configuration file.
+        #[arg(long, short, default_value = "config/hostgate.toml")]
+        config: PathBuf,
+        /// The client group whose file to print (default: the clients in no group).
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +195,7 @@ pub fn main() -> ExitCode {
             ca_init(&dir, &opts, &mut out)
         }
         Command::Firewall { config, lan, table } => firewall(&config, &FirewallOptions { lan, table }, &mut out),
+        Command::Pac { config, group } => pac(&config, group.as_deref(), &mut out),
     };
     match result {
         Ok(code) => code,
@@ -340,6 +350,7 @@ fn check(config: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, Str
         )
         .map_err(|e| e.to_string())?;
     }
+    check_pac(&c, &p, out)?;
     check_lint(&p, out)?;
     writeln!(out, "{}", crate::import::m365::check_note(&c)).map_err(w)?;
     writeln!(out, "ok: the configuration is usable").map_err(w)?;
@@ -406,6 +417,58 @@ fn firewall(config: &std::path::Path, opts: &FirewallOptions, out: &mut impl Wri
     }
     out.write_all(rules.text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hostgate pac`: the PAC file of the clients in no group, or of `group`.
+fn pac(config: &std::path::Path, group: Option<&str>, out: &mut impl Write) -> Result<ExitCode, String> {
+    let (c, p) = load(config)?;
+    let Some(pc) = &c.pac else {
+        return Err(format!("{}: no [pac] section and no connect listener: no PAC file", c.path.display()));
+    };
+    let pac = crate::pac::Pac::build(pc, &p);
+    let file = match group {
+        None => pac.ungrouped(),
+        Some(name) => pac.group(name).ok_or_else(|| format!("no client group `{name}`"))?,
+    };
+    out.write_all(file.text().as_bytes()).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hostgate check`: the PAC file of the clients in no group (its size, what goes `DIRECT`),
+/// and a warning when it points clients at a listener they cannot reach.
+fn check_pac(c: &Config, p: &Policy, out: &mut impl Write) -> Result<(), String> {
+    let w = |e: std::io::Error| e.to_string();
+    let Some(pc) = &c.pac else {
+        return writeln!(out, "pac: none (no [pac] section and no connect listener)").map_err(w);
+    };
+    let pac = crate::pac::Pac::build(pc, p);
+    let f = pac.ungrouped();
+    let direct: Vec<&str> = pc.direct.iter().map(|a| a.as_str()).collect();
+    writeln!(
+        out,
+        "pac: {} bytes, PROXY {}{}; DIRECT: plain host names, {} direct networks, {} name rules and {} address rules ({}){}{}",
+        f.text().len(),
+        pc.proxy.join(", "),
+        if pc.insecure_fallback_direct { " then DIRECT" } else { "" },
+        pc.direct_networks.len(),
+        f.direct_rules,
+        f.direct_address_rules,
+        if direct.is_empty() { "[pac] direct is empty".to_string() } else { direct.join(", ") },
+        if f.default_direct { "; names no rule fits (the default)" } else { "" },
+        if f.path_rules > 0 { format!("; {} path rules keep their names on the proxy", f.path_rules) } else { String::new() }
+    )
+    .map_err(w)?;
+    if let Some(addr) = pc.from_listener.filter(|a| a.ip().is_loopback() || a.ip().is_unspecified() || a.port() == 0) {
+        writeln!(
+            out,
+            "  warning: the PAC file sends clients to {addr} (the first connect listener): set [pac] proxy to the address clients reach the gateway at"
+        )
+        .map_err(w)?;
+    }
+    if pc.insecure_fallback_direct {
+        writeln!(out, "  warning: [pac] insecure_fallback_direct: when the proxy does not answer, clients go out directly, past the policy").map_err(w)?;
+    }
+    Ok(())
 }
 
 /// `hostgate check`: what `hostgate firewall` would emit (with `[firewall] lan` set), or how to

@@ -57,6 +57,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[firewall]`: what `hostgate firewall` emits (the gateway itself never reads it).
     pub firewall: FirewallConfig,
+    /// `[pac]`: the PAC file served at `/proxy.pac`; `None` when there is neither a `[pac]`
+    /// section nor a connect listener (no proxy to point clients at).
+    pub pac: Option<PacConfig>,
     /// `[auth]`: proxy authentication on the connect listeners; `None` when absent.
     pub auth: Option<AuthConfig>,
     /// `[auth] ungrouped`: whether clients in no group must authenticate.
@@ -631,6 +634,7 @@ struct RawConfig {
     #[serde(default)]
     firewall: RawFirewall,
     #[serde(default)]
+    pac: Option<Spanned<RawPac>>,
     auth: Option<Spanned<RawAuth>>,
 }
 
@@ -909,6 +913,7 @@ impl Config {
         let inspect = v.inspect(raw.inspect)?;
         let http = HttpConfig { insecure_keep_escaped_slashes: raw.http.insecure_keep_escaped_slashes };
         let firewall = v.firewall(raw.firewall)?;
+        let pac = v.pac(raw.pac, &listeners)?;
         let ungrouped_auth = raw.auth.as_ref().is_none_or(|a| a.get_ref().ungrouped != Some(AuthNeed::None));
         let auth = match raw.auth {
             Some(a) => Some(v.auth(a)?),
@@ -934,6 +939,7 @@ impl Config {
             inspect,
             http,
             firewall,
+            pac,
             auth,
             ungrouped_auth,
         })
@@ -1571,6 +1577,113 @@ impl Validator<'_> {
         c.insecure_skip_upstream_verify = i.insecure_skip_upstream_verify;
         c.non_http = i.non_http;
         Ok(Some(c))
+    }
+}
+
+/// `[pac]`: the PAC file (`/proxy.pac`, `hostgate pac`) generated from the policy
+/// ([`crate::pac`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacConfig {
+    /// The proxies clients are told to use, in order (`PROXY host:port; PROXY …`): `proxy`, or
+    /// the first connect listener's address when `proxy` is not set.
+    pub proxy: Vec<String>,
+    /// The first connect listener's address when `proxy` is not set (`hostgate check` warns
+    /// when it is loopback or unspecified: clients elsewhere cannot use it).
+    pub from_listener: Option<SocketAddr>,
+    /// End the list with `DIRECT`: when no proxy answers, clients go out directly, past the
+    /// policy (only a firewall stops them then). Insecure; off by default.
+    pub insecure_fallback_direct: bool,
+    /// The decisions whose names go `DIRECT` (`direct = ["bypass"]`), in strictness order, no
+    /// repeats.
+    pub direct: Vec<Action>,
+    /// The site's own networks: IP-literal hosts inside them go `DIRECT`.
+    pub direct_networks: Vec<ipnet::IpNet>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPac {
+    #[serde(default)]
+    proxy: Vec<Spanned<String>>,
+    #[serde(default)]
+    insecure_fallback_direct: bool,
+    #[serde(default)]
+    direct: Vec<Spanned<String>>,
+    #[serde(default)]
+    direct_networks: Vec<Spanned<String>>,
+}
+
+/// A `[pac] proxy` entry, normalised: `name:port` (a name with a dot), `a.b.c.d:port` or
+/// `[v6]:port`. It is written into the PAC file's JavaScript, so nothing else gets through.
+fn pac_proxy(text: &str) -> Option<String> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0 && port.bytes().all(|b| b.is_ascii_digit()))?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<Ipv6Addr>().ok().map(|a| format!("[{a}]:{port}"));
+    }
+    let name = hostgate_matcher::Host::new(host).ok()?;
+    name.as_str().contains('.').then(|| format!("{}:{port}", name.as_str()))
+}
+
+impl Validator<'_> {
+    /// `[pac]`: the proxy list (default: the first connect listener), the actions that go
+    /// `DIRECT`, the direct networks. Without a `[pac]` section: the defaults when there is a
+    /// connect listener, nothing otherwise.
+    fn pac(&self, raw: Option<Spanned<RawPac>>, listeners: &[Listener]) -> Result<Option<PacConfig>, ConfigError> {
+        let listener = listeners.iter().find(|l| l.kind == ListenerKind::Connect).map(|l| l.address);
+        let (span, raw) = match raw {
+            Some(r) => (Some(r.span()), r.into_inner()),
+            None if listener.is_some() => (None, RawPac::default()),
+            None => return Ok(None),
+        };
+        let mut proxy = Vec::new();
+        for p in &raw.proxy {
+            let entry = pac_proxy(p.get_ref().trim()).ok_or_else(|| {
+                self.err(
+                    Some(p.span()),
+                    format!(
+                        "pac.proxy: `{}` is not HOST:PORT (a name with a dot, an IPv4 address or [IPv6], and a port 1-65535)",
+                        p.get_ref()
+                    ),
+                )
+            })?;
+            if proxy.contains(&entry) {
+                return Err(self.err(Some(p.span()), format!("pac.proxy: {entry} is listed twice")));
+            }
+            proxy.push(entry);
+        }
+        let from_listener = match (proxy.is_empty(), listener) {
+            (false, _) => None,
+            (true, Some(address)) => {
+                proxy.push(address.to_string());
+                Some(address)
+            }
+            (true, None) => {
+                let message = "pac.proxy: missing, and there is no connect listener to default to \
+                               (proxy = [\"gw.example.org:3128\"])";
+                return Err(self.err(span, message.to_string()));
+            }
+        };
+        let mut direct = Vec::new();
+        for a in &raw.direct {
+            let action = a.get_ref().parse::<Action>().map_err(|()| {
+                self.err(
+                    Some(a.span()),
+                    format!("pac.direct: unknown action `{}` (allow, bypass or deny)", a.get_ref()),
+                )
+            })?;
+            if direct.contains(&action) {
+                return Err(self.err(Some(a.span()), format!("pac.direct: {action} is listed twice")));
+            }
+            direct.push(action);
+        }
+        direct.sort_unstable();
+        let mut direct_networks = Vec::new();
+        for n in &raw.direct_networks {
+            direct_networks.push(self.network("pac.direct_networks", n)?);
+        }
+        let insecure_fallback_direct = raw.insecure_fallback_direct;
+        Ok(Some(PacConfig { proxy, from_listener, insecure_fallback_direct, direct, direct_networks }))
     }
 }
 

@@ -176,7 +176,7 @@ impl Gateway {
         let workers = Workers::start(&intake, bound, workers)
             .map_err(|e| StartError::Internal(format!("cannot start the workers: {e}")))?;
         let admin_task = admin.map(|(listener, local)| {
-            tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy");
+            tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy /proxy.pac");
             let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
             tokio::spawn(crate::admin::serve(listener, state))
         });
@@ -329,6 +329,10 @@ impl AdminState for AdminView {
 
     fn policy_json(&self) -> serde_json::Value {
         self.0.intake.current.load().describe()
+    }
+
+    fn pac(&self) -> Option<Arc<crate::pac::Pac>> {
+        self.0.intake.current.load().pac.clone()
     }
 }
 

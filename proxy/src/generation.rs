@@ -52,6 +52,8 @@ pub(crate) struct Generation {
     pub(crate) inspect: Option<Arc<Inspector>>,
     /// What the request normaliser does with encoded slashes.
     pub(crate) slashes: Slashes,
+    /// The PAC files (`/proxy.pac`), generated from this generation's policy and `[pac]`.
+    pub(crate) pac: Option<Arc<crate::pac::Pac>>,
     /// Proxy authentication on the connect listeners (`[auth]`).
     pub(crate) auth: Option<Arc<crate::auth::Authenticator>>,
 }
@@ -97,8 +99,10 @@ impl Generation {
         let http = config.http;
         let pins: std::collections::HashMap<_, _> =
             config.resolve.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let pac = config.pac.as_ref().map(|c| Arc::new(crate::pac::Pac::build(c, &policy)));
         Generation {
             number,
+            pac,
             policy: Arc::new(policy),
             connector: Connector::new(&config.upstream, Resolver::new(pins), metrics.clone()),
             metrics,

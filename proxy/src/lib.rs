@@ -29,6 +29,7 @@
 //! - [`inspect`]: TLS inspection's CA and certificates ([`inspect::ca`] for `hostgate ca init`).
 //! - [`import`]: turns Microsoft Learn network-requirement pages into rule files.
 //! - [`metrics`], `admin`: the Prometheus metrics and the admin listener.
+//! - [`pac`]: the PAC file generated from the policy (`/proxy.pac`, `hostgate pac`).
 //! - [`cli`]: `hostgate run`, `check`, `explain`, `import` and `ca init`.
 //!
 //! The data path's phases are private: `conn` (the context), `listen` (accept), `dispatch`
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod normalize;
 mod notify;
 pub mod outcome;
+pub mod pac;
 pub mod policy;
 mod relay;
 mod reload;

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use crate::access::Dst;
 use crate::conn::Conn;
 use crate::dispatch::{dispatch, Dest};
-use crate::forward::body::empty;
+use crate::forward::body::{empty, fixed};
 use crate::forward::{authority_host, refusal, Pipeline, ResBody, Scope};
 use crate::outcome::{Failure, Outcome};
 use crate::policy::{Action, Scheme};
@@ -61,6 +61,8 @@ async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
             async move {
                 if req.method() == Method::CONNECT {
                     Ok::<_, Infallible>(connect(&conn, req).await)
+                } else if req.uri().authority().is_none() && crate::pac::is_pac_path(req.uri().path()) {
+                    Ok(pac_file(&conn, &req))
                 } else {
                     pipeline.handle(req).await
                 }
@@ -116,6 +118,15 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     let mut res = Response::new(empty());
     *res.status_mut() = StatusCode::OK;
     res
+}
+
+/// An origin-form `GET /proxy.pac` (or `/wpad.dat`) to the proxy itself: the PAC file of the
+/// client's group (or `?group=NAME`'s) from the generation in force. Every other origin-form
+/// request is refused by the pipeline.
+fn pac_file(conn: &Conn, req: &Request<Incoming>) -> Response<ResBody> {
+    let gen = conn.current.load();
+    let group = if gen.number == conn.gen.number { conn.group } else { gen.policy.group_of(conn.access.client.ip()) };
+    fixed(crate::pac::respond(gen.pac.as_deref(), req.method(), req.uri(), req.headers(), group))
 }
 
 /// A CONNECT answered `200`: its context, the request (for the upgrade) and its connected
