@@ -202,7 +202,11 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(64));
         }
     };
-    crate::access::init_tracing(&c.log)?;
+    // A log output that cannot be opened is a configuration error too.
+    if let Err(e) = crate::access::init_tracing(&c.log) {
+        eprintln!("hostgate: {}: {e}", config.display());
+        return Ok(ExitCode::from(64));
+    }
     // The control plane (start-up, reloads, signals, the admin listener) runs on this thread;
     // connections run on `[runtime] workers` threads of their own (`crate::listen::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -210,7 +214,7 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         .thread_name("hostgate")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let grace = c.runtime.shutdown_grace;
         let gateway = match crate::gateway::Gateway::start(c).await {
             Ok(g) => g,
@@ -229,7 +233,10 @@ fn run(config: &std::path::Path) -> Result<ExitCode, String> {
         let signals = Signals::install()?;
         crate::notify::ready();
         serve_signals(gateway, grace, signals).await
-    })
+    });
+    // Syslog messages are written by a thread of their own: let it catch up before exiting.
+    crate::logsink::flush(std::time::Duration::from_secs(2));
+    code
 }
 
 struct Signals {
