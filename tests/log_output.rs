@@ -198,7 +198,7 @@ async fn assert_access(rx: &Received, hg: &mut Hostgate, pri: u32) -> (Syslog, S
     (allowed, denied)
 }
 
-/// SIGTERM; a clean exit, and nothing but possibly non-JSON on standard error.
+/// SIGTERM, and a clean exit.
 async fn stop(hg: Hostgate) {
     hg.signal("TERM");
     let (status, lines) = hg.wait().await;
