@@ -8,7 +8,8 @@
 //! allocates nothing of its own: names, addresses and vocabularies are moved in or are
 //! `Copy`, the rule is an id resolved only when a sink formats it, and the lists of a
 //! ClientHello are formatted straight into the log line. It does not decide where logs go:
-//! `main` installs the subscriber (text or JSON lines, see [`init_tracing`]).
+//! `main` installs the subscriber (text or JSON lines, syslog or the journal: see
+//! [`init_tracing`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,7 +20,7 @@ use std::time::Instant;
 use http::uri::Authority;
 use http::Method;
 
-use crate::config::{ListenerKind, LogConfig, LogFormat};
+use crate::config::{ListenerKind, LogConfig, LogFormat, LogOutput};
 use crate::outcome::{Blame, Outcome};
 use crate::policy::{Action, Decision, Rule, RuleId};
 use crate::sniff::tls::ClientHello;
@@ -463,10 +464,12 @@ impl AccessSink for ChannelSink {
 }
 
 /// Installs the process-wide tracing subscriber for `[log]`: `level` is a filter directive
-/// (`RUST_LOG` overrides it), `format` text or JSON lines, on standard error.
+/// (`RUST_LOG` overrides it); `output` standard error (`format`: text or JSON lines), syslog or
+/// the journal (opened here, see `crate::logsink`).
 ///
 /// # Errors
-/// When the level is not a valid filter, or a subscriber is already installed.
+/// When the level is not a valid filter, the output cannot be opened (the message names the
+/// setting), or a subscriber is already installed.
 pub fn init_tracing(log: &LogConfig) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
@@ -475,15 +478,39 @@ pub fn init_tracing(log: &LogConfig) -> Result<(), String> {
     }
     .map_err(|e| format!("log.level: {e}"))?;
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let result = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-    };
-    result.map_err(|e| e.to_string())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    match &log.output {
+        LogOutput::Stderr => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal());
+            match log.format {
+                LogFormat::Text => builder.try_init(),
+                LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+            }
+            .map_err(|e| e.to_string())
+        }
+        // The body of each message is the line `format = "json"` writes.
+        LogOutput::Syslog(s) => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_ansi(false)
+                    .with_writer(crate::logsink::open_syslog(s)?),
+            )
+            .try_init()
+            .map_err(|e| e.to_string()),
+        LogOutput::Journald => tracing_subscriber::registry()
+            .with(filter)
+            .with(crate::logsink::open_journald()?)
+            .try_init()
+            .map_err(|e| e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -220,7 +220,11 @@ fn run(config: &std::path::Path, replace: Option<i32>) -> Result<ExitCode, Strin
             return Ok(ExitCode::from(64));
         }
     };
-    crate::access::init_tracing(&c.log)?;
+    // A log output that cannot be opened is a configuration error too.
+    if let Err(e) = crate::access::init_tracing(&c.log) {
+        eprintln!("hostgate: {}: {e}", config.display());
+        return Ok(ExitCode::from(64));
+    }
     if !inherited.is_empty() {
         let addresses: Vec<String> = inherited.iter().map(ToString::to_string).collect();
         tracing::info!(sockets = %addresses.join(","), "socket activation: listening sockets passed by the supervisor");
@@ -232,7 +236,7 @@ fn run(config: &std::path::Path, replace: Option<i32>) -> Result<ExitCode, Strin
         .thread_name("hostgate")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let grace = c.runtime.shutdown_grace;
         let gateway = match crate::gateway::Gateway::start(c).await {
             Ok(g) => g,
@@ -259,7 +263,10 @@ fn run(config: &std::path::Path, replace: Option<i32>) -> Result<ExitCode, Strin
             }
         }
         serve_signals(gateway, grace, signals).await
-    })
+    });
+    // Syslog messages are written by a thread of their own: let it catch up before exiting.
+    crate::logsink::flush(std::time::Duration::from_secs(2));
+    code
 }
 
 struct Signals {

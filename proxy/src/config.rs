@@ -506,14 +506,69 @@ pub struct PolicyConfig {
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug` or `trace`, or any `tracing_subscriber` filter directive.
     pub level: String,
-    /// Text or JSON lines.
+    /// Text or JSON lines (standard error; a syslog message's body is always JSON).
     pub format: LogFormat,
+    /// Where the log goes.
+    pub output: LogOutput,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".to_string(), format: LogFormat::Text }
+        LogConfig { level: "info".to_string(), format: LogFormat::Text, output: LogOutput::Stderr }
     }
+}
+
+/// `[log] output`: where log events go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Lines on standard error (`format` says which).
+    Stderr,
+    /// RFC 5424 messages to a syslog socket (`[log] syslog`, `[log] facility`).
+    Syslog(SyslogConfig),
+    /// The systemd journal's native protocol.
+    Journald,
+}
+
+/// `[log] output = "syslog"`: where to and with which facility.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// The socket (`[log] syslog`, default `unix:/dev/log`).
+    pub target: SyslogTarget,
+    /// The RFC 5424 facility code (`[log] facility`: `daemon` = 3 by default, `user` = 1,
+    /// `local0`…`local7` = 16…23).
+    pub facility: u8,
+}
+
+/// `[log] syslog`: a local socket or a remote server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyslogTarget {
+    /// `unix:PATH`: a local socket (datagram or stream, whichever it is).
+    Unix(PathBuf),
+    /// `udp://host:port`.
+    Udp(String),
+    /// `tcp://host:port` (one message per line).
+    Tcp(String),
+}
+
+impl fmt::Display for SyslogTarget {
+    /// The form `[log] syslog` is written in.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyslogTarget::Unix(p) => write!(f, "unix:{}", p.display()),
+            SyslogTarget::Udp(a) => write!(f, "udp://{a}"),
+            SyslogTarget::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// `[log] output` as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawLogOutput {
+    #[default]
+    Stderr,
+    Syslog,
+    Journald,
 }
 
 /// Log line format.
@@ -852,6 +907,12 @@ struct RawLog {
     level: Option<Spanned<String>>,
     #[serde(default)]
     format: LogFormat,
+    #[serde(default)]
+    output: RawLogOutput,
+    #[serde(default)]
+    syslog: Option<Spanned<String>>,
+    #[serde(default)]
+    facility: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -1247,7 +1308,41 @@ impl Validator<'_> {
                 v
             }
         };
-        Ok(LogConfig { level, format: raw.format })
+        let output = match raw.output {
+            RawLogOutput::Syslog => LogOutput::Syslog(SyslogConfig {
+                target: match &raw.syslog {
+                    None => SyslogTarget::Unix(PathBuf::from("/dev/log")),
+                    Some(t) => parse_syslog_target(t.get_ref().trim())
+                        .map_err(|m| self.err(Some(t.span()), format!("log.syslog: `{}` {m}", t.get_ref())))?,
+                },
+                facility: match &raw.facility {
+                    None => 3,
+                    Some(f) => facility_code(f.get_ref().trim()).ok_or_else(|| {
+                        self.err(
+                            Some(f.span()),
+                            format!(
+                                "log.facility: `{}` is not a facility (daemon, user, local0 … local7)",
+                                f.get_ref()
+                            ),
+                        )
+                    })?,
+                },
+            }),
+            RawLogOutput::Stderr | RawLogOutput::Journald => {
+                if let Some(s) = raw.syslog.as_ref().or(raw.facility.as_ref()) {
+                    return Err(self.err(
+                        Some(s.span()),
+                        "log: `syslog` and `facility` apply only with `output = \"syslog\"`".to_string(),
+                    ));
+                }
+                if raw.output == RawLogOutput::Journald {
+                    LogOutput::Journald
+                } else {
+                    LogOutput::Stderr
+                }
+            }
+        };
+        Ok(LogConfig { level, format: raw.format, output })
     }
 
     /// `[sniff]`: a timeout above zero and a ClientHello cap between 512 bytes and 1 MiB.
@@ -1738,6 +1833,49 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// `[log] syslog`: `unix:/PATH`, `udp://HOST:PORT` or `tcp://HOST:PORT`; the error says why not.
+fn parse_syslog_target(s: &str) -> Result<SyslogTarget, &'static str> {
+    const FORMS: &str = "is not `unix:/PATH`, `udp://HOST:PORT` or `tcp://HOST:PORT`";
+    if let Some(path) = s.strip_prefix("unix:") {
+        return if path.starts_with('/') { Ok(SyslogTarget::Unix(PathBuf::from(path))) } else { Err(FORMS) };
+    }
+    let (udp, rest) = match (s.strip_prefix("udp://"), s.strip_prefix("tcp://")) {
+        (Some(r), _) => (true, r),
+        (_, Some(r)) => (false, r),
+        _ => return Err(FORMS),
+    };
+    // host:port, an IPv6 address in brackets; the host is resolved when the log is opened.
+    let (host, port) = rest.rsplit_once(':').ok_or(FORMS)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && host_ok => {
+            let addr = rest.to_string();
+            Ok(if udp { SyslogTarget::Udp(addr) } else { SyslogTarget::Tcp(addr) })
+        }
+        _ => Err(FORMS),
+    }
+}
+
+/// `[log] facility`: its RFC 5424 code.
+fn facility_code(name: &str) -> Option<u8> {
+    match name {
+        "user" => Some(1),
+        "daemon" => Some(3),
+        _ => name
+            .strip_prefix("local")
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|n| *n <= 7 && name.len() == 6)
+            .map(|n| 16 + n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1997,5 +2135,49 @@ sources = []
         assert!(e.contains("limits.max_connections: 0 is not between 1 and"), "{e}");
         let e = Config::load(Path::new("/nonexistent/hostgate.toml")).unwrap_err().to_string();
         assert!(e.starts_with("/nonexistent/hostgate.toml: cannot read the configuration:"), "{e}");
+    }
+    #[test]
+    fn log_output_and_its_errors() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.log.output, LogOutput::Stderr);
+        let c = parse(&format!("{GOOD}\n[log]\noutput = \"syslog\"\n")).unwrap();
+        let want = SyslogConfig { target: SyslogTarget::Unix(PathBuf::from("/dev/log")), facility: 3 };
+        assert_eq!(c.log.output, LogOutput::Syslog(want));
+        let c = parse(&format!(
+            "{GOOD}\n[log]\noutput = \"syslog\"\nsyslog = \"udp://[::1]:514\"\nfacility = \"local3\"\n"
+        ))
+        .unwrap();
+        let want = SyslogConfig { target: SyslogTarget::Udp("[::1]:514".into()), facility: 19 };
+        assert_eq!(c.log.output, LogOutput::Syslog(want));
+        let c = parse(&format!("{GOOD}\n[log]\noutput = \"syslog\"\nsyslog = \"tcp://logs.example:601\"\n")).unwrap();
+        let LogOutput::Syslog(s) = &c.log.output else { panic!("{:?}", c.log.output) };
+        assert_eq!(s.target.to_string(), "tcp://logs.example:601");
+        let c = parse(&format!("{GOOD}\n[log]\noutput = \"journald\"\n")).unwrap();
+        assert_eq!(c.log.output, LogOutput::Journald);
+
+        let e = parse(&format!("{GOOD}\n[log]\noutput = \"file\"\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:10: log.output: unknown variant `file`"), "{e}");
+        for bad in
+            ["/dev/log", "unix:dev/log", "udp://host", "udp://host:0", "tcp://:514", "tcp://a b:514", "http://h:1"]
+        {
+            let e = parse(&format!("{GOOD}\n[log]\noutput = \"syslog\"\nsyslog = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "conf/hostgate.toml:18:10: log.syslog: `{bad}` is not `unix:/PATH`, `udp://HOST:PORT` or `tcp://HOST:PORT`"
+                )
+            );
+        }
+        for bad in ["local8", "local", "local01", "kern", "Daemon"] {
+            let e = parse(&format!("{GOOD}\n[log]\noutput = \"syslog\"\nfacility = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "conf/hostgate.toml:18:12: log.facility: `{bad}` is not a facility (daemon, user, local0 … local7)"
+                )
+            );
+        }
+        let e = parse(&format!("{GOOD}\n[log]\nsyslog = \"udp://h:514\"\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:10: log: `syslog` and `facility` apply only with `output = \"syslog\"`");
     }
 }

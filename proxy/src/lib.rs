@@ -34,7 +34,8 @@
 //!
 //! The data path's phases are private: `conn` (the context), `listen` (accept), `dispatch`
 //! (after the sniff), `forward` (the request pipeline), `intercept` (inspected TLS), `relay`,
-//! `stream`, `upstream` (resolve, SSRF guard, connect), `generation` and `reload`.
+//! `stream`, `upstream` (resolve, SSRF guard, connect), `generation` and `reload`; `logsink`
+//! (`[log] output`: syslog and the journal).
 
 pub mod access;
 mod admin;
@@ -51,6 +52,7 @@ pub mod import;
 pub mod inspect;
 mod intercept;
 mod listen;
+mod logsink;
 pub mod metrics;
 pub mod normalize;
 mod notify;
