@@ -566,12 +566,13 @@ async fn reload_requests_coalesce() {
 // Settings that need a restart.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listener_change_needs_a_restart_and_the_old_listener_keeps_serving() {
+async fn a_reload_moves_adds_and_removes_listeners() {
     let (ca, _up, env) = two_names("allow old.test\n").await;
     let client = ca.client_config();
     let good = std::fs::read_to_string(env.path("hostgate.toml")).unwrap();
+    let old = env.connect;
 
-    // An address no one listens on: a port the kernel handed out on 127.0.0.1, on 127.0.0.3.
+    // Move the listener: 127.0.0.1:0 becomes a port the kernel handed out, on 127.0.0.3.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let moved = SocketAddr::from(([127, 0, 0, 3], port));
     let text = good.replace("address = \"127.0.0.1:0\"", &format!("address = \"{moved}\""));
@@ -580,17 +581,39 @@ async fn a_listener_change_needs_a_restart_and_the_old_listener_keeps_serving() 
     env.write("test.rules", "allow old.test\nallow new.test\n");
     let r = env.reload_ok().await;
     assert_eq!(r.generation, 2, "{r:?}");
-    assert!(r.needs_restart.iter().any(|s| s == "[[listener]]"), "{r:?}");
-    assert!(r.needs_restart.iter().any(|s| s == "[runtime]"), "{r:?}");
-    assert_eq!(r.needs_restart.len(), 2, "only the listener and the runtime changed: {r:?}");
+    assert_eq!(r.needs_restart, ["[runtime]"], "a listener change applies at once: {r:?}");
 
-    // The rules applied; the old listener serves them; the new address is not bound.
-    env.expect(&client, "new.test", Action::Allow, Some("allow new.test"), 2).await;
-    assert_eq!(env.gw().local_addr(ListenerKind::Connect), Some(env.connect));
-    match tokio::time::timeout(STEP, TcpStream::connect(moved)).await.unwrap() {
+    // The new address serves the new rules; the old one is closed.
+    let f = fetch(moved, &client, "new.test", "/moved").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.status, 200, "{f:?}");
+    let ev = env.event_of(f.client).await;
+    assert_eq!((ev.listener.local, ev.generation, ev.action), (moved, 2, Some(Action::Allow)), "{ev:#?}");
+    assert_eq!(env.gw().local_addr(ListenerKind::Connect), Some(moved));
+    match tokio::time::timeout(STEP, TcpStream::connect(old)).await.unwrap() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
-        Ok(_) => panic!("{moved} was bound by a reload"),
+        Ok(_) => panic!("{old} still accepts after the reload removed it"),
     }
+
+    // A second listener added beside it; then a listener that cannot be bound fails the whole
+    // reload: nothing changes, not even the rules.
+    let second_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let second = SocketAddr::from(([127, 0, 0, 1], second_port));
+    let two = format!("{text}\n[[listener]]\nkind = \"connect\"\naddress = \"{second}\"\n");
+    env.write("hostgate.toml", &two);
+    env.reload_ok().await;
+    assert_eq!(env.gw().listeners().len(), 2);
+    let f = fetch(second, &client, "new.test", "/second").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.status, 200, "{f:?}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    env.write("hostgate.toml", &format!("{two}\n[[listener]]\nkind = \"connect\"\naddress = \"{busy}\"\n"));
+    env.write("test.rules", "allow old.test\n");
+    let err = env.reload_err().await;
+    assert!(err.contains(&format!("cannot listen on {busy}")), "{err}");
+    assert_eq!(env.gw().listeners().len(), 2, "nothing was added or removed");
+    let f = fetch(second, &client, "new.test", "/still").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.status, 200, "the old rules still decide: {f:?}");
+    drop(taken);
 }
 
 // ---------------------------------------------------------------------------------------------

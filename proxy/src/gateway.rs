@@ -93,7 +93,12 @@ struct Core {
     intake: Arc<Intake>,
     max_connections: usize,
     config_path: PathBuf,
-    listeners: Vec<BoundListener>,
+    /// Each configured listener with where it is bound, in configuration order; a reload adds
+    /// and removes listeners.
+    listeners: std::sync::RwLock<Vec<(crate::config::Listener, BoundListener)>>,
+    /// The data path's threads; `None` once the gateway has ended them.
+    workers: tokio::sync::Mutex<Option<Workers>>,
+    workers_count: usize,
     /// Serialises reloads; a reload requested while one runs waits, then runs with the newest files.
     reload_lock: tokio::sync::Mutex<()>,
     /// Reload requests (SIGHUP); several before the reload task wakes count as one.
@@ -109,8 +114,6 @@ struct Core {
 #[derive(Debug)]
 pub struct Gateway {
     core: Arc<Core>,
-    /// The data path's threads (dropping the gateway ends them).
-    workers: Workers,
     reload_task: JoinHandle<()>,
     /// Serves until the end of shutdown, so that `/readyz` says "shutting down" during the grace
     /// period and `/metrics` can still be scraped.
@@ -168,30 +171,40 @@ impl Gateway {
             sink,
             admin_addr: admin.as_ref().map(|(_, local)| *local),
             max_connections,
-            listeners: bound.iter().map(|b| BoundListener { kind: b.info.kind, local: b.info.local }).collect(),
+            listeners: std::sync::RwLock::new(
+                config
+                    .listeners
+                    .iter()
+                    .cloned()
+                    .zip(bound.iter().map(|b| BoundListener { kind: b.info.kind, local: b.info.local }))
+                    .collect(),
+            ),
+            workers: tokio::sync::Mutex::new(None),
+            workers_count: workers,
             reload_lock: tokio::sync::Mutex::new(()),
             reload_wanted: Notify::new(),
             draining: AtomicBool::new(false),
         });
-        let workers = Workers::start(&intake, bound, workers)
+        let started = Workers::start(&intake, bound, workers)
             .map_err(|e| StartError::Internal(format!("cannot start the workers: {e}")))?;
+        *core.workers.lock().await = Some(started);
         let admin_task = admin.map(|(listener, local)| {
             tracing::info!(address = %local, "admin listener: /metrics /healthz /readyz /policy /proxy.pac");
             let state: Arc<dyn AdminState> = Arc::new(AdminView(core.clone()));
             tokio::spawn(crate::admin::serve(listener, state))
         });
         let reload_task = tokio::spawn(reload_loop(core.clone()));
-        Ok(Gateway { core, workers, reload_task, admin_task })
+        Ok(Gateway { core, reload_task, admin_task })
     }
 
-    /// The listeners, in configuration order.
-    pub fn listeners(&self) -> &[BoundListener] {
-        &self.core.listeners
+    /// The listeners, in configuration order (a reload may add and remove some).
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.core.listeners.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(_, b)| *b).collect()
     }
 
     /// The address of the first listener of `kind`.
     pub fn local_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
-        self.core.listeners.iter().find(|l| l.kind == kind).map(|l| l.local)
+        self.listeners().iter().find(|l| l.kind == kind).map(|l| l.local)
     }
 
     /// The policy new connections are decided by.
@@ -248,7 +261,9 @@ impl Gateway {
     pub async fn shutdown(mut self, grace: Duration) -> usize {
         self.core.draining.store(true, Ordering::SeqCst);
         self.reload_task.abort();
-        self.workers.stop_accepting().await;
+        if let Some(w) = self.core.workers.lock().await.as_mut() {
+            w.stop_accepting().await;
+        }
         let max = u32::try_from(self.core.max_connections).unwrap_or(u32::MAX);
         let active = self.core.max_connections - self.core.intake.limit.available_permits();
         if active > 0 {
@@ -264,8 +279,11 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.core.intake.limit.acquire_many(max)).await;
             closed = left;
         }
-        self.workers.end().await;
-        if let Some(admin) = self.admin_task {
+        let workers = self.core.workers.lock().await.take();
+        if let Some(w) = workers {
+            w.end().await;
+        }
+        if let Some(admin) = self.admin_task.take() {
             admin.abort();
             let _ = admin.await;
         }
@@ -273,7 +291,65 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] stops at once: its workers end (closing
+    /// every listening socket and connection) and its reload and admin tasks are aborted.
+    fn drop(&mut self) {
+        self.reload_task.abort();
+        if let Some(admin) = &self.admin_task {
+            admin.abort();
+        }
+        if let Ok(mut workers) = self.core.workers.try_lock() {
+            drop(workers.take());
+        }
+    }
+}
+
 impl Core {
+    /// The listeners of `new` that are not running (by kind, address and upstream port), and
+    /// the running ones `new` no longer has (with where they are bound).
+    fn listener_changes(
+        &self,
+        new: &[crate::config::Listener],
+    ) -> (Vec<crate::config::Listener>, Vec<(crate::config::Listener, BoundListener)>) {
+        let running = self.listeners.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let added = new.iter().filter(|l| !running.iter().any(|(r, _)| r == *l)).cloned().collect();
+        let removed = running.iter().filter(|(r, _)| !new.contains(r)).cloned().collect();
+        (added, removed)
+    }
+
+    /// Starts the listeners a reload added (already bound) and stops the ones it removed;
+    /// connections they accepted go on.
+    async fn apply_listeners(
+        &self,
+        added: Vec<crate::config::Listener>,
+        bound: Vec<crate::listen::Bound>,
+        removed: Vec<(crate::config::Listener, BoundListener)>,
+    ) {
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        let mut workers = self.workers.lock().await;
+        let Some(w) = workers.as_mut() else { return };
+        for (_, b) in &removed {
+            w.remove(b.local).await;
+        }
+        let mut listeners = Vec::with_capacity(added.len());
+        for (l, b) in added.into_iter().zip(bound) {
+            let info = BoundListener { kind: b.info.kind, local: b.info.local };
+            let local = b.info.local;
+            if let Err(e) = w.add(b) {
+                tracing::error!(address = %local, error = %e, "reload: the added listener could not start");
+                w.remove(local).await;
+                continue;
+            }
+            listeners.push((l, info));
+        }
+        let mut running = self.listeners.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.retain(|(r, _)| !removed.iter().any(|(x, _)| x == r));
+        running.extend(listeners);
+    }
+
     fn ready(&self) -> Result<(), String> {
         // Listeners are bound and a policy loaded before a `Core` exists; only a shutdown makes
         // the gateway unready.
@@ -301,11 +377,26 @@ impl Core {
         if old.config.inspect != config.inspect {
             log_inspection(inspect.as_deref());
         }
+        // Listeners the new configuration adds are bound before anything changes: one that
+        // cannot be bound fails the reload, and the running gateway is left as it was.
+        let (added, removed) = self.listener_changes(&config.listeners);
+        let mut bound = Vec::with_capacity(added.len());
+        for l in &added {
+            match crate::listen::bind_all(l.kind, l.address, l.upstream_port, self.workers_count) {
+                Ok(b) => bound.push(b),
+                Err(error) => {
+                    let e = ReloadError::Bind { address: l.address, error };
+                    crate::reload::failed(&self.metrics, old.number, started, &e);
+                    return Err(e);
+                }
+            }
+        }
         let rules = count_rules(&policy);
         let compile_time = policy.compile_time();
         let next =
             Generation::build(generation, config, policy, inspect, auth, self.metrics.clone(), self.sink.clone());
         self.intake.current.store(next);
+        self.apply_listeners(added, bound, removed).await;
         // If no connection still holds the old generation, freeing it (a large matcher and rule
         // table) happens on the blocking pool too.
         tokio::task::spawn_blocking(move || drop(old));

@@ -27,6 +27,13 @@ pub enum ReloadError {
     Inspect(CaError),
     /// `[auth]`: the htpasswd file, the LDAP CA or the service account's password.
     Auth(String),
+    /// A listener the new configuration adds cannot be bound.
+    Bind {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
     /// Something that should not fail did.
     Internal(String),
 }
@@ -38,6 +45,7 @@ impl fmt::Display for ReloadError {
             ReloadError::Policy(e) => write!(f, "{e}"),
             ReloadError::Inspect(e) => write!(f, "{e}"),
             ReloadError::Auth(e) => f.write_str(e),
+            ReloadError::Bind { address, error } => write!(f, "cannot listen on {address}: {error}"),
             ReloadError::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
@@ -221,9 +229,7 @@ pub(crate) fn rule_changes(old: &Policy, new: &Policy) -> Vec<SourceChange> {
 /// The settings a reload cannot apply.
 pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if old.listeners != new.listeners {
-        out.push("[[listener]]".to_string());
-    }
+    // Listeners added or removed apply at once (Core::reload binds and starts them).
     if old.limits != new.limits {
         out.push("[limits]".to_string());
     }

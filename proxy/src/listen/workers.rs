@@ -30,8 +30,12 @@ pub(crate) static WORKER_START: std::sync::OnceLock<fn()> = std::sync::OnceLock:
 /// The running workers. Dropping it stops them.
 #[derive(Debug)]
 pub(crate) struct Workers {
-    /// Every worker's accept loops (aborted to stop accepting).
-    accept: Vec<JoinHandle<()>>,
+    /// Every worker's accept loops (aborted to stop accepting), with the address of the listener
+    /// each serves.
+    accept: Vec<(std::net::SocketAddr, JoinHandle<()>)>,
+    /// Each worker's runtime, to start the accept loops of a listener a reload adds.
+    handles: Vec<tokio::runtime::Handle>,
+    intake: Arc<Intake>,
     /// Per worker: the signal that ends it (sent, or dropped), and its thread.
     threads: Vec<(oneshot::Sender<()>, thread::JoinHandle<()>)>,
 }
@@ -55,7 +59,12 @@ impl Workers {
                 per_worker[i % n].push((b.info.clone(), socket));
             }
         }
-        let mut workers = Workers { accept: Vec::new(), threads: Vec::with_capacity(n) };
+        let mut workers = Workers {
+            accept: Vec::new(),
+            handles: Vec::with_capacity(n),
+            intake: intake.clone(),
+            threads: Vec::with_capacity(n),
+        };
         for (i, sockets) in per_worker.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let registered = {
@@ -63,10 +72,12 @@ impl Workers {
                 let _entered = runtime.enter();
                 sockets.into_iter().try_for_each(|(info, socket)| {
                     let listener = TcpListener::from_std(socket)?;
-                    workers.accept.push(super::accept::spawn(intake.clone(), info, listener, i));
+                    let local = info.local;
+                    workers.accept.push((local, super::accept::spawn(intake.clone(), info, listener, i)));
                     Ok::<_, io::Error>(())
                 })
             };
+            workers.handles.push(runtime.handle().clone());
             // Dropping a runtime may block, which the caller's async context does not allow: on
             // every path (an error here, a thread that cannot be made) it ends in the background.
             let runtime = Background(Some(runtime));
@@ -87,13 +98,45 @@ impl Workers {
         Ok(workers)
     }
 
+    /// Starts accepting on a listener a reload added: socket `i` goes to worker `i`, as at
+    /// start.
+    ///
+    /// # Errors
+    /// A socket could not be registered with a worker's reactor; the loops already started for
+    /// it keep running (the caller removes them).
+    pub(crate) fn add(&mut self, bound: Bound) -> io::Result<()> {
+        let n = self.handles.len();
+        tracing::info!(kind = kind_str(bound.info.kind), address = %bound.info.local, workers = n, "listening");
+        for (i, socket) in bound.sockets.into_iter().enumerate() {
+            let _entered = self.handles[i % n].enter();
+            let listener = TcpListener::from_std(socket)?;
+            let accept = super::accept::spawn(self.intake.clone(), bound.info.clone(), listener, i % n);
+            self.accept.push((bound.info.local, accept));
+        }
+        Ok(())
+    }
+
+    /// Stops accepting on the listener bound to `local` (its sockets are closed when this
+    /// returns); its established connections go on.
+    pub(crate) async fn remove(&mut self, local: std::net::SocketAddr) {
+        let (gone, kept): (Vec<_>, Vec<_>) = self.accept.drain(..).partition(|(a, _)| *a == local);
+        self.accept = kept;
+        for (_, t) in &gone {
+            t.abort();
+        }
+        for (_, t) in gone {
+            let _ = t.await;
+        }
+        tracing::info!(address = %local, "stopped listening");
+    }
+
     /// Stops accepting: every listening socket is closed when this returns (new connections
     /// are refused); established connections go on.
     pub(crate) async fn stop_accepting(&mut self) {
-        for t in &self.accept {
+        for (_, t) in &self.accept {
             t.abort();
         }
-        for t in self.accept.drain(..) {
+        for (_, t) in self.accept.drain(..) {
             let _ = t.await;
         }
     }
