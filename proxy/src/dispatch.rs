@@ -134,6 +134,31 @@ fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
     canon(a) == canon(b)
 }
 
+/// What a listener without a proxy protocol does once a connection is accepted (and, on the
+/// transparent listener, found redirected): a client that sent nothing within `sniff.timeout`
+/// is closed (no alert: nothing says it speaks TLS); otherwise its first bytes (`early`, then
+/// what follows) are sniffed and the connection dispatched to `dest`. The sniff phase's
+/// duration counts from the accept.
+pub(crate) async fn sniff_and_dispatch(
+    conn: Conn,
+    mut stream: TcpStream,
+    readable: bool,
+    early: Option<BytesMut>,
+    dest: Dest,
+) -> Option<Relay<TcpStream>> {
+    let accepted = conn.access.started;
+    if !readable {
+        conn.gen.metrics.sniff_latency(accepted.elapsed());
+        let f = crate::sniff::timed_out(&conn.gen.sniff, 0);
+        refuse(conn, stream, f, false).await;
+        return None;
+    }
+    let mut buf = early.unwrap_or_default();
+    let sniffed = crate::sniff::sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
+    conn.gen.metrics.sniff_latency(accepted.elapsed());
+    dispatch(conn, stream, buf, sniffed, dest).await
+}
+
 /// Acts on what the sniffer found in `client`'s first bytes (`buf`, replayed to whoever
 /// reads next). A connection to relay is handed back, connected: the caller runs the
 /// [`Relay`] at the top of the connection's task.

@@ -11,9 +11,8 @@
 use tokio::net::TcpStream;
 
 use crate::conn::Conn;
-use crate::dispatch::{dispatch, Dest};
-use crate::relay::{refuse, Relay};
-use crate::sniff::sniff_until;
+use crate::dispatch::Dest;
+use crate::relay::Relay;
 
 /// Serves one connection of an SNI listener. As on the transparent listener, until the client
 /// sends its first byte the connection costs its socket and this small future.
@@ -27,23 +26,13 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
 
 async fn serve_readable(
     conn: Conn,
-    mut stream: TcpStream,
+    stream: TcpStream,
     readable: bool,
     early: Option<bytes::BytesMut>,
 ) -> Option<Relay<TcpStream>> {
-    let accepted = conn.access.started;
-    if !readable {
-        conn.gen.metrics.sniff_latency(accepted.elapsed());
-        let f = crate::sniff::timed_out(&conn.gen.sniff, 0);
-        refuse(conn, stream, f, false).await;
-        return None;
-    }
     // The gateway's own address as this client reached it: an upstream that resolves to it
     // would loop back into the gateway.
     let local = stream.local_addr().ok();
     let port = conn.listener().upstream_port;
-    let mut buf = early.unwrap_or_default();
-    let sniffed = sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
-    conn.gen.metrics.sniff_latency(accepted.elapsed());
-    dispatch(conn, stream, buf, sniffed, Dest::Steered { port, local }).await
+    crate::dispatch::sniff_and_dispatch(conn, stream, readable, early, Dest::Steered { port, local }).await
 }

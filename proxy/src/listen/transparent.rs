@@ -13,10 +13,9 @@ use tokio::net::TcpStream;
 
 use crate::access::Dst;
 use crate::conn::Conn;
-use crate::dispatch::{dispatch, Dest};
+use crate::dispatch::Dest;
 use crate::outcome::{Failure, Outcome};
 use crate::relay::{refuse, Relay};
-use crate::sniff::sniff_until;
 
 /// Serves one redirected connection.
 ///
@@ -38,7 +37,7 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
 
 async fn serve_readable(
     mut conn: Conn,
-    mut stream: TcpStream,
+    stream: TcpStream,
     original: Result<SocketAddr, String>,
     readable: bool,
     early: Option<BytesMut>,
@@ -52,18 +51,7 @@ async fn serve_readable(
         }
     };
     conn.access.dst = Some(Dst::Addr(original));
-    // The sniff phase's duration counts from the accept.
-    let accepted = conn.access.started;
-    if !readable {
-        conn.gen.metrics.sniff_latency(accepted.elapsed());
-        let f = crate::sniff::timed_out(&conn.gen.sniff, 0);
-        refuse(conn, stream, f, false).await;
-        return None;
-    }
-    let mut buf = early.unwrap_or_default();
-    let sniffed = sniff_until(&mut stream, &mut buf, &conn.gen.sniff, conn.deadline).await;
-    conn.gen.metrics.sniff_latency(accepted.elapsed());
-    dispatch(conn, stream, buf, sniffed, Dest::Transparent { original }).await
+    crate::dispatch::sniff_and_dispatch(conn, stream, readable, early, Dest::Transparent { original }).await
 }
 
 /// The destination the client asked for before the `REDIRECT`, or why there is none.
