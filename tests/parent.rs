@@ -2,7 +2,8 @@
 //! proxy authentication) with `CONNECT`, for tunnels and plain HTTP alike. The parent's own
 //! refusal and an unreachable parent are clear outcomes (`parent-refused`,
 //! `parent-unreachable`, `502` to the client); the credentials are sent, and never logged; a
-//! name pinned in `[resolve]` goes straight to its server.
+//! name pinned in `[resolve]` goes straight to its server. A client group (by address, or by who
+//! signs in) can choose a parent of its own, or `"direct"`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod support;
@@ -130,5 +131,128 @@ async fn a_bad_parent_is_a_configuration_error() {
         .unwrap();
         let o = run(env!("CARGO_BIN_EXE_hostgate"), &["check", "--config", config.to_str().unwrap()], None).await;
         assert!(!o.status.success() && support::tools::stderr(&o).contains(want), "{upstream}: {}", describe(&o));
+    }
+}
+
+/// `[[client]] parent`: a client group chooses its own parent, or `"direct"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_group_chooses_its_own_parent_or_none() {
+    let ca = TestCa::new();
+    let tls = TlsUpstream::start(&ca, &["allowed.test"], "A").await;
+    let parent_rules = "allow allowed.test\n";
+    let start_parent = || {
+        let pinned = pins(&[("allowed.test", tls.addr())]);
+        async move {
+            TestGateway::start_with(&[("connect", "127.0.0.1:0")], parent_rules, &format!("{LOCAL_UPSTREAM}{pinned}"))
+                .await
+        }
+    };
+    let (pa, pb) = (start_parent().await, start_parent().await);
+    let up = tls.addr();
+    let policy = "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n\
+                  [[client]]\nname = \"via-b\"\nnetworks = [\"127.0.0.2/32\"]\nsources = [\"test.rules\"]\n";
+    let direct = format!(
+        "{policy}parent = \"http://{}\"\n\n[[client]]\nname = \"direct\"\nnetworks = [\"127.0.0.3/32\"]\nsources = [\"test.rules\"]\nparent = \"direct\"\n",
+        pb.connect_addr()
+    );
+    let rules = format!("allow allowed.test\nallow {}\n", up.ip());
+    let gw = TestGateway::start_files(
+        &[("connect", "127.0.0.1:0")],
+        &direct,
+        &[("test.rules", &rules)],
+        &format!("[upstream]\nallow_private = [\"127.0.0.0/8\"]\nparent = \"http://{}\"\n", pa.connect_addr()),
+    )
+    .await;
+    let proxy = format!("http://{}", gw.connect_addr());
+    let ca_path = ca.ca_pem_path().to_str().unwrap();
+    let via = |from: &'static str, url: String| {
+        let proxy = proxy.clone();
+        async move { curl(&["--interface", from, "-x", &proxy, "--cacert", ca_path, "-k", &url]).await }
+    };
+
+    // Clients in no group: the global parent A.
+    let o = via("127.0.0.1", "https://allowed.test/a".to_string()).await;
+    assert!(o.status.success(), "{}", describe(&o));
+    pa.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    let ev = gw.wait_access(|e| e.client.ip().to_string() == "127.0.0.1").await;
+    assert_eq!(ev.upstream, Some(pa.connect_addr()), "{ev:#?}");
+    // The group `via-b`: parent B, A never asked.
+    let o = via("127.0.0.2", "https://allowed.test/b".to_string()).await;
+    assert!(o.status.success(), "{}", describe(&o));
+    pb.wait_access(|e| e.sni.as_deref() == Some("allowed.test")).await;
+    let ev = gw.wait_access(|e| e.client.ip().to_string() == "127.0.0.2").await;
+    assert_eq!(ev.upstream, Some(pb.connect_addr()), "{ev:#?}");
+    assert_eq!(pa.access_events(|e| e.sni.as_deref() == Some("allowed.test")).len(), 1, "A saw only the first");
+    // The group `direct`: the upstream by its address (an address rule allows it), no parent;
+    // through A the same request is refused, since A allows no such address.
+    let literal = format!("https://{up}/d");
+    let o = via("127.0.0.3", literal.clone()).await;
+    assert!(o.status.success(), "{}", describe(&o));
+    // (curl sends no SNI to an address literal, so the event is found by its client.)
+    let ev = gw.wait_access(|e| e.client.ip().to_string() == "127.0.0.3").await;
+    assert_eq!((ev.upstream, ev.outcome), (Some(up), Outcome::Ok), "{ev:#?}");
+    let o = via("127.0.0.1", literal).await;
+    assert!(!o.status.success(), "{}", describe(&o));
+    let ev = gw.wait_access(|e| e.outcome == Outcome::ParentRefused).await;
+    assert_eq!(ev.client.ip().to_string(), "127.0.0.1", "{ev:#?}");
+    for g in [gw, pa, pb] {
+        g.shutdown().await;
+    }
+}
+
+/// A group chosen by who signs in chooses the parent per request: on one kept-alive client
+/// connection, a request by a user in no group goes through the global parent and the next, by a
+/// user of a group with its own parent, through that one (the kept upstream is not reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_users_group_chooses_the_parent_per_request() {
+    let http = HttpUpstream::start("P").await;
+    let extra = format!("{LOCAL_UPSTREAM}{}", pins(&[("plain.test", http.addr())]));
+    let parent = || TestGateway::start_with(&[("connect", "127.0.0.1:0")], "allow plain.test\n", &extra);
+    let (pa, pb) = (parent().await, parent().await);
+    let users = format!("alice:{}\nbob:{}\n", bcrypt::hash("alice-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap());
+    let gw = TestGateway::start_files(
+        &[("connect", "127.0.0.1:0")],
+        &format!(
+            "[policy]\ndefault = \"deny\"\n[[policy.source]]\npath = \"test.rules\"\n\n\
+             [[client]]\nname = \"via-b\"\nusers = [\"alice\"]\nsources = [\"test.rules\"]\nparent = \"http://{}\"\n",
+            pb.connect_addr()
+        ),
+        &[("test.rules", "allow plain.test\n"), ("users.htpasswd", &users)],
+        &format!(
+            "[upstream]\nallow_private = [\"127.0.0.0/8\"]\nparent = \"http://{}\"\n[auth]\nhtpasswd = \"users.htpasswd\"\n",
+            pa.connect_addr()
+        ),
+    )
+    .await;
+    use base64::Engine as _;
+    let basic = |u: &str| base64::engine::general_purpose::STANDARD.encode(u);
+    let mut c = HttpConn::connect(gw.connect_addr()).await;
+    for (who, path) in [("bob:bob-pw", "/bob"), ("alice:alice-pw", "/alice"), ("bob:bob-pw", "/bob-again")] {
+        let r = c
+            .request(&format!(
+                "GET http://plain.test{path} HTTP/1.1\r\nHost: plain.test\r\nProxy-Authorization: Basic {}\r\n\r\n",
+                basic(who)
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{who}: {r:?}");
+    }
+    let paths = |g: &TestGateway| {
+        g.access_events(|e| e.host.as_deref() == Some("plain.test"))
+            .iter()
+            .filter_map(|e| e.path.clone())
+            .collect::<Vec<_>>()
+    };
+    pb.wait_access(|e| e.path.as_deref() == Some("/alice")).await;
+    pa.wait_access(|e| e.path.as_deref() == Some("/bob-again")).await;
+    assert_eq!(paths(&pa), ["/bob", "/bob-again"], "the global parent: bob's requests only");
+    assert_eq!(paths(&pb), ["/alice"], "the group's parent: alice's request only");
+    let ev = gw.wait_access(|e| e.path.as_deref() == Some("/alice")).await;
+    assert_eq!(
+        (ev.user.as_deref(), ev.client_group.as_deref(), ev.upstream),
+        (Some("alice"), Some("via-b"), Some(pb.connect_addr())),
+        "{ev:#?}"
+    );
+    for g in [gw, pa, pb] {
+        g.shutdown().await;
     }
 }

@@ -373,6 +373,9 @@ pub struct UpstreamConfig {
     /// A parent proxy every upstream connection goes through (with `CONNECT`), but to names
     /// pinned in `[resolve]`.
     pub parent: Option<ParentProxy>,
+    /// `[[client]] parent`: a client group's own choice (a parent, or `"direct"`), by the
+    /// group's position (1 for the first `[[client]]`); groups not listed use `parent`.
+    pub group_parents: BTreeMap<u8, Option<ParentProxy>>,
 }
 
 /// `[upstream] parent = "http://[user:password@]host:port"`.
@@ -415,6 +418,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             parent: None,
+            group_parents: BTreeMap::new(),
         }
     }
 }
@@ -879,6 +883,8 @@ struct RawClient {
     #[serde(default)]
     directory_groups: Vec<Spanned<String>>,
     #[serde(default)]
+    parent: Option<Spanned<String>>,
+    #[serde(default)]
     default: Option<Action>,
     #[serde(default)]
     mode: Option<Mode>,
@@ -962,11 +968,27 @@ impl Config {
             v.err(e.span(), field.map_or_else(|| message.to_string(), |f| format!("{f}: {message}")))
         })?;
         let listeners = v.listeners(raw.listeners)?;
+        let group_parents: Vec<(u8, Spanned<String>)> =
+            raw.clients.iter().enumerate().filter_map(|(i, c)| c.parent.clone().map(|p| (i as u8 + 1, p))).collect();
         let policy = v.policy(raw.policy, raw.clients)?;
         let vars = v.vars(raw.vars)?;
         let log = v.log(raw.log)?;
         let sniff = v.sniff(&raw.sniff)?;
-        let upstream = v.upstream(&raw.upstream)?;
+        let mut upstream = v.upstream(&raw.upstream)?;
+        for (group, p) in group_parents {
+            let choice = match p.get_ref().as_str() {
+                "direct" => None,
+                url => Some(parse_parent(url).map_err(|e| v.err(Some(p.span()), format!("client.parent: {e}")))?),
+            };
+            if choice.is_some() && upstream.verify_destination != VerifyDestination::Name {
+                return Err(v.err(
+                    Some(p.span()),
+                    "client.parent: the parent resolves the names, so upstream.verify_destination must be \"name\""
+                        .to_string(),
+                ));
+            }
+            upstream.group_parents.insert(group, choice);
+        }
         let limits = v.limits(&raw.limits)?;
         let resolve = v.resolve(raw.resolve)?;
         let admin = v.admin(&raw.admin, &listeners)?;
@@ -1393,6 +1415,7 @@ impl Validator<'_> {
                 default.connect_timeout,
             )?,
             idle_timeout: self.duration("upstream.idle_timeout", &raw.idle_timeout, default.idle_timeout)?,
+            group_parents: BTreeMap::new(),
             parent: match &raw.parent {
                 None => None,
                 Some(p) => {

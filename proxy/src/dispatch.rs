@@ -102,7 +102,10 @@ impl Dest {
         match self {
             Dest::Connected { upstream, addr, .. } => Ok((upstream, addr)),
             Dest::Transparent { original } => {
-                conn.gen.connector.connect(Target { name, port: original.port(), original: Some(original) }).await
+                conn.gen
+                    .connector
+                    .connect(Target { name, port: original.port(), original: Some(original), group: conn.group })
+                    .await
             }
             Dest::Steered { port, local } => {
                 let Some(name) = name else {
@@ -111,8 +114,11 @@ impl Dest {
                         "no name to route by (an SNI listener connects to the SNI or Host)",
                     ));
                 };
-                let (upstream, addr) =
-                    conn.gen.connector.connect(Target { name: Some(name), port, original: None }).await?;
+                let (upstream, addr) = conn
+                    .gen
+                    .connector
+                    .connect(Target { name: Some(name), port, original: None, group: conn.group })
+                    .await?;
                 if local.is_some_and(|l| same_socket(l, addr)) {
                     return Err(Failure::new(
                         Outcome::Mismatch,

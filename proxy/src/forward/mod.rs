@@ -71,6 +71,8 @@ pub(crate) enum Sender {
 struct Upstream {
     host: Host,
     port: u16,
+    /// The group it was made for (a group may have a parent proxy of its own).
+    group: GroupId,
     addr: SocketAddr,
     sender: Sender,
 }
@@ -80,6 +82,7 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("group", &self.group)
             .field("addr", &self.addr)
             .finish()
     }
@@ -132,7 +135,8 @@ impl Pipeline {
     ) -> Pipeline {
         let mut p = Pipeline::new(conn, template, scope);
         if let (Scope::Inspected { name, port, .. }, Some((sender, addr))) = (&p.scope, first) {
-            *p.upstream.get_mut() = Some(Upstream { host: name.clone(), port: *port, addr, sender });
+            let group = p.group;
+            *p.upstream.get_mut() = Some(Upstream { host: name.clone(), port: *port, group, addr, sender });
         }
         p.tls = Some(tls);
         p
@@ -202,7 +206,7 @@ impl Pipeline {
         if let Some(f) = self.tls.as_ref().and_then(|t| t.failure.as_ref()) {
             return Ok(refuse(&gen, access, f.clone(), true));
         }
-        Ok(self.forward(&gen, req, target, access).await)
+        Ok(self.forward(&gen, req, target, group, access).await)
     }
 
     /// Decides a request by its host, port and path. Inside an inspected connection a request
@@ -245,6 +249,7 @@ impl Pipeline {
         gen: &Arc<Generation>,
         req: Request<Incoming>,
         target: RequestTarget,
+        group: GroupId,
         mut access: Access,
     ) -> Response<ResBody> {
         let (mut parts, body) = req.into_parts();
@@ -255,7 +260,7 @@ impl Pipeline {
         parts.headers.append(header::VIA, via(client_version));
 
         let mut slot = self.upstream.lock().await;
-        if let Err(f) = self.ready_upstream(gen, &mut slot, &target).await {
+        if let Err(f) = self.ready_upstream(gen, &mut slot, &target, group).await {
             return refuse(gen, access, f, false);
         }
         let Some(upstream) = slot.as_mut() else {
@@ -306,21 +311,23 @@ impl Pipeline {
         }
     }
 
-    /// Makes sure `slot` holds a ready upstream connection for `target`: the kept one when it
-    /// goes to the same place and is still open, a new one otherwise. An inspected connection's
+    /// Makes sure `slot` holds a ready upstream connection for `target` and the request's
+    /// `group` (under `gen`): the kept one when it goes to the same place for the same group and
+    /// is still open, a new one otherwise. An inspected connection's
     /// requests all go to its own name (a fronted request that a rule allows goes there too).
     async fn ready_upstream(
         &self,
         gen: &Generation,
         slot: &mut Option<Upstream>,
         target: &RequestTarget,
+        group: GroupId,
     ) -> Result<(), Failure> {
         let (host, port) = match &self.scope {
             Scope::Inspected { name, port, .. } => (name, *port),
             _ => (&target.host, target.port),
         };
         let usable = match slot.as_mut() {
-            Some(u) if u.host.as_str() == host.as_str() && u.port == port => match &mut u.sender {
+            Some(u) if u.host.as_str() == host.as_str() && u.port == port && u.group == group => match &mut u.sender {
                 Sender::H1(s) => s.ready().await.is_ok(),
                 Sender::H2(s) => !s.is_closed() && s.ready().await.is_ok(),
             },
@@ -330,16 +337,23 @@ impl Pipeline {
             *slot = None;
             // Boxed: the connect, TLS and HTTP/2 handshake futures are large, and every request's
             // future (held by hyper for each connection, CONNECTs included) would be as large.
-            let (sender, addr) = Box::pin(self.connect(gen, host, port)).await?;
-            *slot = Some(Upstream { host: host.clone(), port, addr, sender });
+            let (sender, addr) = Box::pin(self.connect(gen, host, port, group)).await?;
+            *slot = Some(Upstream { host: host.clone(), port, group, addr, sender });
         }
         Ok(())
     }
 
     /// A new upstream HTTP connection to `host:port`: TCP and HTTP/1.1, or for an inspected
-    /// connection, TLS with the protocol the upstream picks.
-    async fn connect(&self, gen: &Generation, host: &Host, port: u16) -> Result<(Sender, SocketAddr), Failure> {
-        let target = Target { name: Some(host.as_str()), port, original: self.scope.original() };
+    /// connection, TLS with the protocol the upstream picks; through `group`'s parent proxy if it
+    /// has one.
+    async fn connect(
+        &self,
+        gen: &Generation,
+        host: &Host,
+        port: u16,
+        group: GroupId,
+    ) -> Result<(Sender, SocketAddr), Failure> {
+        let target = Target { name: Some(host.as_str()), port, original: self.scope.original(), group };
         let (tcp, addr) = gen.connector.connect(target).await?;
         let sender = match &self.tls {
             None => handshake_h1(tcp).await?,

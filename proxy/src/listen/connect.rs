@@ -216,8 +216,11 @@ async fn open(
     if decision.action == Action::Deny {
         return Err(Failure::new(Outcome::Denied, "policy"));
     }
-    let (upstream, addr) =
-        conn.gen.connector.connect(Target { name: Some(host.as_str()), port, original: None }).await?;
+    let (upstream, addr) = conn
+        .gen
+        .connector
+        .connect(Target { name: Some(host.as_str()), port, original: None, group: conn.group })
+        .await?;
     Ok((host, port, upstream, addr))
 }
 

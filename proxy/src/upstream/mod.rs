@@ -32,6 +32,8 @@ pub(crate) struct Connector {
     metrics: Arc<Metrics>,
     /// `[upstream] parent`: every connection but to pinned names goes through it.
     parent: Option<Arc<parent::Parent>>,
+    /// `[[client]] parent`: a group's own parent, or `None` for direct, by group id.
+    group_parents: Arc<std::collections::HashMap<u8, Option<Arc<parent::Parent>>>>,
 }
 
 /// Where a connection wants to go.
@@ -44,6 +46,8 @@ pub(crate) struct Target<'a> {
     /// The original destination of a redirected connection; `None` for explicit-proxy requests,
     /// which always go to the name.
     pub original: Option<SocketAddr>,
+    /// The client's group (it may have a parent proxy of its own).
+    pub group: crate::policy::GroupId,
 }
 
 impl Connector {
@@ -56,6 +60,12 @@ impl Connector {
             connect_timeout: cfg.connect_timeout,
             metrics,
             parent: cfg.parent.as_ref().map(|p| Arc::new(parent::Parent::new(p))),
+            group_parents: Arc::new(
+                cfg.group_parents
+                    .iter()
+                    .map(|(g, p)| (*g, p.as_ref().map(|p| Arc::new(parent::Parent::new(p)))))
+                    .collect(),
+            ),
         }
     }
 
@@ -113,7 +123,11 @@ impl Connector {
     /// the last address tried (`local-resources` when the gateway had no descriptor, buffer or
     /// port left for the connect).
     pub(crate) async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
-        if let Some(parent) = &self.parent {
+        let parent = match self.group_parents.get(&target.group.0) {
+            Some(choice) => choice,
+            None => &self.parent,
+        };
+        if let Some(parent) = parent {
             // A pinned name is a local server: straight there, not through the parent.
             if !target.name.is_some_and(|n| self.resolver.is_pinned(n)) {
                 return self.via_parent(parent, target).await;
