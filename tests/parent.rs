@@ -123,6 +123,14 @@ async fn a_bad_parent_is_a_configuration_error() {
         ("parent = \"http://p\"", "upstream.parent: `p` is not host:port"),
         ("parent = \"http://user@p:3128\"", "upstream.parent: credentials must be user:password"),
         ("parent = \"http://p:3128\"\nverify_destination = \"original-in-dns\"", "verify_destination must be \"name\""),
+        (
+            "[[client]]\nname = \"g\"\nnetworks = [\"10.0.0.0/8\"]\nsources = [\"a.rules\"]\nparent = \"https://p:3128\"",
+            "hostgate.toml:10:10: client.parent",
+        ),
+        (
+            "[[client]]\nname = \"g\"\nnetworks = [\"10.0.0.0/8\"]\nsources = [\"a.rules\"]\nparent = \"https://p:3128\"",
+            "client.parent: must be http://",
+        ),
     ] {
         std::fs::write(
             &config,
