@@ -10,6 +10,7 @@
 //! | `/healthz` | 200 `ok` (the process answers) |
 //! | `/readyz` | 200 `ready`, or 503 and the reason |
 //! | `/policy` | 200, `application/json` |
+//! | `/`, `/rules`, `/recent`, `/top` | the operator's view (`crate::status`): HTML, JSON |
 //!
 //! Any other method on these paths is 405 with `allow: GET, HEAD`; any other path is 404.
 
@@ -43,6 +44,11 @@ pub(crate) trait AdminState: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
     /// The body of `/policy`.
     fn policy_json(&self) -> serde_json::Value;
+    /// The operator's view (`crate::status`: `/`, `/rules`, `/recent`, `/top`); `None` when
+    /// this state has none.
+    fn page(&self, _path: &str, _query: Option<&str>) -> Option<crate::status::Page> {
+        None
+    }
 }
 
 /// Serves the admin endpoints on `listener` until the returned future is dropped (or the task
@@ -65,7 +71,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<dyn AdminState>) {
         let state = state.clone();
         connections.spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(&*state, req.method(), req.uri().path());
+                let response = respond(&*state, req.method(), req.uri().path(), req.uri().query());
                 async move { Ok::<_, Infallible>(response) }
             });
             let result = hyper::server::conn::http1::Builder::new()
@@ -102,9 +108,18 @@ impl Route {
 
 /// The response to `method path`. For `HEAD` the body is built anyway, so that `content-length`
 /// is the `GET` one's; hyper does not send it.
-fn respond(state: &dyn AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+fn respond(state: &dyn AdminState, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(path) else {
-        return response(StatusCode::NOT_FOUND, TEXT, "not found\n");
+        let page = (method == Method::GET || method == Method::HEAD).then(|| state.page(path, query)).flatten();
+        return match page {
+            Some(page) => page_response(page),
+            None if crate::status::PATHS.contains(&path) && method != Method::GET && method != Method::HEAD => {
+                let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+                r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+            None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        };
     };
     if method != Method::GET && method != Method::HEAD {
         let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
@@ -129,6 +144,20 @@ fn respond(state: &dyn AdminState, method: &Method, path: &str) -> Response<Full
             }
         },
     }
+}
+
+/// A response of the operator's view: read-only, never cached, never sniffed, and for HTML a
+/// content security policy that allows nothing but the page's own style and script.
+fn page_response(page: crate::status::Page) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = response(status, page.content_type, page.body);
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if let Some(csp) = page.csp.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("content-security-policy", csp);
+    }
+    r
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
