@@ -1702,6 +1702,20 @@ sources = []
     }
 
     #[test]
+    fn admin_recent_and_window() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.admin.recent, c.admin.window), (2000, Duration::from_secs(600)));
+        let c = parse(&format!("{GOOD}\n[admin]\nrecent = 50\nwindow = \"1h\"\n")).unwrap();
+        assert_eq!((c.admin.recent, c.admin.window), (50, Duration::from_secs(3600)));
+        let e = parse(&format!("{GOOD}\n[admin]\nrecent = 0\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:10: admin.recent: 0 is not between 1 and 1000000");
+        let e = parse(&format!("{GOOD}\n[admin]\nwindow = \"10\"\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:10: admin.window: `10` is not a duration"), "{e}");
+        let e = parse(&format!("{GOOD}\n[admin]\nwindow = \"5s\"\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:10: admin.window: must be between 1m and 24h");
+    }
+
+    #[test]
     fn errors_name_file_line_and_field() {
         let e = parse(&GOOD.replace("default = \"deny\"", "defualt = \"deny\"")).unwrap_err();
         assert!(e.starts_with("conf/hostgate.toml:7:1: policy.defualt: unknown field `defualt`, expected"), "{e}");

@@ -330,6 +330,41 @@ mod tests {
     }
 
     #[test]
+    fn a_recent_denial_with_markup_is_text() {
+        use crate::config::ListenerKind;
+        use crate::outcome::Outcome;
+        use crate::policy::{Action, Origin};
+        let e = Event {
+            at_ms: 0,
+            client: "10.0.0.5:1".parse().unwrap_or_else(|e| panic!("{e}")),
+            group: None,
+            user: Some("<b>u</b>".into()),
+            kind: ListenerKind::Connect,
+            protocol: crate::access::Protocol::Http,
+            name: "\"><img src=x onerror=alert(1)>".to_string(),
+            port: Some(80),
+            addr: None,
+            method: Some(http::Method::GET),
+            path: Some("/<script>alert(2)</script>".to_string()),
+            status: Some(403),
+            action: Some(Action::Deny),
+            would_deny: false,
+            outcome: Outcome::Denied,
+            generation: 1,
+            rule: Some((Action::Deny, Origin { file: "<i>.rules".into(), line: 2 })),
+            target: "<svg onload=x>".to_string(),
+        };
+        let mut h = String::new();
+        recent_table(&mut h, &[e]).unwrap_or_else(|e| panic!("{e}"));
+        for tag in ["<img", "<script", "<svg", "<i>", "<b>"] {
+            assert!(!h.contains(tag), "{tag} in {h}");
+        }
+        assert!(h.contains("<td>&quot;&gt;&lt;img src=x onerror=alert(1)&gt;</td>"), "{h}");
+        assert!(h.contains("GET /&lt;script&gt;alert(2)&lt;/script&gt;"), "{h}");
+        assert!(h.contains("deny &lt;svg onload=x&gt;") && h.contains("&lt;i&gt;.rules:2"), "{h}");
+    }
+
+    #[test]
     fn the_csp_names_the_page_s_own_style_and_script() {
         let c = csp();
         assert!(c.starts_with("default-src 'none'; style-src 'sha256-"), "{c}");

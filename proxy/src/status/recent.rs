@@ -537,6 +537,32 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_s_bound_holds_with_writers_on_four_threads() {
+        let r = Arc::new(Recent::new(100, Duration::from_secs(600)));
+        let base = unix_ms(SystemTime::now());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1250u64 {
+                        let name = format!("t{t}-{i}.example.com");
+                        r.record_at(&access(Some(&name), "10.0.0.1:1000", Outcome::Denied, false), None, base);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap_or_else(|_| panic!("a writer panicked"));
+        }
+        assert_eq!(r.counts(), (100, 5_000));
+        assert_eq!(r.events(usize::MAX, |_| true).len(), 100);
+        let t = r.totals(base);
+        assert_eq!(t.actions[2], 5_000);
+        assert_eq!(t.denied.len(), KEYS_PER_BUCKET, "one bucket keeps at most KEYS_PER_BUCKET names");
+        assert_eq!(t.denied_other, 5_000 - KEYS_PER_BUCKET as u64);
+    }
+
+    #[test]
     fn window_totals() {
         let r = Recent::new(10, Duration::from_secs(60));
         let now = unix_ms(SystemTime::now());
