@@ -33,7 +33,10 @@
 //! Functions: `normalise` (`Host::new` alone), `find` (`Host::new` and `Matcher::find_host`: the
 //! most specific match only, what the matcher bench times), `match` (`Host::new` and
 //! `Matcher::find_all_host`: every match, what the decision starts from), `decide` (`Host::new`
-//! and `Policy::decide`).
+//! and `Policy::decide`), `decide_counted` (`decide`, then the deciding rule's hit counted in a
+//! `hostgate_proxy::status::RuleHits`, as the gateway counts every access record that names a
+//! rule: one relaxed `fetch_add` and a last-hit store, the record's start instant taken once per
+//! batch as the data path has it already).
 //!
 //! Printed when a size is first used (not timed by criterion): generating and writing the rules,
 //! `Config::load`, `Policy::load` (wall time and the policy's own `compile_time`), the heap the
@@ -60,6 +63,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use hostgate_matcher::{Host, Matches};
 use hostgate_proxy::config::Config;
 use hostgate_proxy::policy::{Action, GroupId, Policy, Query, Scheme};
+use hostgate_proxy::status::RuleHits;
 
 use support::counting::{live, Counting, PEAK};
 use support::synth::{generate_queries, Queries, Rng, RuleSet};
@@ -277,10 +281,12 @@ enum Function {
     Find,
     Match,
     Decide,
+    DecideCounted,
 }
 
 impl Function {
-    const ALL: [Function; 4] = [Function::Normalise, Function::Find, Function::Match, Function::Decide];
+    const ALL: [Function; 5] =
+        [Function::Normalise, Function::Find, Function::Match, Function::Decide, Function::DecideCounted];
 
     fn id(self) -> &'static str {
         match self {
@@ -288,13 +294,15 @@ impl Function {
             Function::Find => "find",
             Function::Match => "match",
             Function::Decide => "decide",
+            Function::DecideCounted => "decide_counted",
         }
     }
 }
 
 /// Runs `f` on queries `start..start + BATCH` (wrapping) of `queries`.
-fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &mut Matches) {
+fn run(f: Function, policy: &Policy, hits: &RuleHits, queries: &Queries, start: usize, scratch: &mut Matches) {
     let n = queries.len();
+    let started = Instant::now();
     let mut at = start % n;
     for _ in 0..BATCH {
         let q = queries.get(at);
@@ -314,6 +322,14 @@ fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &
                     let (scheme, port, path) = shape(at);
                     black_box(policy.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, scratch));
                 }
+                Function::DecideCounted => {
+                    let (scheme, port, path) = shape(at);
+                    let d = policy.decide(&Query { host: &host, scheme, port, path, group: GroupId::NONE }, scratch);
+                    if let Some(rule) = d.rule {
+                        hits.record(rule, started);
+                    }
+                    black_box(d);
+                }
             }
         }
         at += 1;
@@ -327,6 +343,7 @@ fn run(f: Function, policy: &Policy, queries: &Queries, start: usize, scratch: &
 /// per query of each and the ratios.
 fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
     let mut scratch = Matches::new();
+    let hits = RuleHits::new(fx.policy.rules().len());
     let mut times = vec![Vec::with_capacity(rounds); Function::ALL.len()];
     // Each turn takes the next batch of the cycle, whatever the function, so every function
     // finds its queries as long out of use as criterion's sequential walk does (were the four
@@ -335,7 +352,7 @@ fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
     for _ in 0..rounds {
         for (f, t) in Function::ALL.iter().zip(&mut times) {
             let began = Instant::now();
-            run(*f, &fx.policy, &fx.hot, start, &mut scratch);
+            run(*f, &fx.policy, &hits, &fx.hot, start, &mut scratch);
             t.push(began.elapsed().as_secs_f64() * 1e9 / BATCH as f64);
             start += BATCH;
         }
@@ -350,7 +367,7 @@ fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
     println!(
         "[{label}] interleaved (hot): normalise {:.1} ns, find {:.1} ns, match {:.1} ns, decide {:.1} ns per query; \
          decide/match {:.2}, decide - match {:.1} ns (the constraint filter and the policy's bookkeeping), \
-         match/find {:.2}",
+         match/find {:.2}; decide_counted {:.1} ns, decide_counted/decide {:.3}",
         m[0],
         m[1],
         m[2],
@@ -358,6 +375,8 @@ fn interleaved(label: &str, fx: &Fixture, rounds: usize) {
         m[3] / m[2],
         m[3] - m[2],
         m[2] / m[1],
+        m[4],
+        m[4] / m[3],
     );
 }
 
@@ -378,10 +397,11 @@ fn main() {
                 g.bench_function(BenchmarkId::from_parameter(f.id()), |b| {
                     let fx = fixture.get_or_insert_with(|| build(size, scale));
                     let queries = if hot { &fx.hot } else { &fx.random };
+                    let hits = RuleHits::new(fx.policy.rules().len());
                     let mut scratch = Matches::new();
                     let mut start = 0;
                     b.iter(|| {
-                        run(f, &fx.policy, queries, start, &mut scratch);
+                        run(f, &fx.policy, &hits, queries, start, &mut scratch);
                         start += BATCH;
                     })
                 });

@@ -11,6 +11,7 @@
 //! | `/readyz` | 200 `ready`, or 503 and the reason |
 //! | `/policy` | 200, `application/json` |
 //! | `/proxy.pac`, `/wpad.dat` | 200, `application/x-ns-proxy-autoconfig` (clients in no group; `?group=NAME`), `ETag`, 304 ([`crate::pac::respond`]) |
+//! | `/`, `/rules`, `/recent`, `/top` | the operator's view (`crate::status`): HTML, JSON |
 //!
 //! Any other method on these paths is 405 with `allow: GET, HEAD`; any other path is 404.
 
@@ -48,6 +49,11 @@ pub(crate) trait AdminState: Send + Sync + 'static {
     fn policy_json(&self) -> serde_json::Value;
     /// The PAC files of the generation in force.
     fn pac(&self) -> Option<Arc<crate::pac::Pac>>;
+    /// The operator's view (`crate::status`: `/`, `/rules`, `/recent`, `/top`); `None` when
+    /// this state has none.
+    fn page(&self, _path: &str, _query: Option<&str>) -> Option<crate::status::Page> {
+        None
+    }
 }
 
 /// Serves the admin endpoints on `listener` until the returned future is dropped (or the task
@@ -74,7 +80,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<dyn AdminState>) {
                     let pac = state.pac();
                     crate::pac::respond(pac.as_deref(), req.method(), req.uri(), req.headers(), GroupId::NONE)
                 } else {
-                    respond(&*state, req.method(), req.uri().path())
+                    respond(&*state, req.method(), req.uri().path(), req.uri().query())
                 };
                 async move { Ok::<_, Infallible>(response) }
             });
@@ -112,9 +118,18 @@ impl Route {
 
 /// The response to `method path`. For `HEAD` the body is built anyway, so that `content-length`
 /// is the `GET` one's; hyper does not send it.
-fn respond(state: &dyn AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+fn respond(state: &dyn AdminState, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(path) else {
-        return response(StatusCode::NOT_FOUND, TEXT, "not found\n");
+        let page = (method == Method::GET || method == Method::HEAD).then(|| state.page(path, query)).flatten();
+        return match page {
+            Some(page) => page_response(page),
+            None if crate::status::PATHS.contains(&path) && method != Method::GET && method != Method::HEAD => {
+                let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+                r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+            None => response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        };
     };
     if method != Method::GET && method != Method::HEAD {
         let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
@@ -139,6 +154,20 @@ fn respond(state: &dyn AdminState, method: &Method, path: &str) -> Response<Full
             }
         },
     }
+}
+
+/// A response of the operator's view: read-only, never cached, never sniffed, and for HTML a
+/// content security policy that allows nothing but the page's own style and script.
+fn page_response(page: crate::status::Page) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = response(status, page.content_type, page.body);
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if let Some(csp) = page.csp.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("content-security-policy", csp);
+    }
+    r
 }
 
 fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hostgate_matcher::Host;
 use serde_json::json;
 
 use crate::config::{Config, InspectConfig, NonHttp};
+use crate::explain::{explain_host, Ask};
 use crate::firewall::Options as FirewallOptions;
 use crate::inspect::ca::{self, Authority, InitOptions};
 use crate::normalize::{normalize, Slashes};
-use crate::policy::{Action, AddrQuery, Candidate, GroupId, LintKind, Policy, Query, Rank, Scheme, Verdict};
+use crate::policy::{Action, GroupId, LintKind, Policy, Scheme};
 
 /// hostgate: an egress gateway that decides every outbound connection by the name it asks for.
 #[derive(Debug, Parser)]
@@ -126,6 +126,25 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         group: Option<String>,
     },
+    /// Propose rule lines, as a diff to review, for the names denied by default or would-denied
+    /// in report mode: from the JSON access log, or a running gateway's recent decisions.
+    Suggest {
+        /// The JSON access log (`[log] format = "json"`), or `-` for standard input.
+        #[arg(long, value_name = "FILE", conflicts_with = "admin", required_unless_present = "admin")]
+        log: Option<PathBuf>,
+        /// A running gateway's admin listener (`host:port`): reads its `/recent`.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+        /// The action of the proposed rules.
+        #[arg(long, value_enum, default_value_t = SuggestAction::Allow)]
+        action: SuggestAction,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SuggestAction {
+    Allow,
+    Bypass,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +215,13 @@ pub fn main() -> ExitCode {
         }
         Command::Firewall { config, lan, table } => firewall(&config, &FirewallOptions { lan, table }, &mut out),
         Command::Pac { config, group } => pac(&config, group.as_deref(), &mut out),
+        Command::Suggest { log, admin, action } => {
+            let action = match action {
+                SuggestAction::Allow => "allow",
+                SuggestAction::Bypass => "bypass",
+            };
+            crate::status::suggest::run(log.as_deref(), admin.as_deref(), action, &mut out)
+        }
     };
     match result {
         Ok(code) => code,
@@ -645,126 +671,6 @@ fn explain(
         explain_host(&p, &ask, name, out)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `explain` is asked, besides the host.
-struct Ask<'a> {
-    scheme: Scheme,
-    port: u16,
-    /// The request path, normalised.
-    path: Option<&'a str>,
-    /// The client's address (`--client`) and the group it is in.
-    client: Option<std::net::IpAddr>,
-    group: GroupId,
-    as_json: bool,
-}
-
-/// `explain`'s answer for one host or address: the group, the decision, the winning rule, why,
-/// and every other candidate.
-fn explain_host(p: &Policy, ask: &Ask<'_>, name: &str, out: &mut impl Write) -> Result<(), String> {
-    let w = |e: std::io::Error| e.to_string();
-    let Ask { scheme, port, path, client, group, as_json } = *ask;
-    let address = name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
-    let host = match address {
-        Some(_) => None,
-        None => match Host::new(name) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                if as_json {
-                    let v = json!({"host": name, "action": "deny", "rule": null, "source": null, "default": false, "error": e.to_string()});
-                    writeln!(out, "{v}").map_err(w)?;
-                } else {
-                    writeln!(out, "{name:?}: deny ({e}: never matches any rule)").map_err(w)?;
-                }
-                return Ok(());
-            }
-        },
-    };
-    let (d, candidates) = match (&host, address) {
-        (Some(host), _) => p.explain(&Query { host, scheme, port, path, group }),
-        (None, Some(addr)) => p.explain_address(&AddrQuery { addr, scheme: Some(scheme), port, group }),
-        (None, None) => unreachable!("a name that is not an address is a host"),
-    };
-    let winner = d.rule.map(|r| p.rule(r));
-    let g = p.group(group);
-    let rank = |c: &Candidate| match c.rank {
-        Rank::Name(s) => json!({"exact": s.is_exact(), "literal": s.literal_len()}),
-        Rank::Prefix(len) => json!({"prefix": len}),
-    };
-    let why = match candidates.iter().find(|c| c.verdict == Verdict::Winner).map(|c| c.rank) {
-        Some(Rank::Prefix(len)) => format!("the longest matching prefix (/{len}) among the address rules that fit"),
-        Some(Rank::Name(_)) => "the most specific matching pattern among the rules that fit".to_string(),
-        None if address.is_some() => "no address rule fits: the default action".to_string(),
-        None => "no rule fits: the default action".to_string(),
-    };
-    if as_json {
-        let others: Vec<_> = candidates
-            .iter()
-            .filter(|c| c.verdict != Verdict::Winner)
-            .map(|c| {
-                let r = p.rule(c.rule);
-                json!({
-                    "rule": r.target, "action": r.action, "source": r.origin.to_string(),
-                    "verdict": c.verdict.as_str(), "rank": rank(c),
-                })
-            })
-            .collect();
-        let v = json!({
-            "host": host.as_ref().map_or_else(|| name.to_string(), |h| h.as_str().to_string()),
-            "kind": if address.is_some() { "address" } else { "name" },
-            "client": client.map(|c| c.to_string()),
-            "group": g.name.as_deref(),
-            "scheme": scheme,
-            "port": port,
-            "path": path,
-            "action": d.action,
-            "rule": winner.map(|r| r.target.as_str()),
-            "pattern": winner.and_then(|r| r.pattern.as_ref()).map(ToString::to_string),
-            "network": winner.and_then(|r| r.net).map(|n| n.to_string()),
-            "source": winner.map(|r| r.origin.to_string()),
-            "default": d.rule.is_none(),
-            "why": why,
-            "path_unenforced": d.path_unenforced,
-            "tie": d.tie,
-            "would_deny": d.would_deny,
-            "others": others,
-        });
-        writeln!(out, "{v}").map_err(w)?;
-        return Ok(());
-    }
-    let path_note = path.map(|p| format!(" {p}")).unwrap_or_default();
-    let shown = host.as_ref().map_or_else(|| address.map(|a| a.to_string()).unwrap_or_default(), |h| h.to_string());
-    let kind = if address.is_some() { ", an address: decides only a connection without a name" } else { "" };
-    writeln!(out, "{shown} ({scheme}, port {port}{path_note}{kind}): {}", d.action).map_err(w)?;
-    let group_line = match (&g.name, client, &g.origin) {
-        (Some(name), Some(c), Some(at)) => format!("{name} (client {c}, defined at {at})"),
-        (Some(name), _, _) => name.to_string(),
-        (None, Some(c), _) => format!("none (client {c} is in no [[client]] group: the top-level policy)"),
-        (None, None, _) => "none (no --client given: the top-level policy)".to_string(),
-    };
-    writeln!(out, "  group   {group_line}").map_err(w)?;
-    match winner {
-        Some(r) => writeln!(out, "  rule    {} {}  at {}", r.action, r.target, r.origin).map_err(w)?,
-        None => writeln!(out, "  no rule fits: the default action ({})", d.action).map_err(w)?,
-    }
-    writeln!(out, "  why     {why}").map_err(w)?;
-    if d.path_unenforced {
-        writeln!(out, "  note    the rule's path is not visible without inspection: decided by host alone")
-            .map_err(w)?;
-    }
-    if d.tie {
-        writeln!(out, "  note    equally specific rules disagree: the strictest action won").map_err(w)?;
-    }
-    if d.would_deny {
-        writeln!(out, "  note    report mode: the deny is only logged (would_deny), the connection is allowed")
-            .map_err(w)?;
-    }
-    for c in candidates.iter().filter(|c| c.verdict != Verdict::Winner) {
-        let r = p.rule(c.rule);
-        writeln!(out, "  {:<7} {} {}  at {} ({})", "beat", r.action, r.target, r.origin, c.verdict.as_str())
-            .map_err(w)?;
-    }
-    Ok(())
 }
 
 fn import(files: &[PathBuf], dir: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, String> {

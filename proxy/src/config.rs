@@ -283,11 +283,28 @@ pub enum NonHttp {
 }
 
 /// `[admin]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Where to serve the admin endpoints; none when unset. They have no authentication: keep
     /// them on loopback or a management network.
     pub address: Option<SocketAddr>,
+    /// `recent`: how many finished access records the status page and `/recent` keep.
+    pub recent: usize,
+    /// `window`: the sliding window of `/top` and the status page's tables and rates.
+    pub window: Duration,
+}
+
+impl AdminConfig {
+    /// `recent` when absent.
+    pub const DEFAULT_RECENT: usize = 2000;
+    /// `window` when absent.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(600);
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { address: None, recent: Self::DEFAULT_RECENT, window: Self::DEFAULT_WINDOW }
+    }
 }
 
 /// `[runtime]`.
@@ -800,6 +817,10 @@ struct RawInspect {
 struct RawAdmin {
     #[serde(default)]
     address: Option<Spanned<String>>,
+    #[serde(default)]
+    recent: Option<Spanned<i64>>,
+    #[serde(default)]
+    window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1630,8 +1651,14 @@ impl Validator<'_> {
 
     /// `[admin]`: an address no listener uses (port 0 aside).
     fn admin(&self, raw: &RawAdmin, listeners: &[Listener]) -> Result<AdminConfig, ConfigError> {
+        let recent = self.int("admin.recent", &raw.recent, AdminConfig::DEFAULT_RECENT, 1..=1_000_000)?;
+        let window = self.duration("admin.window", &raw.window, AdminConfig::DEFAULT_WINDOW)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&window) {
+            let span = raw.window.as_ref().map(Spanned::span);
+            return Err(self.err(span, "admin.window: must be between 1m and 24h".to_string()));
+        }
         let Some(a) = &raw.address else {
-            return Ok(AdminConfig { address: None });
+            return Ok(AdminConfig { address: None, recent, window });
         };
         let address = a.get_ref().parse::<SocketAddr>().map_err(|_| {
             self.err(
@@ -1642,7 +1669,7 @@ impl Validator<'_> {
         if address.port() != 0 && listeners.iter().any(|l| l.address == address) {
             return Err(self.err(Some(a.span()), format!("admin.address: {address} is used by a listener")));
         }
-        Ok(AdminConfig { address: Some(address) })
+        Ok(AdminConfig { address: Some(address), recent, window })
     }
 
     /// `[runtime]`.
@@ -2106,6 +2133,20 @@ sources = []
             .collect();
         let e = parse(&format!("[policy]\n{many}")).unwrap_err();
         assert!(e.contains("client: at most 63 client groups"), "{e}");
+    }
+
+    #[test]
+    fn admin_recent_and_window() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.admin.recent, c.admin.window), (2000, Duration::from_secs(600)));
+        let c = parse(&format!("{GOOD}\n[admin]\nrecent = 50\nwindow = \"1h\"\n")).unwrap();
+        assert_eq!((c.admin.recent, c.admin.window), (50, Duration::from_secs(3600)));
+        let e = parse(&format!("{GOOD}\n[admin]\nrecent = 0\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:10: admin.recent: 0 is not between 1 and 1000000");
+        let e = parse(&format!("{GOOD}\n[admin]\nwindow = \"10\"\n")).unwrap_err();
+        assert!(e.starts_with("conf/hostgate.toml:17:10: admin.window: `10` is not a duration"), "{e}");
+        let e = parse(&format!("{GOOD}\n[admin]\nwindow = \"5s\"\n")).unwrap_err();
+        assert_eq!(e, "conf/hostgate.toml:17:10: admin.window: must be between 1m and 24h");
     }
 
     #[test]

@@ -108,6 +108,8 @@ struct Core {
     metrics: Arc<Metrics>,
     sink: Arc<dyn AccessSink>,
     admin_addr: Option<SocketAddr>,
+    /// The operator's view: recent decisions, the window, the reload history.
+    ops: Arc<crate::status::Ops>,
 }
 
 /// A running gateway.
@@ -140,6 +142,16 @@ impl Gateway {
             return Err(StartError::NoListeners);
         }
         let metrics = Arc::new(Metrics::new());
+        // With an admin listener, every record also goes to the ring and window it shows.
+        let recent = config
+            .admin
+            .address
+            .map(|_| Arc::new(crate::status::Recent::new(config.admin.recent, config.admin.window)));
+        let sink: Arc<dyn AccessSink> = match &recent {
+            Some(r) => Arc::new(crate::status::recent::RecentSink { recent: r.clone(), inner: sink }),
+            None => sink,
+        };
+        let ops = Arc::new(crate::status::Ops::new(recent));
         let (policy, inspect, auth) = load_first(&config, &metrics).await?;
         warn_insecure(&config);
         log_inspection(inspect.as_deref());
@@ -154,6 +166,15 @@ impl Gateway {
         };
         let max_connections = config.limits.max_connections;
         crate::reload::first(&metrics, &policy);
+        ops.reloaded(crate::status::ReloadRecord {
+            at_ms: crate::status::hits::unix_ms(SystemTime::now()),
+            generation: 1,
+            rules: count_rules(&policy),
+            changes: Vec::new(),
+            needs_restart: Vec::new(),
+            error: None,
+            carried: 0,
+        });
         if let Some(a) = &auth {
             tracing::info!(backend = %a.describe(), "proxy authentication on the connect listeners");
         }
@@ -184,6 +205,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_wanted: Notify::new(),
             draining: AtomicBool::new(false),
+            ops,
         });
         let started = Workers::start(&intake, bound, workers)
             .map_err(|e| StartError::Internal(format!("cannot start the workers: {e}")))?;
@@ -368,6 +390,15 @@ impl Core {
             Ok(x) => x,
             Err(e) => {
                 crate::reload::failed(&self.metrics, old.number, started, &e);
+                self.ops.reloaded(crate::status::ReloadRecord {
+                    at_ms: crate::status::hits::unix_ms(SystemTime::now()),
+                    generation: old.number,
+                    rules: [0; 3],
+                    changes: Vec::new(),
+                    needs_restart: Vec::new(),
+                    error: Some(e.to_string()),
+                    carried: 0,
+                });
                 return Err(e);
             }
         };
@@ -397,11 +428,36 @@ impl Core {
             Generation::build(generation, config, policy, inspect, auth, self.metrics.clone(), self.sink.clone());
         self.intake.current.store(next);
         self.apply_listeners(added, bound, removed).await;
-        // If no connection still holds the old generation, freeing it (a large matcher and rule
-        // table) happens on the blocking pool too.
-        tokio::task::spawn_blocking(move || drop(old));
+        // The hit counts of the rules the reload kept are added to the new generation's (which
+        // already counts new connections); off the runtime, as it is proportional to the rules.
+        let new = self.intake.current.load();
+        let carry = tokio::task::spawn_blocking(move || {
+            let carried = new.hits.carry(&new.policy, &old.hits, &old.policy);
+            (carried, old)
+        });
+        let carried = match carry.await {
+            Ok((carried, old)) => {
+                // If no connection still holds the old generation, freeing it (a large matcher
+                // and rule table) happens on the blocking pool too.
+                tokio::task::spawn_blocking(move || drop(old));
+                carried
+            }
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "reload: the rule hit counts were not carried over");
+                0
+            }
+        };
         let done = Reloaded { generation, rules, compile_time, changes, needs_restart };
         crate::reload::applied(&self.metrics, &done, started);
+        self.ops.reloaded(crate::status::ReloadRecord {
+            at_ms: crate::status::hits::unix_ms(SystemTime::now()),
+            generation,
+            rules,
+            changes: done.changes.clone(),
+            needs_restart: done.needs_restart.clone(),
+            error: None,
+            carried,
+        });
         Ok(done)
     }
 }
@@ -424,6 +480,20 @@ impl AdminState for AdminView {
 
     fn pac(&self) -> Option<Arc<crate::pac::Pac>> {
         self.0.intake.current.load().pac.clone()
+    }
+
+    fn page(&self, path: &str, query: Option<&str>) -> Option<crate::status::Page> {
+        let gen = self.0.intake.current.load();
+        let listeners: Vec<_> = self
+            .0
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(_, l)| (l.kind, l.local))
+            .collect();
+        let view = crate::status::View { gen: &gen, ops: &self.0.ops, listeners: &listeners, admin: self.0.admin_addr };
+        crate::status::route(&view, path, query)
     }
 }
 

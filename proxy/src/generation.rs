@@ -56,6 +56,9 @@ pub(crate) struct Generation {
     pub(crate) pac: Option<Arc<crate::pac::Pac>>,
     /// Proxy authentication on the connect listeners (`[auth]`).
     pub(crate) auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Per-rule hit counts (one per access record that names the rule), carried over a reload
+    /// for the rules it kept.
+    pub(crate) hits: crate::status::hits::RuleHits,
 }
 
 /// The generation in force: what new connections are accepted under and what each HTTP request
@@ -103,6 +106,7 @@ impl Generation {
         Generation {
             number,
             pac,
+            hits: crate::status::hits::RuleHits::new(policy.rules().len()),
             policy: Arc::new(policy),
             connector: Connector::new(&config.upstream, Resolver::new(pins), metrics.clone()),
             metrics,
@@ -174,9 +178,12 @@ impl Generation {
         decision
     }
 
-    /// A finished record: counted in the metrics, then handed to the sink with the rule that
-    /// decided it.
+    /// A finished record: counted in the metrics and in its rule's hits, then handed to the sink
+    /// with the rule that decided it.
     pub(crate) fn emit(&self, a: &Access) {
+        if let Some(id) = a.rule {
+            self.hits.record(id, a.started);
+        }
         let rule = a.rule.map(|id| self.policy.rule(id));
         self.metrics.access(&AccessSample {
             listener: &a.listener.label,

@@ -110,6 +110,12 @@ const SHARED_NAMESPACES: &[&str] = &[
     "workers.dev",
 ];
 
+/// The shared hosting namespaces the lint knows ([`LintKind::SharedNamespace`]): names under
+/// them belong to whoever signed up, so `hostgate suggest` never widens a rule to one of them.
+pub fn shared_namespaces() -> &'static [&'static str] {
+    SHARED_NAMESPACES
+}
+
 /// Public suffixes of more than one label that a rule set is likely to meet. Every single label
 /// is treated as a public suffix too. (A full Public Suffix List is not shipped.)
 const MULTI_LABEL_PUBLIC_SUFFIXES: &[&str] = &[

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use hostgate_matcher::{Host, Matcher, MatcherBuilder, Matches, NetTable, NetTableBuilder, Specificity};
 
 pub use group::{Group, GroupId, GroupInfo, Mode, MAX_GROUPS};
-pub use lint::{Lint, LintKind};
+pub use lint::{shared_namespaces, Lint, LintKind};
 pub use ports::{PortRange, Ports};
 pub use rule::{
     canonical_net, parse_rules, path_matches, placeholder_key, Action, Origin, Rule, RuleError, RuleId, Scheme,
