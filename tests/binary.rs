@@ -165,6 +165,8 @@ async fn accept_backs_off_when_out_of_file_descriptors() {
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     assert_eq!(line.split_whitespace().nth(3), Some(NOFILE.to_string().as_str()), "{line}");
 
+    let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let idle_fds = open_fds();
     // Accepted ones use up the descriptors; the rest wait in the backlog, where accept fails
     // with EMFILE.
     let mut held = Vec::with_capacity(HOLD);
@@ -196,8 +198,14 @@ async fn accept_backs_off_when_out_of_file_descriptors() {
     let backoffs: Vec<u64> = per_worker.values().flatten().copied().collect();
     eprintln!("{} back-offs {backoffs:?}, {spent:?} of CPU in 1 s", backoffs.len());
 
-    // Released, the gateway drains its backlog and serves again.
+    // Released, the gateway drains its backlog (accepting each held connection, reading its
+    // end, closing it) and serves again.
     drop(held);
+    let deadline = tokio::time::Instant::now() + STEP;
+    while open_fds() > idle_fds + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{} descriptors still open, {idle_fds} when idle", open_fds());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let proxy = format!("http://{addr}");
     let ca_path = ca.ca_pem_path().to_str().unwrap();
     let out = curl(&["--proxy", &proxy, "--cacert", ca_path, "https://allowed.test/after"]).await;
