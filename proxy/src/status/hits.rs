@@ -90,7 +90,7 @@ impl RuleHits {
     }
 
     /// Adds `old`'s counts (of `old_policy`'s rules) to the rules of `new_policy` that did not
-    /// change: the same file, action and target text, as [`crate::reload`] compares rules.
+    /// change: the same file, action and target text, as the reload report compares rules (`reload.rs`).
     /// Repeated identical lines pair up in file order. Returns how many rules were carried.
     /// Runs in time proportional to the rule count (two sorts): call it off the runtime.
     pub fn carry(&self, new_policy: &Policy, old: &RuleHits, old_policy: &Policy) -> usize {
