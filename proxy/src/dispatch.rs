@@ -57,8 +57,9 @@ pub(crate) enum Dest {
     },
     /// A CONNECT tunnel, already connected upstream.
     Connected {
-        /// The CONNECT host, normalised.
-        host: Host,
+        /// The CONNECT host, normalised (boxed: a `Host` is 300 bytes, and every `Dest` and
+        /// every future holding one would be that much larger).
+        host: Box<Host>,
         /// The CONNECT port.
         port: u16,
         /// The upstream connection.
@@ -194,7 +195,7 @@ where
                     // Plain HTTP in a tunnel: every request is decided, and must name the
                     // CONNECT host; each goes out on a connection of its own.
                     conn.access.upstream = None;
-                    Scope::Tunnel { host, port }
+                    Scope::Tunnel { host: *host, port }
                 }
             };
             // Boxed: hyper's connection future would make every connection's task as large.
@@ -242,7 +243,7 @@ where
             return refused(conn, client, Failure::new(Outcome::Mismatch, detail), true).await;
         }
         (_, Some(sni)) => Some(sni),
-        (Dest::Connected { host, .. }, None) => Some(host.clone()),
+        (Dest::Connected { host, .. }, None) => Some(Host::clone(host)),
         (Dest::Transparent { .. }, None) => None,
         (Dest::Steered { .. }, None) => {
             let f = Failure::new(Outcome::Denied, "no server name: an SNI listener routes by the name");
@@ -375,6 +376,8 @@ async fn refused<C: AsyncRead + AsyncWrite + Unpin + IntoTcp>(
     f: Failure,
     alert: bool,
 ) -> Option<Relay<C>> {
-    refuse(conn, client, f, alert).await;
+    // Boxed: the refusal's future (its alert, the lingering close) would otherwise make the
+    // future of every connection, refused or not, that much larger.
+    Box::pin(refuse(conn, client, f, alert)).await;
     None
 }

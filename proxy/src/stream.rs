@@ -33,11 +33,12 @@ pub(crate) async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::
 /// accepted, and one read takes them. `None` when nothing is there yet (the read would block:
 /// tokio then knows the socket is not readable, and [`first_byte`] waits for real), and
 /// `Some` of an empty buffer when the client has closed or reset already (the sniff's own
-/// read reports that). The read goes to the stack, so a connection that waits holds no buffer.
+/// read reports that). A connection that waits holds no buffer (the read's is freed at once).
 pub(crate) fn early_bytes(stream: &tokio::net::TcpStream) -> Option<BytesMut> {
-    let mut first = [0u8; EARLY];
-    match stream.try_read(&mut first) {
-        Ok(n) => Some(BytesMut::from(&first[..n])),
+    // Read straight into the buffer's spare capacity: nothing zeroed, nothing copied.
+    let mut first = BytesMut::with_capacity(EARLY);
+    match stream.try_read_buf(&mut first) {
+        Ok(_) => Some(first),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
         Err(_) => Some(BytesMut::new()),
     }

@@ -108,7 +108,11 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     // The tunnel still counts against max_connections after hyper's connection has ended, and
     // is closed with the others when a shutdown's grace period runs out.
     let stop = conn.slot.clone();
-    let serve = tunnel_task(Box::new(Opened { conn, req, dest: Dest::Connected { host, port, upstream, addr } }));
+    let serve = tunnel_task(Box::new(Opened {
+        conn,
+        req,
+        dest: Dest::Connected { host: Box::new(host), port, upstream, addr },
+    }));
     tokio::spawn(async move {
         tokio::select! {
             () = serve => {}

@@ -429,17 +429,13 @@ fn parse(buf: &[u8], cap: usize) -> Result<ClientHello, Stop> {
 }
 
 fn parse_extensions(mut extensions: Reader<'_>, hello: &mut ClientHello) -> Result<(), Stop> {
-    // One bit per extension type, on the stack: duplicates are refused (RFC 8446 §4.2).
-    let mut seen = [0u64; 1 << 10];
+    // Duplicates are refused (RFC 8446 §4.2).
+    let mut seen = Seen::default();
     while !extensions.is_empty() {
         let kind = extensions.u16()?;
-        // `kind >> 6` is below 1 << 10, so this index is always in bounds.
-        let word = &mut seen[usize::from(kind >> 6)];
-        let bit = 1u64 << (kind & 63);
-        if *word & bit != 0 {
+        if !seen.insert(kind) {
             return Err(malformed("duplicate extension type"));
         }
-        *word |= bit;
         let body = extensions.vec16("extension body shorter than its contents")?;
         match kind {
             EXT_SERVER_NAME => server_name(body, &mut hello.sni)?,
@@ -450,6 +446,55 @@ fn parse_extensions(mut extensions: Reader<'_>, hello: &mut ClientHello) -> Resu
         }
     }
     Ok(())
+}
+
+/// The extension types of one ClientHello so far. Browsers send a few dozen at most: those are
+/// kept in a small array on the stack and searched (an 8 KiB bitmap of every type, zeroed for
+/// each hello, cost more than the whole parse); past [`Seen::FEW`] types, a bitmap on the heap
+/// takes over, so a hello of thousands of extensions stays linear.
+struct Seen {
+    few: [u16; Seen::FEW],
+    len: usize,
+    many: Option<Box<[u64; 1 << 10]>>,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen { few: [0; Seen::FEW], len: 0, many: None }
+    }
+}
+
+impl Seen {
+    const FEW: usize = 64;
+
+    /// Adds `kind`; `false` if it was there already.
+    fn insert(&mut self, kind: u16) -> bool {
+        if self.many.is_none() {
+            if self.few[..self.len].contains(&kind) {
+                return false;
+            }
+            if self.len < Seen::FEW {
+                self.few[self.len] = kind;
+                self.len += 1;
+                return true;
+            }
+            let mut bits = Box::new([0u64; 1 << 10]);
+            for &k in &self.few {
+                set_bit(&mut bits, k);
+            }
+            self.many = Some(bits);
+        }
+        self.many.as_mut().is_some_and(|bits| set_bit(bits, kind))
+    }
+}
+
+/// Sets `kind`'s bit; `false` if it was set. (`kind >> 6` is below `1 << 10`: always in bounds.)
+fn set_bit(bits: &mut [u64; 1 << 10], kind: u16) -> bool {
+    let word = &mut bits[usize::from(kind >> 6)];
+    let bit = 1u64 << (kind & 63);
+    let fresh = *word & bit == 0;
+    *word |= bit;
+    fresh
 }
 
 /// RFC 6066 §3: `ServerName server_name_list<1..2^16-1>`, each `(u8 name_type, u16 len, bytes)`.
@@ -531,6 +576,26 @@ fn supported_versions(mut body: Reader<'_>, out: &mut Vec<u16>) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The extension-type set: duplicates found on the stack and past it on the heap, the few
+    /// seen before the switch carried over, every type (0 and 0xffff included) kept apart.
+    #[test]
+    fn seen_finds_duplicates_in_both_regimes() {
+        let mut seen = Seen::default();
+        for k in 0..Seen::FEW as u16 {
+            assert!(seen.insert(k * 1000 + 1), "{k}");
+        }
+        assert!(seen.many.is_none());
+        assert!(!seen.insert(1), "a duplicate on the stack");
+        assert!(seen.insert(0xffff) && seen.many.is_some(), "the next one moves to the bitmap");
+        assert!(!seen.insert(1) && !seen.insert(63_001), "the stack's types carried over");
+        assert!(!seen.insert(0xffff), "a duplicate in the bitmap");
+        assert!(seen.insert(0) && seen.insert(2) && !seen.insert(0));
+        // A hello of every possible type: each one new once.
+        let mut all = Seen::default();
+        assert!((0..=u16::MAX).all(|k| all.insert(k)));
+        assert!((0..=u16::MAX).all(|k| !all.insert(k)));
+    }
     use proptest::prelude::*;
 
     // ---- a test-only ClientHello builder ----
