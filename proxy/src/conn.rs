@@ -93,8 +93,10 @@ pub(crate) struct Conn {
     /// The sniff deadline (`sniff.timeout` from the accept, or from a CONNECT's `200`).
     pub(crate) deadline: tokio::time::Instant,
     /// The connection's access record (for HTTP, the template each request's record starts
-    /// from: [`Access::request`]).
-    pub(crate) access: Access,
+    /// from: [`Access::request`]). Boxed: the connection moves by value through every phase
+    /// (each an `async fn` that keeps its own copy of its arguments), and the record is most of
+    /// it (400 bytes against 72).
+    pub(crate) access: Box<Access>,
 }
 
 impl Conn {
@@ -102,7 +104,7 @@ impl Conn {
     pub(crate) fn accepted(current: Arc<Current>, slot: Slot, listener: Arc<Listener>, client: SocketAddr) -> Conn {
         let gen = current.load();
         let deadline = tokio::time::Instant::now() + gen.sniff.timeout;
-        let mut access = Access::new(listener, client, gen.number);
+        let mut access = Box::new(Access::new(listener, client, gen.number));
         let group = gen.policy.group_of(client.ip());
         access.client_group.clone_from(&gen.policy.group(group).name);
         Conn { gen, current, slot, group, deadline, access }

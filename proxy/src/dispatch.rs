@@ -212,7 +212,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = conn.gen.sniff.timeout;
-    let pipeline = Arc::new(Pipeline::new(&conn, conn.access.clone(), scope));
+    let pipeline = Arc::new(Pipeline::new(&conn, crate::access::Access::clone(&conn.access), scope));
     let svc = {
         let pipeline = pipeline.clone();
         service_fn(move |req| pipeline.clone().handle(req))

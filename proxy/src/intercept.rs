@@ -127,7 +127,7 @@ async fn serve<C>(
     };
     let alpn = if client_h2 { vec![H2.to_vec(), HTTP11.to_vec()] } else { vec![HTTP11.to_vec()] };
     let tls = TlsUpstream { inspector, alpn, failure: failure.clone() };
-    let pipeline = Arc::new(Pipeline::inspected(&conn, conn.access.clone(), scope, tls, first));
+    let pipeline = Arc::new(Pipeline::inspected(&conn, crate::access::Access::clone(&conn.access), scope, tls, first));
     let svc = {
         let pipeline = pipeline.clone();
         service_fn(move |req| pipeline.clone().handle(req))

@@ -44,7 +44,7 @@ pub(crate) async fn serve(conn: Conn, stream: TcpStream) {
 }
 
 async fn serve_readable(conn: Conn, stream: TcpStream, readable: bool) {
-    let pipeline = Arc::new(Pipeline::new(&conn, conn.access.clone(), Scope::Proxy));
+    let pipeline = Arc::new(Pipeline::new(&conn, crate::access::Access::clone(&conn.access), Scope::Proxy));
     if !readable {
         pipeline.head_timed_out();
         return;
@@ -93,7 +93,14 @@ async fn connect(parent: &Conn, req: Request<Incoming>) -> Response<ResBody> {
     // The client's group under the generation that decides this CONNECT.
     let group = if gen.number == parent.gen.number { parent.group } else { gen.policy.group_of(access.client.ip()) };
     access.client_group.clone_from(&gen.policy.group(group).name);
-    let mut conn = Conn { gen, current: parent.current.clone(), slot: parent.slot.clone(), group, deadline, access };
+    let mut conn = Conn {
+        gen,
+        current: parent.current.clone(),
+        slot: parent.slot.clone(),
+        group,
+        deadline,
+        access: Box::new(access),
+    };
     let (host, port, upstream, addr) = match open(&mut conn, &req).await {
         Ok(opened) => opened,
         Err(f) => {
