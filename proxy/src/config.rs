@@ -995,21 +995,7 @@ impl Config {
         let vars = v.vars(raw.vars)?;
         let log = v.log(raw.log)?;
         let sniff = v.sniff(&raw.sniff)?;
-        let mut upstream = v.upstream(&raw.upstream)?;
-        for (group, p) in group_parents {
-            let choice = match p.get_ref().as_str() {
-                "direct" => None,
-                url => Some(parse_parent(url).map_err(|e| v.err(Some(p.span()), format!("client.parent: {e}")))?),
-            };
-            if choice.is_some() && upstream.verify_destination != VerifyDestination::Name {
-                return Err(v.err(
-                    Some(p.span()),
-                    "client.parent: the parent resolves the names, so upstream.verify_destination must be \"name\""
-                        .to_string(),
-                ));
-            }
-            upstream.group_parents.insert(group, choice);
-        }
+        let upstream = v.upstream(&raw.upstream, group_parents)?;
         let limits = v.limits(&raw.limits)?;
         let resolve = v.resolve(raw.resolve)?;
         let admin = v.admin(&raw.admin, &listeners)?;
@@ -1419,9 +1405,40 @@ impl Validator<'_> {
         Ok(sniff)
     }
 
+    /// A parent proxy's URL in `field` (`upstream.parent`, `client.parent`): the parent
+    /// resolves the names, so it needs `verify_destination = "name"`.
+    fn parent(
+        &self,
+        field: &str,
+        url: &Spanned<String>,
+        verify: VerifyDestination,
+    ) -> Result<ParentProxy, ConfigError> {
+        if verify != VerifyDestination::Name {
+            return Err(self.err(
+                Some(url.span()),
+                format!("{field}: the parent resolves the names, so upstream.verify_destination must be \"name\""),
+            ));
+        }
+        parse_parent(url.get_ref()).map_err(|e| self.err(Some(url.span()), format!("{field}: {e}")))
+    }
+
     /// `[upstream]`: the networks exempt from the SSRF guard (addresses become /32 or /128, host
-    /// bits are dropped) and the timeouts.
-    fn upstream(&self, raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    /// bits are dropped), the timeouts, the parent, and the client groups' own parents (`"direct"`
+    /// or a URL, by group id).
+    fn upstream(
+        &self,
+        raw: &RawUpstream,
+        group_parents: Vec<(u8, Spanned<String>)>,
+    ) -> Result<UpstreamConfig, ConfigError> {
+        let verify = raw.verify_destination;
+        let mut groups = BTreeMap::new();
+        for (group, p) in group_parents {
+            let choice = match p.get_ref().as_str() {
+                "direct" => None,
+                _ => Some(self.parent("client.parent", &p, verify)?),
+            };
+            groups.insert(group, choice);
+        }
         let default = UpstreamConfig::default();
         let mut allow_private = Vec::with_capacity(raw.allow_private.len());
         for net in &raw.allow_private {
@@ -1436,22 +1453,10 @@ impl Validator<'_> {
                 default.connect_timeout,
             )?,
             idle_timeout: self.duration("upstream.idle_timeout", &raw.idle_timeout, default.idle_timeout)?,
-            group_parents: BTreeMap::new(),
+            group_parents: groups,
             parent: match &raw.parent {
                 None => None,
-                Some(p) => {
-                    if raw.verify_destination != VerifyDestination::Name {
-                        return Err(self.err(
-                            Some(p.span()),
-                            "upstream.parent: the parent resolves the names, so verify_destination must be \"name\""
-                                .to_string(),
-                        ));
-                    }
-                    Some(
-                        parse_parent(p.get_ref())
-                            .map_err(|e| self.err(Some(p.span()), format!("upstream.parent: {e}")))?,
-                    )
-                }
+                Some(p) => Some(self.parent("upstream.parent", p, verify)?),
             },
         })
     }
