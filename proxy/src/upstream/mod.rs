@@ -32,8 +32,9 @@ pub(crate) struct Connector {
     metrics: Arc<Metrics>,
     /// `[upstream] parent`: every connection but to pinned names goes through it.
     parent: Option<Arc<parent::Parent>>,
-    /// `[[client]] parent`: a group's own parent, or `None` for direct, by group id.
-    group_parents: Arc<std::collections::HashMap<u8, Option<Arc<parent::Parent>>>>,
+    /// The parent each client group goes through (`None`: direct), indexed by group id: a
+    /// group's own `[[client]] parent`, or `parent`. Groups past its end use `parent`.
+    group_parents: Arc<[Option<Arc<parent::Parent>>]>,
 }
 
 /// Where a connection wants to go.
@@ -53,19 +54,23 @@ pub(crate) struct Target<'a> {
 impl Connector {
     /// A connector for `[upstream]` with this resolver.
     pub(crate) fn new(cfg: &UpstreamConfig, resolver: Resolver, metrics: Arc<Metrics>) -> Connector {
+        let parent = cfg.parent.as_ref().map(|p| Arc::new(parent::Parent::new(p)));
         Connector {
             resolver,
             guard: Guard::new(cfg.allow_private.clone()),
             verify: cfg.verify_destination,
             connect_timeout: cfg.connect_timeout,
             metrics,
-            parent: cfg.parent.as_ref().map(|p| Arc::new(parent::Parent::new(p))),
-            group_parents: Arc::new(
-                cfg.group_parents
-                    .iter()
-                    .map(|(g, p)| (*g, p.as_ref().map(|p| Arc::new(parent::Parent::new(p)))))
-                    .collect(),
-            ),
+            group_parents: {
+                let last = cfg.group_parents.keys().next_back().map_or(0, |g| usize::from(*g) + 1);
+                (0..last)
+                    .map(|g| match u8::try_from(g).ok().and_then(|g| cfg.group_parents.get(&g)) {
+                        Some(own) => own.as_ref().map(|p| Arc::new(parent::Parent::new(p))),
+                        None => parent.clone(),
+                    })
+                    .collect()
+            },
+            parent,
         }
     }
 
@@ -123,10 +128,7 @@ impl Connector {
     /// the last address tried (`local-resources` when the gateway had no descriptor, buffer or
     /// port left for the connect).
     pub(crate) async fn connect(&self, target: Target<'_>) -> Result<(TcpStream, SocketAddr), Failure> {
-        let parent = match self.group_parents.get(&target.group.0) {
-            Some(choice) => choice,
-            None => &self.parent,
-        };
+        let parent = self.group_parents.get(usize::from(target.group.0)).unwrap_or(&self.parent);
         if let Some(parent) = parent {
             // A pinned name is a local server: straight there, not through the parent.
             if !target.name.is_some_and(|n| self.resolver.is_pinned(n)) {
