@@ -154,13 +154,26 @@ pub(crate) async fn once(addr: SocketAddr, hello: &[u8], timeout: Duration) -> (
 async fn exchange(addr: SocketAddr, hello: &[u8]) -> Seen {
     let mut s = match TcpStream::connect(addr).await {
         Ok(s) => s,
-        Err(_) => return Seen::Error("connect"),
+        Err(e) => return Seen::Error(connect_error(&e)),
     };
     let seen = answer(&mut s, hello).await;
     // Close with a reset: neither end keeps the connection in TIME_WAIT, so the load can go on
     // for minutes without running out of ports or meeting its own old connections.
     let _ = s.set_zero_linger();
     seen
+}
+
+/// What a failed connect to the proxy met, as the report names it.
+fn connect_error(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connect refused",
+        ErrorKind::ConnectionReset => "connect reset",
+        ErrorKind::TimedOut => "connect timed out",
+        ErrorKind::AddrNotAvailable => "connect: no local address",
+        ErrorKind::AddrInUse => "connect: address in use",
+        _ => "connect",
+    }
 }
 
 async fn answer(s: &mut TcpStream, hello: &[u8]) -> Seen {

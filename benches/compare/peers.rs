@@ -67,18 +67,21 @@ impl Kind {
     }
 }
 
-/// The address clients of `kind` connect to: every proxy is reached the same way, through an
-/// iptables `REDIRECT` (hostgate's transparent listener needs one; the peers get one too, so that
-/// each pays the same NAT cost).
-fn redirected(kind: Kind) -> SocketAddr {
-    let last = match kind {
-        Kind::Hostgate => 2,
-        Kind::HostgateLog => 3,
-        Kind::Haproxy => 4,
-        Kind::Nginx => 5,
-        Kind::Sniproxy => 6,
-    };
-    SocketAddr::from(([127, 0, 0, last], 443))
+/// The address clients of the next proxy started connect to: every proxy is reached the same
+/// way, through an iptables `REDIRECT` (hostgate's transparent listener needs one; the peers get
+/// one too, so that each pays the same NAT cost).
+///
+/// Each start gets an address of its own (`127.0.1.1`, `127.0.1.2`, …), never one an earlier pass
+/// used. A redirected connection's conntrack entry keeps the port it was redirected to, and one
+/// that conntrack did not see close (it ignores some resets) stays in `CLOSE_WAIT`, `FIN_WAIT` or
+/// `ESTABLISHED` for minutes to days. When a later pass redirected the same address to another
+/// port, a client whose source port matched such an entry had its SYN sent to the earlier pass's
+/// port, where nothing listened: a `connect refused` (the connect errors of hostgate's 100k pass,
+/// which came after its shipped pass on the same address).
+fn redirected() -> SocketAddr {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    SocketAddr::from((std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 1, 0)) + n), 443))
 }
 /// A port nothing listens on: where nginx and sniproxy send denied names.
 pub(crate) const CLOSED: &str = "127.0.0.1:1";
@@ -264,7 +267,7 @@ impl Peer {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
         let pgid = child.id();
-        let addr = redirected(kind);
+        let addr = redirected();
         let mut peer = Peer { addr, child, pgid, redirect: None };
         let rule: Vec<String> =
             ["OUTPUT", "-p", "tcp", "-d", &addr.ip().to_string(), "--dport", "443", "-j", "REDIRECT", "--to-ports"]
