@@ -48,6 +48,7 @@ struct Args {
     distinct: usize,
     bulk_mib: u64,
     idle: usize,
+    latency_rounds: u32,
     proxy_cpu: String,
     out: Option<PathBuf>,
 }
@@ -56,7 +57,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: compare [--peers hostgate,hostgate+log,haproxy,nginx,sniproxy] [--synthetic N (100000; 0: none)] \
          [--no-shipped] [--duration S (10)] [--warmup S (2)] [--concurrency C (32)] [--distinct N (20000)] [--bulk-mib M (1024)] \
-         [--idle N (10000)] [--proxy-cpu LIST (1)] [--hostgate PATH] [--work DIR] [--out FILE] [--repo DIR]"
+         [--idle N (10000)] [--latency-rounds N (3)] [--proxy-cpu LIST (1)] [--hostgate PATH] [--work DIR] [--out FILE] [--repo DIR]"
     );
     std::process::exit(64)
 }
@@ -77,6 +78,7 @@ fn parse_args() -> Args {
         distinct: 20_000,
         bulk_mib: 1024,
         idle: 10_000,
+        latency_rounds: 3,
         proxy_cpu: "1".into(),
         out: None,
     };
@@ -99,6 +101,7 @@ fn parse_args() -> Args {
             "--distinct" => a.distinct = num(value()) as usize,
             "--bulk-mib" => a.bulk_mib = num(value()) as u64,
             "--idle" => a.idle = num(value()) as usize,
+            "--latency-rounds" => a.latency_rounds = (num(value()) as u32).max(1),
             "--proxy-cpu" => a.proxy_cpu = value(),
             "--hostgate" => a.hostgate = PathBuf::from(value()),
             "--work" => a.work = PathBuf::from(value()),
@@ -124,6 +127,11 @@ struct Row {
     p50_us: Option<u32>,
     p99_us: Option<u32>,
     p999_us: Option<u32>,
+    /// The direct baseline measured in the same latency rounds as this proxy: what its added
+    /// latency is counted against.
+    base_p50_us: Option<u32>,
+    base_p99_us: Option<u32>,
+    base_p999_us: Option<u32>,
     fixed_errors: String,
     peak_rss_kib: u64,
     throughput: Option<f64>,
@@ -165,9 +173,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let _ = writeln!(
         report,
-        "- rate: {} clients, {:?} after {:?} warm-up; latency at half of hostgate's rate, {:?}, arrivals \
-         paced by a thread of their own, each timed from its scheduled start",
-        args.concurrency, args.duration, args.warmup, args.duration
+        "- rate: {} clients, {:?} after {:?} warm-up; latency at half of hostgate's rate, {:?} in {} rounds of \
+         the direct baseline then the proxy (added = the proxy's figure minus its own rounds' baseline), \
+         arrivals paced by a thread of their own, each timed from its scheduled start",
+        args.concurrency, args.duration, args.warmup, args.duration, args.latency_rounds
     );
 
     let mut sets: Vec<RuleSet> = Vec::new();
@@ -216,7 +225,6 @@ async fn one_set(
     let mut rows: Vec<Row> = Vec::new();
     let mut fixed_rate = 0.0;
     let mut direct = Row { label: "direct (no proxy)".into(), checked: "-".into(), timed: true, ..Row::default() };
-    let mut direct_fixed: Option<Stats> = None;
     let mut direct_bulk = None;
     for &kind in &args.peers {
         eprintln!("compare: {} / {}", set.label, kind.label());
@@ -304,27 +312,47 @@ async fn one_set(
             direct.rate = d.rate();
             direct.errors = d.errors_text();
             let _ = d.quantile_us(0.5);
-            let (mut f, mut pacing) =
-                load::open_loop(upstream, direct_probes.clone(), fixed_rate, args.warmup, args.duration).await;
-            direct.p50_us = f.quantile_us(0.5);
-            direct.p99_us = f.quantile_us(0.99);
-            direct.p999_us = f.quantile_us(0.999);
-            log_latency("direct", fixed_rate, &direct, &mut pacing);
-            direct.fixed_errors = f.errors_text();
-            direct_fixed = Some(f);
             if first {
                 let hello = load::client_hello(load::BULK);
                 direct_bulk = load::bulk(upstream, &hello).await.ok().map(|(b, t)| b as f64 / t.as_secs_f64());
                 direct.throughput = direct_bulk;
             }
         }
-        let (mut f, mut pacing) =
-            load::open_loop(peer.addr, probes.clone(), fixed_rate, args.warmup, args.duration).await;
+        // The latency run: `latency_rounds` rounds of the direct baseline and then the proxy, at
+        // the same fixed rate, so that the proxy's added latency is counted against a baseline
+        // measured beside it rather than minutes earlier (this guest's tail moves between
+        // passes by more than the differences between proxies).
+        let rounds = args.latency_rounds;
+        let each = args.duration / rounds;
+        let settle = args.warmup.min(Duration::from_millis(500));
+        let (mut base, mut f) = (Stats::default(), Stats::default());
+        let (mut base_pacing, mut pacing) = (load::Pacing::default(), load::Pacing::default());
+        for _ in 0..rounds {
+            let (d, dp) = load::open_loop(upstream, direct_probes.clone(), fixed_rate, settle, each).await;
+            base.absorb(d);
+            base_pacing.absorb(dp);
+            let (p, pp) = load::open_loop(peer.addr, probes.clone(), fixed_rate, settle, each).await;
+            f.absorb(p);
+            pacing.absorb(pp);
+        }
+        row.base_p50_us = base.quantile_us(0.5);
+        row.base_p99_us = base.quantile_us(0.99);
+        row.base_p999_us = base.quantile_us(0.999);
         row.p50_us = f.quantile_us(0.5);
         row.p99_us = f.quantile_us(0.99);
         row.p999_us = f.quantile_us(0.999);
+        let base_row =
+            Row { p50_us: row.base_p50_us, p99_us: row.base_p99_us, p999_us: row.base_p999_us, ..Row::default() };
+        log_latency(&format!("direct beside {}", kind.label()), fixed_rate, &base_row, &mut base_pacing);
         log_latency(kind.label(), fixed_rate, &row, &mut pacing);
         row.fixed_errors = f.errors_text();
+        if kind == Kind::Hostgate {
+            // The direct row shows the baseline of hostgate's rounds, as absolute figures.
+            direct.p50_us = row.base_p50_us;
+            direct.p99_us = row.base_p99_us;
+            direct.p999_us = row.base_p999_us;
+            direct.fixed_errors = base.errors_text();
+        }
         if first {
             let hello = load::client_hello(load::BULK);
             match load::bulk(peer.addr, &hello).await {
@@ -356,7 +384,6 @@ async fn one_set(
         peer.stop();
         rows.push(row);
     }
-    let _ = direct_fixed;
     let _ = direct_bulk;
     Ok(table(args, set, forwarded, mix.len(), fixed_rate, &direct, &rows, first))
 }
@@ -439,9 +466,9 @@ fn table(
         } else {
             format!(
                 "{} / {} / {}",
-                added(r.p50_us, direct.p50_us),
-                added(r.p99_us, direct.p99_us),
-                added(r.p999_us, direct.p999_us)
+                added(r.p50_us, r.base_p50_us),
+                added(r.p99_us, r.base_p99_us),
+                added(r.p999_us, r.base_p999_us)
             )
         };
         let errors = if r.fixed_errors.is_empty() || r.fixed_errors == "0" {

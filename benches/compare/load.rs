@@ -267,6 +267,19 @@ impl Stats {
         Some(self.latency_us[i])
     }
 
+    /// Adds another run's counts, errors and durations to these.
+    pub(crate) fn absorb(&mut self, other: Stats) {
+        self.right += other.right;
+        self.wrong += other.wrong;
+        self.forwarded += other.forwarded;
+        self.refused += other.refused;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latency_us.extend(other.latency_us);
+        self.elapsed += other.elapsed;
+    }
+
     pub(crate) fn errors_text(&self) -> String {
         if self.errors.is_empty() {
             return "0".into();
@@ -348,6 +361,16 @@ pub(crate) struct Pacing {
 }
 
 impl Pacing {
+    /// Adds another run's lags and pacer time to these.
+    pub(crate) fn absorb(&mut self, other: Pacing) {
+        self.start_lag_us.extend(other.start_lag_us);
+        self.pacer_cpu = match (self.pacer_cpu, other.pacer_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.pacer_span += other.pacer_span;
+    }
+
     /// One line for the log: the start lag's p50, p99 and maximum, and the pacer's CPU share.
     pub(crate) fn summary(&mut self) -> String {
         let mut line = if self.start_lag_us.is_empty() {
