@@ -329,11 +329,11 @@ async fn one_set(
         let (mut base_pacing, mut pacing) = (load::Pacing::default(), load::Pacing::default());
         for _ in 0..rounds {
             let (d, dp) = load::open_loop(upstream, direct_probes.clone(), fixed_rate, settle, each).await;
-            base.absorb(d);
-            base_pacing.absorb(dp);
+            base.merge(d);
+            base_pacing.merge(dp);
             let (p, pp) = load::open_loop(peer.addr, probes.clone(), fixed_rate, settle, each).await;
-            f.absorb(p);
-            pacing.absorb(pp);
+            f.merge(p);
+            pacing.merge(pp);
         }
         row.base_p50_us = base.quantile_us(0.5);
         row.base_p99_us = base.quantile_us(0.99);

@@ -234,7 +234,8 @@ impl Stats {
         }
     }
 
-    fn merge(&mut self, other: Stats) {
+    /// Adds another run's counts, errors and durations to these (not its `elapsed`).
+    pub(crate) fn merge(&mut self, other: Stats) {
         self.right += other.right;
         self.wrong += other.wrong;
         self.forwarded += other.forwarded;
@@ -265,19 +266,6 @@ impl Stats {
         self.latency_us.sort_unstable();
         let i = ((self.latency_us.len() - 1) as f64 * q).round() as usize;
         Some(self.latency_us[i])
-    }
-
-    /// Adds another run's counts, errors and durations to these.
-    pub(crate) fn absorb(&mut self, other: Stats) {
-        self.right += other.right;
-        self.wrong += other.wrong;
-        self.forwarded += other.forwarded;
-        self.refused += other.refused;
-        for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        self.latency_us.extend(other.latency_us);
-        self.elapsed += other.elapsed;
     }
 
     pub(crate) fn errors_text(&self) -> String {
@@ -362,7 +350,7 @@ pub(crate) struct Pacing {
 
 impl Pacing {
     /// Adds another run's lags and pacer time to these.
-    pub(crate) fn absorb(&mut self, other: Pacing) {
+    pub(crate) fn merge(&mut self, other: Pacing) {
         self.start_lag_us.extend(other.start_lag_us);
         self.pacer_cpu = match (self.pacer_cpu, other.pacer_cpu) {
             (Some(a), Some(b)) => Some(a + b),
