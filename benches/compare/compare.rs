@@ -341,10 +341,9 @@ async fn one_set(
         row.p50_us = f.quantile_us(0.5);
         row.p99_us = f.quantile_us(0.99);
         row.p999_us = f.quantile_us(0.999);
-        let base_row =
-            Row { p50_us: row.base_p50_us, p99_us: row.base_p99_us, p999_us: row.base_p999_us, ..Row::default() };
-        log_latency(&format!("direct beside {}", kind.label()), fixed_rate, &base_row, &mut base_pacing);
-        log_latency(kind.label(), fixed_rate, &row, &mut pacing);
+        let base_q = [row.base_p50_us, row.base_p99_us, row.base_p999_us];
+        log_latency(&format!("direct beside {}", kind.label()), fixed_rate, base_q, &mut base_pacing);
+        log_latency(kind.label(), fixed_rate, [row.p50_us, row.p99_us, row.p999_us], &mut pacing);
         row.fixed_errors = f.errors_text();
         if kind == Kind::Hostgate {
             // The direct row shows the baseline of hostgate's rounds, as absolute figures.
@@ -390,13 +389,11 @@ async fn one_set(
 
 /// The latency run's absolute figures and how well the pacer kept its schedule, for the log: a
 /// start lag near the durations themselves means the figures are the harness's, not the proxy's.
-fn log_latency(label: &str, rate: f64, row: &Row, pacing: &mut load::Pacing) {
-    let us = |v: Option<u32>| v.map_or("-".into(), |v| v.to_string());
+/// `quantiles` are p50, p99 and p99.9 in µs.
+fn log_latency(label: &str, rate: f64, quantiles: [Option<u32>; 3], pacing: &mut load::Pacing) {
+    let [p50, p99, p999] = quantiles.map(|v| v.map_or("-".into(), |v| v.to_string()));
     eprintln!(
-        "compare: {label}: at {rate:.0} conn/s p50 / p99 / p99.9 {} / {} / {} µs from the scheduled start; {}",
-        us(row.p50_us),
-        us(row.p99_us),
-        us(row.p999_us),
+        "compare: {label}: at {rate:.0} conn/s p50 / p99 / p99.9 {p50} / {p99} / {p999} µs from the scheduled start; {}",
         pacing.summary()
     );
 }
